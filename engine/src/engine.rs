@@ -1,0 +1,1334 @@
+//! The engine facade: every business operation the gateway (or the CLI) can ask for, with
+//! authorization, validation, idempotency and routing to payment sessions. It knows nothing
+//! about HTTP; callers parse, call one method here, and map the result.
+
+use crate::channel::{ChannelAdapter, ChannelError, ChannelPaymentRequest, SandboxChannel};
+use crate::clock::{Clock, Timestamp};
+use crate::error::{EngineError, EngineResult};
+use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
+use crate::model::merchant::{
+    self, ApiKeyInput, generate_api_secret, generate_webhook_secret, hash_secret,
+};
+use crate::model::service::{KNOWN_CHANNELS, next_service_status};
+use crate::model::{
+    ApiKey, Event, IntentCommand, IntentStatus, Merchant, PaymentIntent, Permission, Refund,
+    Service, ServiceAction, ServiceInput, ServiceStatus,
+};
+use crate::money::Money;
+use crate::session::{IdempotencySpec, SessionConfig, SessionContext, SessionRegistry};
+use crate::store::{
+    EventQuery, HotState, IntentQuery, Ledger, Page, PageRequest, WriteBatch, WriteOp,
+};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits on request content (`[limits]` in `ipay.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most metadata keys on an intent.
+    pub metadata_max_keys: usize,
+    /// Longest metadata key, characters.
+    pub metadata_max_key_len: usize,
+    /// Longest metadata value (a string), characters.
+    pub metadata_max_value_len: usize,
+    /// Shortest allowed `expires_in`, seconds.
+    pub expires_in_min_secs: i64,
+    /// Longest allowed `expires_in`, seconds.
+    pub expires_in_max_secs: i64,
+    /// `expires_in` when the request gives none, seconds.
+    pub expires_in_default_secs: i64,
+    /// How long an idempotency key and its stored response are kept, hours.
+    pub idempotency_ttl_hours: i64,
+    /// Longest a request waits for another request holding the same idempotency key, ms.
+    pub idempotency_wait_ms: u64,
+    /// Largest `limit` a list accepts.
+    pub max_page_size: usize,
+    /// How long a looked-up API key is trusted before it is read again, ms.
+    pub key_cache_ttl_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            metadata_max_keys: 50,
+            metadata_max_key_len: 40,
+            metadata_max_value_len: 500,
+            expires_in_min_secs: 60,
+            expires_in_max_secs: 86_400,
+            expires_in_default_secs: 900,
+            idempotency_ttl_hours: 24,
+            idempotency_wait_ms: 10_000,
+            max_page_size: 100,
+            key_cache_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub sessions: SessionConfig,
+    pub limits: Limits,
+}
+
+/// Who is calling: the merchant, the key's mode and the key itself.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub key: ApiKey,
+}
+
+impl AuthContext {
+    /// Fails with `permission_denied` unless the key carries `p`.
+    pub fn require(&self, p: Permission) -> EngineResult<()> {
+        if self.key.allows(p) {
+            Ok(())
+        } else {
+            Err(EngineError::PermissionDenied {
+                permission: p.as_str().to_string(),
+            })
+        }
+    }
+
+    fn owns(&self, merchant: MerchantId, livemode: bool) -> bool {
+        self.merchant_id == merchant && self.livemode == livemode
+    }
+}
+
+/// A new merchant's credentials, shown once.
+#[derive(Debug, Serialize)]
+pub struct MerchantCredentials {
+    pub merchant_id: MerchantId,
+    pub name: String,
+    pub test_key_id: ApiKeyId,
+    pub test_secret_key: String,
+    pub live_key_id: ApiKeyId,
+    pub live_secret_key: String,
+    pub webhook_secret: String,
+}
+
+/// A new or rotated API key with its secret, shown once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyWithSecret {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The secret. Shown only in this response; store it now.
+    pub secret: String,
+}
+
+/// An amount as it arrives on the wire, validated into [`Money`] by the engine.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountInput {
+    /// Minor units, a positive integer.
+    pub value: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+/// `POST /v1/payment-intents` body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIntentRequest {
+    pub service_id: String,
+    pub amount: AmountInput,
+    pub channel: String,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds until the intent expires (default 900).
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+}
+
+/// `POST /v1/refunds` body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefundRequest {
+    pub payment_intent: String,
+    /// Defaults to everything still refundable.
+    #[serde(default)]
+    pub amount: Option<AmountInput>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The response of an idempotent create: fresh, or replayed from the first request.
+#[derive(Debug, Clone)]
+pub struct IdempotentOutcome {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
+struct CachedKey {
+    key: ApiKey,
+    loaded: Instant,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ledger: Arc<dyn Ledger>,
+    hot: Arc<dyn HotState>,
+    clock: Arc<dyn Clock>,
+    sessions: SessionRegistry,
+    channels: HashMap<&'static str, Arc<dyn ChannelAdapter>>,
+    config: EngineConfig,
+    key_cache: DashMap<[u8; 32], CachedKey>,
+    merchant_locks: DashMap<MerchantId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Creates a merchant with a test key, a live key and a webhook secret. Works on a ledger with
+/// no engine running (the `ipay merchants create` command).
+pub async fn create_merchant(
+    ledger: &dyn Ledger,
+    clock: &dyn Clock,
+    name: &str,
+) -> EngineResult<MerchantCredentials> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "name",
+            "merchant name must be 1 to 200 characters",
+        ));
+    }
+    let now = clock.now();
+    let merchant = Merchant {
+        id: MerchantId::new_at(now.ms()),
+        name: name.to_string(),
+        webhook_secret: generate_webhook_secret(),
+        created: now,
+    };
+    let mut batch = WriteBatch::new();
+    let mut keys = Vec::new();
+    for livemode in [false, true] {
+        let s = generate_api_secret(livemode);
+        let key = ApiKey {
+            id: ApiKeyId::new_at(now.ms()),
+            label: if livemode {
+                "default live key".into()
+            } else {
+                "default test key".into()
+            },
+            redacted: s.redacted,
+            permissions: Permission::ALL.to_vec(),
+            ip_whitelist: vec![],
+            livemode,
+            merchant_id: merchant.id,
+            created: now,
+            expires_at: now.plus_secs(merchant::DEFAULT_KEY_TTL_DAYS * 86_400),
+            revoked_at: None,
+        };
+        keys.push((key.id, s.secret));
+        batch.push(WriteOp::PutApiKey {
+            key,
+            secret_hash: Some(s.hash),
+        });
+    }
+    batch.push(WriteOp::PutMerchant(merchant.clone()));
+    ledger.submit(batch).await?;
+    let (test, live) = (&keys[0], &keys[1]);
+    Ok(MerchantCredentials {
+        merchant_id: merchant.id,
+        name: merchant.name,
+        test_key_id: test.0,
+        test_secret_key: test.1.expose().to_string(),
+        live_key_id: live.0,
+        live_secret_key: live.1.expose().to_string(),
+        webhook_secret: merchant.webhook_secret.expose().to_string(),
+    })
+}
+
+fn page(limits: &Limits, limit: Option<usize>, offset: Option<usize>) -> EngineResult<PageRequest> {
+    let limit = limit.unwrap_or(20);
+    if limit == 0 || limit > limits.max_page_size {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "limit",
+            format!("limit must be between 1 and {}", limits.max_page_size),
+        ));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset > 1_000_000 {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "offset",
+            "offset must be at most 1000000",
+        ));
+    }
+    Ok(PageRequest { limit, offset })
+}
+
+/// Query of `GET /v1/payment-intents`, already split into typed parts by the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct IntentListParams {
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub created_after: Option<String>,
+    pub created_before: Option<String>,
+    pub sort: Option<String>,
+}
+
+fn canonical_hash<T: Serialize>(body: &T) -> String {
+    // serde_json maps are ordered by key, so equal requests serialize to equal bytes.
+    let v = serde_json::to_value(body).unwrap_or_default();
+    hex::encode(Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
+}
+
+fn validate_idempotency_key(k: &str) -> EngineResult<()> {
+    if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Starts the engine on the given stores: session shards, their timers, maintenance tasks.
+    pub async fn start(
+        ledger: Arc<dyn Ledger>,
+        hot: Arc<dyn HotState>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> EngineResult<Engine> {
+        let ctx = SessionContext::new(ledger.clone(), clock.clone(), config.sessions.clone());
+        let sessions = SessionRegistry::start(ctx).await?;
+        let mut channels: HashMap<&'static str, Arc<dyn ChannelAdapter>> = HashMap::new();
+        channels.insert("sandbox", Arc::new(SandboxChannel));
+        let counts = ledger.count_intents_by_status().await?;
+        for s in IntentStatus::ALL {
+            metrics::gauge!("ipay_intents", "status" => s.as_str())
+                .set(counts[s.to_u8() as usize] as f64);
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                ledger,
+                hot,
+                clock,
+                sessions,
+                channels,
+                config,
+                key_cache: DashMap::new(),
+                merchant_locks: DashMap::new(),
+            }),
+        };
+        engine.spawn_maintenance();
+        Ok(engine)
+    }
+
+    /// Registers a channel adapter (replacing one of the same name).
+    pub fn with_channel(mut self, adapter: Arc<dyn ChannelAdapter>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.channels.insert(adapter.name(), adapter);
+        }
+        self
+    }
+
+    /// Stops the session layer.
+    pub async fn shutdown(&self) {
+        self.inner.sessions.stop().await;
+    }
+
+    /// The session registry (timers, tests).
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.inner.sessions
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The ledger (health checks).
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.inner.ledger
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    fn spawn_maintenance(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let cutoff = inner
+                    .clock
+                    .now()
+                    .plus_secs(-inner.config.limits.idempotency_ttl_hours * 3600);
+                let mut b = WriteBatch::new();
+                b.push(WriteOp::PurgeIdempotencyBefore(cutoff));
+                if let Err(e) = inner.ledger.submit(b).await {
+                    tracing::warn!(error = %e, "idempotency purge failed");
+                }
+            }
+        });
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    async fn merchant_lock(&self, m: MerchantId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.inner.merchant_locks.entry(m).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    // ---------------------------------------------------------------- authentication
+
+    /// Resolves a bearer secret to its key, checking revocation, expiry and IP whitelist.
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        ip: Option<IpAddr>,
+    ) -> EngineResult<AuthContext> {
+        if merchant::key_mode(secret).is_none() {
+            return Err(EngineError::AuthInvalid);
+        }
+        let hash = hash_secret(secret);
+        let ttl = Duration::from_millis(self.inner.config.limits.key_cache_ttl_ms);
+        let cached = self
+            .inner
+            .key_cache
+            .get(&hash)
+            .filter(|c| c.loaded.elapsed() < ttl)
+            .map(|c| c.key.clone());
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = self
+                    .inner
+                    .ledger
+                    .find_api_key_by_hash(hash)
+                    .await?
+                    .ok_or(EngineError::AuthInvalid)?;
+                self.inner.key_cache.insert(
+                    hash,
+                    CachedKey {
+                        key: k.clone(),
+                        loaded: Instant::now(),
+                    },
+                );
+                k
+            }
+        };
+        key.check_usable(self.now(), ip)?;
+        Ok(AuthContext {
+            merchant_id: key.merchant_id,
+            livemode: key.livemode,
+            key,
+        })
+    }
+
+    fn forget_cached_key(&self, id: ApiKeyId) {
+        self.inner.key_cache.retain(|_, c| c.key.id != id);
+    }
+
+    // ---------------------------------------------------------------- API keys
+
+    /// Creates a key in the caller's mode. It may not carry permissions the caller lacks.
+    pub async fn create_api_key(
+        &self,
+        ctx: &AuthContext,
+        input: ApiKeyInput,
+    ) -> EngineResult<ApiKeyWithSecret> {
+        ctx.require(Permission::ApiKeysWrite)?;
+        let (label, perms, whitelist, days) = input.parse()?;
+        let perms = perms.unwrap_or_else(|| ctx.key.permissions.clone());
+        if let Some(p) = perms.iter().find(|p| !ctx.key.allows(**p)) {
+            return Err(EngineError::PermissionDenied {
+                permission: p.as_str().to_string(),
+            });
+        }
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        let existing = self
+            .inner
+            .ledger
+            .list_api_keys(ctx.merchant_id, ctx.livemode)
+            .await?;
+        if existing.len() >= merchant::MAX_KEYS_PER_MERCHANT {
+            return Err(EngineError::Conflict {
+                code: "too_many_keys",
+                message: format!(
+                    "at most {} keys per mode; revoke unused keys first",
+                    merchant::MAX_KEYS_PER_MERCHANT
+                ),
+            });
+        }
+        self.insert_key(ctx, label, perms, whitelist, days).await
+    }
+
+    async fn insert_key(
+        &self,
+        ctx: &AuthContext,
+        label: String,
+        permissions: Vec<Permission>,
+        ip_whitelist: Vec<ipnet::IpNet>,
+        days: i64,
+    ) -> EngineResult<ApiKeyWithSecret> {
+        let now = self.now();
+        let s = generate_api_secret(ctx.livemode);
+        let key = ApiKey {
+            id: ApiKeyId::new_at(now.ms()),
+            label,
+            redacted: s.redacted,
+            permissions,
+            ip_whitelist,
+            livemode: ctx.livemode,
+            merchant_id: ctx.merchant_id,
+            created: now,
+            expires_at: now.plus_secs(days * 86_400),
+            revoked_at: None,
+        };
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutApiKey {
+            key: key.clone(),
+            secret_hash: Some(s.hash),
+        });
+        self.inner.ledger.submit(b).await?;
+        Ok(ApiKeyWithSecret {
+            key,
+            secret: s.secret.expose().to_string(),
+        })
+    }
+
+    /// The caller's keys in the caller's mode, newest first.
+    pub async fn list_api_keys(&self, ctx: &AuthContext) -> EngineResult<Vec<ApiKey>> {
+        ctx.require(Permission::ApiKeysRead)?;
+        Ok(self
+            .inner
+            .ledger
+            .list_api_keys(ctx.merchant_id, ctx.livemode)
+            .await?)
+    }
+
+    async fn owned_key(&self, ctx: &AuthContext, id: &str) -> EngineResult<ApiKey> {
+        let kid = ApiKeyId::parse(id).map_err(|_| EngineError::not_found("API key", id))?;
+        match self.inner.ledger.get_api_key(kid).await? {
+            Some(k) if ctx.owns(k.merchant_id, k.livemode) => Ok(k),
+            _ => Err(EngineError::not_found("API key", id)),
+        }
+    }
+
+    /// Revokes a key at once. Revoking a revoked key returns it unchanged.
+    pub async fn revoke_api_key(&self, ctx: &AuthContext, id: &str) -> EngineResult<ApiKey> {
+        ctx.require(Permission::ApiKeysWrite)?;
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        let mut key = self.owned_key(ctx, id).await?;
+        let now = self.now();
+        if key.revoked_at.is_some_and(|r| r <= now) {
+            return Ok(key);
+        }
+        key.revoked_at = Some(now);
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutApiKey {
+            key: key.clone(),
+            secret_hash: None,
+        });
+        self.inner.ledger.submit(b).await?;
+        self.forget_cached_key(key.id);
+        Ok(key)
+    }
+
+    /// Issues a new key with the same label, permissions and whitelist, and revokes the old one
+    /// after `grace_secs` (0 to 7 days; default 0 = at once).
+    pub async fn rotate_api_key(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        grace_secs: Option<i64>,
+    ) -> EngineResult<ApiKeyWithSecret> {
+        ctx.require(Permission::ApiKeysWrite)?;
+        let grace = grace_secs.unwrap_or(0);
+        if !(0..=7 * 86_400).contains(&grace) {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "grace_period_seconds",
+                "grace_period_seconds must be between 0 and 604800",
+            ));
+        }
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        let mut old = self.owned_key(ctx, id).await?;
+        let now = self.now();
+        if old.revoked_at.is_some_and(|r| r <= now) {
+            return Err(EngineError::InvalidStateTransition {
+                object: "API key",
+                from: "revoked".into(),
+                action: "rotate".into(),
+            });
+        }
+        let fresh = self
+            .insert_key(
+                ctx,
+                old.label.clone(),
+                old.permissions.clone(),
+                old.ip_whitelist.clone(),
+                merchant::DEFAULT_KEY_TTL_DAYS,
+            )
+            .await?;
+        old.revoked_at = Some(now.plus_secs(grace));
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutApiKey {
+            key: old.clone(),
+            secret_hash: None,
+        });
+        self.inner.ledger.submit(b).await?;
+        self.forget_cached_key(old.id);
+        Ok(fresh)
+    }
+
+    // ---------------------------------------------------------------- services
+
+    /// Creates a manifest, or updates the one named by `id` or by the same `name`: only the
+    /// fields given change. Returns the manifest and whether it was created.
+    pub async fn upsert_service(
+        &self,
+        ctx: &AuthContext,
+        input: ServiceInput,
+    ) -> EngineResult<(Service, bool)> {
+        ctx.require(Permission::ServicesWrite)?;
+        input.validate()?;
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        let now = self.now();
+        let existing = match (&input.id, &input.name) {
+            (Some(id), _) => Some(self.owned_service(ctx, *id).await?),
+            (None, Some(name)) => {
+                self.inner
+                    .ledger
+                    .find_service_by_name(ctx.merchant_id, ctx.livemode, name.trim())
+                    .await?
+            }
+            (None, None) => {
+                return Err(EngineError::invalid(
+                    "parameter_missing",
+                    "name",
+                    "name is required to create a service",
+                ));
+            }
+        };
+        let (service, created) = match existing {
+            Some(mut s) => {
+                if let Some(new_name) = input.name.as_deref().map(str::trim) {
+                    if new_name != s.name {
+                        if let Some(other) = self
+                            .inner
+                            .ledger
+                            .find_service_by_name(ctx.merchant_id, ctx.livemode, new_name)
+                            .await?
+                        {
+                            if other.id != s.id {
+                                return Err(EngineError::Conflict {
+                                    code: "service_name_taken",
+                                    message: format!(
+                                        "another service is already named `{new_name}`"
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+                input.apply_to(&mut s, now);
+                (s, false)
+            }
+            None => {
+                let mut s = Service {
+                    id: ServiceId::new_at(now.ms()),
+                    name: String::new(),
+                    description: None,
+                    payment_methods: Default::default(),
+                    pricing: Default::default(),
+                    accepted_channels: vec![],
+                    qr_mode: Default::default(),
+                    settlement_currency: None,
+                    endpoint: None,
+                    tags: vec![],
+                    status: ServiceStatus::Draft,
+                    livemode: ctx.livemode,
+                    merchant_id: ctx.merchant_id,
+                    created: now,
+                    updated: now,
+                };
+                input.apply_to(&mut s, now);
+                (s, true)
+            }
+        };
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutService(service.clone()));
+        self.inner.ledger.submit(b).await?;
+        Ok((service, created))
+    }
+
+    async fn owned_service(&self, ctx: &AuthContext, id: ServiceId) -> EngineResult<Service> {
+        match self.inner.ledger.get_service(id).await? {
+            Some(s)
+                if ctx.owns(s.merchant_id, s.livemode) && s.status != ServiceStatus::Deleted =>
+            {
+                Ok(s)
+            }
+            _ => Err(EngineError::not_found("service", id)),
+        }
+    }
+
+    /// One manifest.
+    pub async fn get_service(&self, ctx: &AuthContext, id: &str) -> EngineResult<Service> {
+        ctx.require(Permission::ServicesRead)?;
+        let sid = ServiceId::parse(id).map_err(|_| EngineError::not_found("service", id))?;
+        self.owned_service(ctx, sid).await
+    }
+
+    /// The caller's manifests, newest first.
+    pub async fn list_services(
+        &self,
+        ctx: &AuthContext,
+        limit: Option<usize>,
+        offset: Option<usize>,
+    ) -> EngineResult<(Page<Service>, PageRequest)> {
+        ctx.require(Permission::ServicesRead)?;
+        let p = page(&self.inner.config.limits, limit, offset)?;
+        Ok((
+            self.inner
+                .ledger
+                .list_services(ctx.merchant_id, ctx.livemode, p)
+                .await?,
+            p,
+        ))
+    }
+
+    /// Moves a manifest through its lifecycle.
+    pub async fn service_action(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        action: ServiceAction,
+    ) -> EngineResult<Service> {
+        ctx.require(Permission::ServicesWrite)?;
+        let sid = ServiceId::parse(id).map_err(|_| EngineError::not_found("service", id))?;
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        let mut s = self.owned_service(ctx, sid).await?;
+        s.status = next_service_status(s.status, action)?;
+        s.updated = self.now();
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutService(s.clone()));
+        self.inner.ledger.submit(b).await?;
+        Ok(s)
+    }
+
+    // ---------------------------------------------------------------- payment intents
+
+    async fn idempotent<F, Fut>(
+        &self,
+        ctx: &AuthContext,
+        what: &str,
+        key: Option<&str>,
+        hash: String,
+        run: F,
+    ) -> EngineResult<IdempotentOutcome>
+    where
+        F: FnOnce(Option<IdempotencySpec>) -> Fut,
+        Fut: std::future::Future<Output = EngineResult<IdempotentOutcome>>,
+    {
+        let Some(key) = key else {
+            return run(None).await;
+        };
+        validate_idempotency_key(key)?;
+        let scope = format!(
+            "{}:{}:{}:{}",
+            ctx.merchant_id,
+            if ctx.livemode { "live" } else { "test" },
+            what,
+            key
+        );
+        let limits = &self.inner.config.limits;
+        let ttl_ms = limits.idempotency_ttl_hours * 3_600_000;
+        let wait = Duration::from_millis(limits.idempotency_wait_ms);
+        let deadline = Instant::now() + wait;
+        let stored = |rec: crate::store::IdempotencyRecord| -> EngineResult<IdempotentOutcome> {
+            if rec.request_hash != hash {
+                return Err(EngineError::IdempotencyKeyReused);
+            }
+            Ok(IdempotentOutcome {
+                status: rec.status,
+                body: rec.body,
+                replayed: true,
+            })
+        };
+        let fresh = |rec: &crate::store::IdempotencyRecord, now: Timestamp| {
+            now.ms() - rec.created.ms() < ttl_ms
+        };
+        loop {
+            if let Some(rec) = self.inner.ledger.get_idempotency(&scope).await? {
+                if fresh(&rec, self.now()) {
+                    return stored(rec);
+                }
+            }
+            if self.inner.hot.reserve(&scope, wait * 3).await? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::IdempotencyInProgress);
+            }
+            self.inner
+                .hot
+                .wait_released(&scope, deadline.saturating_duration_since(Instant::now()))
+                .await;
+        }
+        // Someone may have finished between our look-up and our reservation.
+        let result = match self.inner.ledger.get_idempotency(&scope).await {
+            Ok(Some(rec)) if fresh(&rec, self.now()) => stored(rec),
+            Ok(_) => {
+                run(Some(IdempotencySpec {
+                    scope: scope.clone(),
+                    request_hash: hash,
+                }))
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let _ = self.inner.hot.release(&scope).await;
+        result
+    }
+
+    /// Creates a payment intent (idempotent when `idempotency_key` is given).
+    pub async fn create_intent(
+        &self,
+        ctx: &AuthContext,
+        req: CreateIntentRequest,
+        idempotency_key: Option<&str>,
+    ) -> EngineResult<IdempotentOutcome> {
+        ctx.require(Permission::PaymentIntentsWrite)?;
+        let hash = canonical_hash(&req);
+        self.idempotent(
+            ctx,
+            "payment_intents",
+            idempotency_key,
+            hash,
+            |spec| async move {
+                let pi = self.create_intent_now(ctx, req, spec).await?;
+                Ok(IdempotentOutcome {
+                    status: 201,
+                    body: serde_json::to_string(&pi)
+                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                    replayed: false,
+                })
+            },
+        )
+        .await
+    }
+
+    fn validate_metadata(
+        &self,
+        m: &serde_json::Map<String, serde_json::Value>,
+    ) -> EngineResult<()> {
+        let l = &self.inner.config.limits;
+        if m.len() > l.metadata_max_keys {
+            return Err(EngineError::invalid(
+                "metadata_invalid",
+                "metadata",
+                format!("at most {} metadata keys", l.metadata_max_keys),
+            ));
+        }
+        for (k, v) in m {
+            if k.is_empty() || k.chars().count() > l.metadata_max_key_len {
+                return Err(EngineError::invalid(
+                    "metadata_invalid",
+                    "metadata",
+                    format!(
+                        "metadata keys must be 1 to {} characters",
+                        l.metadata_max_key_len
+                    ),
+                ));
+            }
+            let ok = match v {
+                serde_json::Value::String(s) => s.chars().count() <= l.metadata_max_value_len,
+                serde_json::Value::Number(_)
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Null => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(EngineError::invalid(
+                    "metadata_invalid",
+                    format!("metadata.{}", k.chars().take(40).collect::<String>()),
+                    format!(
+                        "metadata values must be strings of at most {} characters, numbers, booleans or null",
+                        l.metadata_max_value_len
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn healthy_alternatives(
+        &self,
+        service: &Service,
+        exclude: &str,
+        money: Money,
+        livemode: bool,
+    ) -> Vec<String> {
+        service
+            .accepted_channels
+            .iter()
+            .filter(|c| c.as_str() != exclude)
+            .filter(|c| {
+                self.inner.channels.get(c.as_str()).is_some_and(|a| {
+                    a.supports_currency(money.currency) && (!livemode || a.allows_livemode())
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn create_intent_now(
+        &self,
+        ctx: &AuthContext,
+        req: CreateIntentRequest,
+        idem: Option<IdempotencySpec>,
+    ) -> EngineResult<PaymentIntent> {
+        let limits = &self.inner.config.limits;
+        let money = Money::from_parts(req.amount.value, &req.amount.currency)
+            .map_err(|e| EngineError::money("amount", e))?;
+        let expires_in = req.expires_in.unwrap_or(limits.expires_in_default_secs);
+        if !(limits.expires_in_min_secs..=limits.expires_in_max_secs).contains(&expires_in) {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "expires_in",
+                format!(
+                    "expires_in must be between {} and {} seconds",
+                    limits.expires_in_min_secs, limits.expires_in_max_secs
+                ),
+            ));
+        }
+        let metadata = req.metadata.unwrap_or_default();
+        self.validate_metadata(&metadata)?;
+        if !KNOWN_CHANNELS.contains(&req.channel.as_str()) {
+            return Err(EngineError::invalid(
+                "channel_unknown",
+                "channel",
+                format!(
+                    "unknown channel `{}`; known channels: {}",
+                    req.channel.chars().take(40).collect::<String>(),
+                    KNOWN_CHANNELS.join(", ")
+                ),
+            ));
+        }
+        let sid = ServiceId::parse(&req.service_id)
+            .map_err(|e| EngineError::invalid("parameter_invalid", "service_id", e.to_string()))?;
+        let service = match self.inner.ledger.get_service(sid).await? {
+            Some(s)
+                if ctx.owns(s.merchant_id, s.livemode) && s.status != ServiceStatus::Deleted =>
+            {
+                s
+            }
+            _ => {
+                return Err(EngineError::Invalid {
+                    code: "resource_missing",
+                    message: format!(
+                        "no service with id `{}`",
+                        req.service_id.chars().take(60).collect::<String>()
+                    ),
+                    param: Some("service_id".into()),
+                });
+            }
+        };
+        if !service.status.accepts_payments() {
+            return Err(EngineError::Conflict {
+                code: "service_not_active",
+                message: format!(
+                    "service {} is {}; activate it before taking payments",
+                    service.id,
+                    service.status.as_str()
+                ),
+            });
+        }
+        if !service.accepted_channels.iter().any(|c| *c == req.channel) {
+            return Err(EngineError::invalid(
+                "channel_not_accepted",
+                "channel",
+                format!(
+                    "service {} does not accept `{}`; it accepts: {}",
+                    service.id,
+                    req.channel,
+                    service.accepted_channels.join(", ")
+                ),
+            ));
+        }
+        let adapter = self
+            .inner
+            .channels
+            .get(req.channel.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "channel_not_configured",
+                    "channel",
+                    format!("channel `{}` is not configured on this engine", req.channel),
+                )
+            })?;
+        if ctx.livemode && !adapter.allows_livemode() {
+            return Err(EngineError::invalid(
+                "channel_not_configured",
+                "channel",
+                format!("channel `{}` accepts test-mode keys only", req.channel),
+            ));
+        }
+        if !adapter.supports_currency(money.currency) {
+            return Err(EngineError::invalid(
+                "currency_not_supported",
+                "amount.currency",
+                format!(
+                    "channel `{}` cannot collect {}",
+                    req.channel, money.currency
+                ),
+            ));
+        }
+        let now = self.now();
+        let id = PaymentIntentId::new_at(now.ms());
+        let expires_at = now.plus_secs(expires_in);
+        let creq = ChannelPaymentRequest {
+            intent_id: id,
+            amount: money,
+            expires_at,
+            livemode: ctx.livemode,
+        };
+        let payment = match adapter.create_payment(&creq).await {
+            Ok(p) => p,
+            Err(ChannelError::Unavailable(why)) => {
+                return Err(EngineError::ChannelUnavailable {
+                    channel: req.channel.clone(),
+                    message: format!(
+                        "{} is currently unavailable ({why}). Please try again later or use an alternative channel.",
+                        req.channel
+                    ),
+                    retry_after_secs: 30,
+                    alternatives: self.healthy_alternatives(
+                        &service,
+                        &req.channel,
+                        money,
+                        ctx.livemode,
+                    ),
+                });
+            }
+            Err(ChannelError::Rejected(why)) => {
+                return Err(EngineError::invalid("channel_rejected", "channel", why));
+            }
+        };
+        let intent = PaymentIntent {
+            id,
+            status: IntentStatus::Pending,
+            amount: money,
+            amount_refunded: 0,
+            channel: req.channel,
+            service_id: service.id,
+            qr_code: payment.qr_code,
+            channel_reference: payment.channel_reference,
+            metadata,
+            failure_reason: None,
+            cancellation_reason: None,
+            livemode: ctx.livemode,
+            merchant_id: ctx.merchant_id,
+            expires_at,
+            created: now,
+            updated: now,
+        };
+        self.inner.sessions.create(intent, idem).await
+    }
+
+    async fn owned_intent(&self, ctx: &AuthContext, id: &str) -> EngineResult<PaymentIntent> {
+        let pid =
+            PaymentIntentId::parse(id).map_err(|_| EngineError::not_found("payment intent", id))?;
+        match self.inner.ledger.get_intent(pid).await? {
+            Some(pi) if ctx.owns(pi.merchant_id, pi.livemode) => Ok(pi),
+            _ => Err(EngineError::not_found("payment intent", id)),
+        }
+    }
+
+    /// One intent.
+    pub async fn get_intent(&self, ctx: &AuthContext, id: &str) -> EngineResult<PaymentIntent> {
+        ctx.require(Permission::PaymentIntentsRead)?;
+        self.owned_intent(ctx, id).await
+    }
+
+    /// Lists the caller's intents.
+    pub async fn list_intents(
+        &self,
+        ctx: &AuthContext,
+        p: IntentListParams,
+    ) -> EngineResult<(Page<PaymentIntent>, PageRequest)> {
+        ctx.require(Permission::PaymentIntentsRead)?;
+        let pg = page(&self.inner.config.limits, p.limit, p.offset)?;
+        let status = match p.status.as_deref() {
+            None => None,
+            Some(s) => Some(IntentStatus::parse(s).ok_or_else(|| {
+                EngineError::invalid(
+                    "parameter_invalid",
+                    "status",
+                    "status must be one of pending, succeeded, failed, expired, cancelled",
+                )
+            })?),
+        };
+        let ts = |v: &Option<String>, name: &'static str| -> EngineResult<Option<i64>> {
+            match v {
+                None => Ok(None),
+                Some(s) => Timestamp::parse_flexible(s)
+                    .map(|t| Some(t.ms()))
+                    .ok_or_else(|| {
+                        EngineError::invalid(
+                            "parameter_invalid",
+                            name,
+                            format!("{name} must be an RFC 3339 time or a YYYY-MM-DD date"),
+                        )
+                    }),
+            }
+        };
+        let descending = match p.sort.as_deref() {
+            None | Some("created:desc") => true,
+            Some("created:asc") => false,
+            Some(_) => {
+                return Err(EngineError::invalid(
+                    "parameter_invalid",
+                    "sort",
+                    "sort must be created:desc or created:asc",
+                ));
+            }
+        };
+        let q = IntentQuery {
+            status,
+            channel: p.channel,
+            created_after: ts(&p.created_after, "created_after")?,
+            created_before: ts(&p.created_before, "created_before")?,
+            descending,
+            page: pg,
+        };
+        Ok((
+            self.inner
+                .ledger
+                .list_intents(ctx.merchant_id, ctx.livemode, &q)
+                .await?,
+            pg,
+        ))
+    }
+
+    /// Cancels a pending intent.
+    pub async fn cancel_intent(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        reason: Option<String>,
+    ) -> EngineResult<PaymentIntent> {
+        ctx.require(Permission::PaymentIntentsWrite)?;
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "cancellation_reason",
+                "cancellation_reason is limited to 500 characters",
+            ));
+        }
+        let pi = self.owned_intent(ctx, id).await?;
+        Ok(self
+            .inner
+            .sessions
+            .command(pi.id, IntentCommand::Cancel { reason }, None)
+            .await?
+            .intent)
+    }
+
+    /// Test mode only: settles a sandbox intent as the channel would.
+    pub async fn sandbox_settle(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        succeed: bool,
+    ) -> EngineResult<PaymentIntent> {
+        ctx.require(Permission::PaymentIntentsWrite)?;
+        if ctx.livemode {
+            return Err(EngineError::Forbidden {
+                code: "test_mode_only",
+                message: "sandbox endpoints accept test-mode keys (sk_test_…) only".into(),
+            });
+        }
+        let pi = self.owned_intent(ctx, id).await?;
+        if pi.channel != "sandbox" {
+            return Err(EngineError::Conflict {
+                code: "channel_mismatch",
+                message: format!(
+                    "payment intent {} uses channel `{}`, not `sandbox`",
+                    pi.id, pi.channel
+                ),
+            });
+        }
+        let cmd = if succeed {
+            IntentCommand::Succeed {
+                channel_reference: None,
+            }
+        } else {
+            IntentCommand::Fail {
+                reason: "sandbox_declined".into(),
+            }
+        };
+        Ok(self.inner.sessions.command(pi.id, cmd, None).await?.intent)
+    }
+
+    // ---------------------------------------------------------------- refunds
+
+    /// Refunds part or all of a succeeded intent (idempotent when a key is given).
+    pub async fn create_refund(
+        &self,
+        ctx: &AuthContext,
+        req: CreateRefundRequest,
+        idempotency_key: Option<&str>,
+    ) -> EngineResult<IdempotentOutcome> {
+        ctx.require(Permission::RefundsWrite)?;
+        if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "reason",
+                "reason is limited to 500 characters",
+            ));
+        }
+        let hash = canonical_hash(&req);
+        self.idempotent(ctx, "refunds", idempotency_key, hash, |spec| async move {
+            let pi = match self.owned_intent(ctx, &req.payment_intent).await {
+                Ok(pi) => pi,
+                Err(EngineError::NotFound { .. }) => {
+                    return Err(EngineError::Invalid {
+                        code: "resource_missing",
+                        message: format!(
+                            "no payment intent with id `{}`",
+                            req.payment_intent.chars().take(60).collect::<String>()
+                        ),
+                        param: Some("payment_intent".into()),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let amount = match &req.amount {
+                None => None,
+                Some(a) => Some(
+                    Money::from_parts(a.value, &a.currency)
+                        .map_err(|e| EngineError::money("amount", e))?,
+                ),
+            };
+            let cmd = IntentCommand::Refund {
+                refund_id: RefundId::new_at(self.now().ms()),
+                amount,
+                reason: req.reason.clone(),
+            };
+            let applied = self.inner.sessions.command(pi.id, cmd, spec).await?;
+            let refund = applied
+                .refund
+                .ok_or_else(|| EngineError::Internal("refund command produced no refund".into()))?;
+            Ok(IdempotentOutcome {
+                status: 201,
+                body: serde_json::to_string(&refund)
+                    .map_err(|e| EngineError::Internal(e.to_string()))?,
+                replayed: false,
+            })
+        })
+        .await
+    }
+
+    /// Refunds, optionally of one intent, newest first.
+    pub async fn list_refunds(
+        &self,
+        ctx: &AuthContext,
+        intent: Option<&str>,
+        limit: Option<usize>,
+        offset: Option<usize>,
+    ) -> EngineResult<(Page<Refund>, PageRequest)> {
+        ctx.require(Permission::RefundsRead)?;
+        let p = page(&self.inner.config.limits, limit, offset)?;
+        let pid = match intent {
+            None => None,
+            Some(s) => Some(PaymentIntentId::parse(s).map_err(|e| {
+                EngineError::invalid("parameter_invalid", "payment_intent", e.to_string())
+            })?),
+        };
+        Ok((
+            self.inner
+                .ledger
+                .list_refunds(ctx.merchant_id, ctx.livemode, pid, p)
+                .await?,
+            p,
+        ))
+    }
+
+    /// One refund.
+    pub async fn get_refund(&self, ctx: &AuthContext, id: &str) -> EngineResult<Refund> {
+        ctx.require(Permission::RefundsRead)?;
+        let rid = RefundId::parse(id).map_err(|_| EngineError::not_found("refund", id))?;
+        match self.inner.ledger.get_refund(rid).await? {
+            Some(r) if ctx.owns(r.merchant_id, r.livemode) => Ok(r),
+            _ => Err(EngineError::not_found("refund", id)),
+        }
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// Events, newest first, optionally of one type or about one object.
+    pub async fn list_events(
+        &self,
+        ctx: &AuthContext,
+        event_type: Option<String>,
+        object_id: Option<String>,
+        limit: Option<usize>,
+        offset: Option<usize>,
+    ) -> EngineResult<(Page<Event>, PageRequest)> {
+        ctx.require(Permission::EventsRead)?;
+        let p = page(&self.inner.config.limits, limit, offset)?;
+        if event_type.as_ref().is_some_and(|t| t.len() > 100)
+            || object_id.as_ref().is_some_and(|t| t.len() > 100)
+        {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "type",
+                "filter values are limited to 100 characters",
+            ));
+        }
+        let q = EventQuery {
+            event_type,
+            object_id,
+            page: p,
+        };
+        Ok((
+            self.inner
+                .ledger
+                .list_events(ctx.merchant_id, ctx.livemode, &q)
+                .await?,
+            p,
+        ))
+    }
+
+    /// One event.
+    pub async fn get_event(&self, ctx: &AuthContext, id: &str) -> EngineResult<Event> {
+        ctx.require(Permission::EventsRead)?;
+        let eid = EventId::parse(id).map_err(|_| EngineError::not_found("event", id))?;
+        match self.inner.ledger.get_event(eid).await? {
+            Some(e) if ctx.owns(e.merchant_id, e.livemode) => Ok(e),
+            _ => Err(EngineError::not_found("event", id)),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! IPAY Engine core: money, ids, payment state machines, payment-session virtual actors,
+//! storage ports with their embedded backends, and the [`Engine`] facade.
+//!
+//! This crate knows nothing about HTTP or any PSP's wire format: the gateway crate turns
+//! requests into calls on [`Engine`], and channel adapters implement [`channel::ChannelAdapter`].
+
+pub mod channel;
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod money;
+pub mod session;
+pub mod store;
+
+pub use engine::{AuthContext, Engine, EngineConfig, Limits};
+pub use error::{EngineError, EngineResult, ErrorKind};

@@ -1,0 +1,419 @@
+//! One shard: hosts many payment sessions, handles their messages one at a time, keeps their
+//! expiry timers, passivates idle ones.
+
+use super::{IdempotencySpec, SessionContext, idempotency_op, record_transition};
+use crate::clock::Timestamp;
+use crate::error::{EngineError, EngineResult, StoreError};
+use crate::ids::PaymentIntentId;
+use crate::model::{Applied, IntentCommand, IntentStatus, PaymentIntent};
+use crate::store::{WriteBatch, WriteOp};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Messages a shard handles.
+pub enum ShardMsg {
+    /// Host a new intent and persist it.
+    Create {
+        intent: Box<PaymentIntent>,
+        idem: Option<IdempotencySpec>,
+        reply: RpcReplyPort<EngineResult<PaymentIntent>>,
+    },
+    /// Apply a command to an intent's session.
+    Command {
+        id: PaymentIntentId,
+        cmd: IntentCommand,
+        idem: Option<IdempotencySpec>,
+        reply: RpcReplyPort<EngineResult<Applied>>,
+    },
+    /// A rehydration read finished.
+    Loaded {
+        id: PaymentIntentId,
+        result: Result<Option<PaymentIntent>, StoreError>,
+    },
+    /// A commit for this session finished.
+    Committed { id: PaymentIntentId, ok: bool },
+    /// Check timers and idle sessions; `reply` when someone waits for it.
+    Tick { reply: Option<RpcReplyPort<()>> },
+    /// Expiry timers to arm (from the ledger, at start-up or after a restart).
+    ArmTimers(Vec<(PaymentIntentId, Timestamp)>),
+    /// Test hook: panic while handling a message for this session.
+    #[cfg(test)]
+    CrashForTest { id: PaymentIntentId },
+}
+
+/// The shard actor.
+pub struct SessionShard;
+
+/// Arguments: the shard's index and the shared context.
+pub struct ShardArgs {
+    pub index: usize,
+    pub ctx: Arc<SessionContext>,
+}
+
+struct Session {
+    intent: PaymentIntent,
+    last_touch_ms: i64,
+    /// Commits submitted and not yet answered; a session is never passivated while > 0, so a
+    /// rehydration read can never miss a write that is still on its way to disk.
+    inflight: u32,
+    /// A commit failed: refuse new work until in-flight commits drain, then drop the state.
+    poisoned: bool,
+}
+
+enum Slot {
+    Loading(VecDeque<Work>),
+    Live(Box<Session>),
+}
+
+struct Work {
+    cmd: IntentCommand,
+    idem: Option<IdempotencySpec>,
+    reply: Option<RpcReplyPort<EngineResult<Applied>>>,
+}
+
+/// Shard state.
+pub struct ShardState {
+    index: usize,
+    ctx: Arc<SessionContext>,
+    sessions: HashMap<PaymentIntentId, Slot>,
+    timers: BTreeSet<(i64, PaymentIntentId)>,
+}
+
+impl ShardState {
+    fn set_live(&mut self, id: PaymentIntentId, session: Session) {
+        if self
+            .sessions
+            .insert(id, Slot::Live(Box::new(session)))
+            .is_none()
+        {
+            self.ctx.live[self.index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&mut self, id: PaymentIntentId) -> Option<Slot> {
+        let s = self.sessions.remove(&id);
+        if s.is_some() {
+            self.ctx.live[self.index].fetch_sub(1, Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+fn reply<T>(port: Option<RpcReplyPort<T>>, v: T) {
+    if let Some(p) = port {
+        let _ = p.send(v);
+    }
+}
+
+impl Actor for SessionShard {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        let period = Duration::from_millis(args.ctx.config.tick_interval_ms.max(10));
+        myself.send_interval(period, || ShardMsg::Tick { reply: None });
+        Ok(ShardState {
+            index: args.index,
+            ctx: args.ctx,
+            sessions: HashMap::new(),
+            timers: BTreeSet::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ctx.live[state.index].store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        st: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ShardMsg::Create {
+                intent,
+                idem,
+                reply,
+            } => {
+                st.ctx.queued[st.index].fetch_sub(1, Ordering::Relaxed);
+                handle_create(&myself, st, *intent, idem, reply);
+            }
+            ShardMsg::Command {
+                id,
+                cmd,
+                idem,
+                reply,
+            } => {
+                st.ctx.queued[st.index].fetch_sub(1, Ordering::Relaxed);
+                route(
+                    &myself,
+                    st,
+                    id,
+                    Work {
+                        cmd,
+                        idem,
+                        reply: Some(reply),
+                    },
+                );
+            }
+            ShardMsg::Loaded { id, result } => handle_loaded(&myself, st, id, result),
+            ShardMsg::Committed { id, ok } => {
+                let mut drop_it = false;
+                if let Some(Slot::Live(s)) = st.sessions.get_mut(&id) {
+                    s.inflight = s.inflight.saturating_sub(1);
+                    if !ok {
+                        s.poisoned = true;
+                    }
+                    drop_it = s.poisoned && s.inflight == 0;
+                }
+                if drop_it {
+                    st.remove(id);
+                }
+            }
+            ShardMsg::Tick { reply: r } => {
+                tick(&myself, st);
+                reply(r, ());
+            }
+            ShardMsg::ArmTimers(list) => {
+                for (id, at) in list {
+                    st.timers.insert((at.ms(), id));
+                }
+            }
+            #[cfg(test)]
+            ShardMsg::CrashForTest { id } => {
+                panic!("test hook: injected panic while handling session {id}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn handle_create(
+    myself: &ActorRef<ShardMsg>,
+    st: &mut ShardState,
+    intent: PaymentIntent,
+    idem: Option<IdempotencySpec>,
+    reply_port: RpcReplyPort<EngineResult<PaymentIntent>>,
+) {
+    let now = st.ctx.clock.now();
+    let id = intent.id;
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::PutIntent(intent.clone()));
+    batch.push(WriteOp::PutEvent(intent.created_event()));
+    if let Some(spec) = &idem {
+        batch.push(idempotency_op(spec, 201, &intent, now));
+    }
+    st.timers.insert((intent.expires_at.ms(), id));
+    st.set_live(
+        id,
+        Session {
+            intent: intent.clone(),
+            last_touch_ms: now.ms(),
+            inflight: 1,
+            poisoned: false,
+        },
+    );
+    let ticket = st.ctx.ledger.submit(batch);
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let r = ticket.await;
+        let ok = r.is_ok();
+        let _ = me.send_message(ShardMsg::Committed { id, ok });
+        if ok {
+            record_transition(None, IntentStatus::Pending);
+        }
+        let _ = reply_port.send(r.map(|_| intent).map_err(EngineError::from));
+    });
+}
+
+fn route(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId, work: Work) {
+    match st.sessions.get_mut(&id) {
+        Some(Slot::Live(_)) => process(myself, st, id, work),
+        Some(Slot::Loading(q)) => q.push_back(work),
+        None => {
+            st.sessions
+                .insert(id, Slot::Loading(VecDeque::from([work])));
+            st.ctx.live[st.index].fetch_add(1, Ordering::Relaxed);
+            let ledger = st.ctx.ledger.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let result = ledger.get_intent(id).await;
+                let _ = me.send_message(ShardMsg::Loaded { id, result });
+            });
+        }
+    }
+}
+
+fn handle_loaded(
+    myself: &ActorRef<ShardMsg>,
+    st: &mut ShardState,
+    id: PaymentIntentId,
+    result: Result<Option<PaymentIntent>, StoreError>,
+) {
+    let Some(Slot::Loading(queue)) = st.remove(id) else {
+        return;
+    };
+    match result {
+        Ok(Some(intent)) => {
+            let now = st.ctx.clock.now_ms();
+            if intent.status == IntentStatus::Pending {
+                st.timers.insert((intent.expires_at.ms(), id));
+            }
+            st.set_live(
+                id,
+                Session {
+                    intent,
+                    last_touch_ms: now,
+                    inflight: 0,
+                    poisoned: false,
+                },
+            );
+            for work in queue {
+                process(myself, st, id, work);
+            }
+        }
+        Ok(None) => {
+            for w in queue {
+                reply(w.reply, Err(EngineError::not_found("payment intent", id)));
+            }
+        }
+        Err(e) => {
+            for w in queue {
+                reply(w.reply, Err(EngineError::from(e.clone())));
+            }
+        }
+    }
+}
+
+fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId, work: Work) {
+    let now = st.ctx.clock.now();
+    let Some(Slot::Live(session)) = st.sessions.get_mut(&id) else {
+        return;
+    };
+    if session.poisoned {
+        reply(work.reply, Err(EngineError::SessionUnavailable));
+        return;
+    }
+    session.last_touch_ms = now.ms();
+    let before = session.intent.status;
+    let mut batch = WriteBatch::new();
+    let mut transitions: Vec<(IntentStatus, IntentStatus)> = Vec::new();
+
+    // A pending intent past its deadline expires before anything else is decided, even if its
+    // timer has not fired yet.
+    if session.intent.is_due(now) && !matches!(work.cmd, IntentCommand::Expire) {
+        if let Ok(a) = session.intent.apply(&IntentCommand::Expire, now) {
+            transitions.push((session.intent.status, a.intent.status));
+            push_applied(&mut batch, &a);
+            session.intent = a.intent;
+        }
+    }
+
+    let outcome = session.intent.apply(&work.cmd, now);
+    let result = match outcome {
+        Ok(applied) => {
+            transitions.push((session.intent.status, applied.intent.status));
+            push_applied(&mut batch, &applied);
+            if let Some(spec) = &work.idem {
+                match &applied.refund {
+                    Some(r) => batch.push(idempotency_op(spec, 201, r, now)),
+                    None => batch.push(idempotency_op(spec, 200, &applied.intent, now)),
+                };
+            }
+            session.intent = applied.intent.clone();
+            Ok(applied)
+        }
+        Err(e) => Err(e),
+    };
+    if session.intent.status != IntentStatus::Pending && before == IntentStatus::Pending {
+        st.timers.remove(&(session.intent.expires_at.ms(), id));
+    }
+
+    if batch.ops.is_empty() {
+        // Nothing to persist: an illegal move, answered at once.
+        if let Err(e) = &result {
+            if matches!(work.cmd, IntentCommand::Expire) {
+                tracing::debug!(intent = %id, error = %e, "expiry timer found nothing to do");
+            }
+        }
+        reply(work.reply, result);
+        return;
+    }
+    session.inflight += 1;
+    let ticket = st.ctx.ledger.submit(batch);
+    let me = myself.clone();
+    let port = work.reply;
+    tokio::spawn(async move {
+        let r = ticket.await;
+        let ok = r.is_ok();
+        let _ = me.send_message(ShardMsg::Committed { id, ok });
+        match r {
+            Ok(()) => {
+                for (from, to) in transitions {
+                    record_transition(Some(from), to);
+                }
+                reply(port, result);
+            }
+            Err(e) => reply(port, Err(EngineError::from(e))),
+        }
+    });
+}
+
+fn push_applied(batch: &mut WriteBatch, a: &Applied) {
+    batch.push(WriteOp::PutIntent(a.intent.clone()));
+    if let Some(r) = &a.refund {
+        batch.push(WriteOp::PutRefund(r.clone()));
+    }
+    for e in &a.events {
+        batch.push(WriteOp::PutEvent(e.clone()));
+    }
+}
+
+fn tick(myself: &ActorRef<ShardMsg>, st: &mut ShardState) {
+    let now = st.ctx.clock.now_ms();
+    // Fire due expiry timers.
+    while let Some(&(due, id)) = st.timers.first() {
+        if due > now {
+            break;
+        }
+        st.timers.pop_first();
+        route(
+            myself,
+            st,
+            id,
+            Work {
+                cmd: IntentCommand::Expire,
+                idem: None,
+                reply: None,
+            },
+        );
+    }
+    // Passivate idle sessions with nothing in flight.
+    let idle_after = st.ctx.config.passivate_after_ms;
+    let idle: Vec<PaymentIntentId> = st
+        .sessions
+        .iter()
+        .filter_map(|(id, slot)| match slot {
+            Slot::Live(s) if s.inflight == 0 && now - s.last_touch_ms >= idle_after => Some(*id),
+            _ => None,
+        })
+        .collect();
+    for id in idle {
+        st.remove(id);
+    }
+    metrics::gauge!("ipay_live_sessions").set(st.ctx.live_sessions() as f64);
+}
