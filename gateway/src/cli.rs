@@ -1,0 +1,265 @@
+//! The `ipay` command line: `serve`, `merchants create`, `openapi`.
+
+use crate::app;
+use crate::config::{Config, StorageMode};
+use clap::{Parser, Subcommand};
+use ipay_engine::Engine;
+use ipay_engine::clock::{Clock, SystemClock};
+use ipay_engine::engine::create_merchant;
+use ipay_engine::model::{ServiceAction, ServiceInput};
+use ipay_engine::store::Ledger;
+use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
+use ipay_engine::store::memory_hot::MemoryHotState;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// IPAY Engine: an actor-based payment processing engine.
+#[derive(Debug, Parser)]
+#[command(name = "ipay", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (embedded storage by default).
+    Serve {
+        /// Configuration file (TOML); see config/ipay.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config (e.g. 127.0.0.1:8080; port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory of the embedded ledger, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also create a sandbox merchant with an active service and print a ready-to-run curl.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage merchants.
+    Merchants {
+        #[command(subcommand)]
+        command: MerchantsCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// `ipay merchants …`
+#[derive(Debug, Subcommand)]
+pub enum MerchantsCommand {
+    /// Create a merchant on a stopped data directory; prints its keys once.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn open_ledger(cfg: &Config) -> Result<Arc<EmbeddedLedger>, String> {
+    if cfg.storage.mode == StorageMode::Cluster {
+        return Err("storage.mode = \"cluster\" (Redis + ScyllaDB) is not available in this build yet; use \"embedded\"".into());
+    }
+    let opts = EmbeddedOptions {
+        queue_capacity: cfg.storage.queue_capacity,
+        max_batch: cfg.storage.max_group_commit,
+        cache_bytes: cfg.storage.cache_mib.saturating_mul(1 << 20),
+    };
+    EmbeddedLedger::open(&cfg.storage.data_dir, opts).map_err(|e| e.to_string())
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            demo,
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            serve(cfg, demo).await
+        }
+        Command::Merchants {
+            command:
+                MerchantsCommand::Create {
+                    name,
+                    config,
+                    data_dir,
+                    json,
+                },
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            let ledger = open_ledger(&cfg).map_err(|e| format!("{e}\nIf `ipay serve` is running on this data dir, use POST /v1/admin/merchants instead."))?;
+            let creds = create_merchant(ledger.as_ref(), &SystemClock, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&creds).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("merchant        {}  ({})", creds.merchant_id, creds.name);
+                println!("test key        {}", creds.test_secret_key);
+                println!("live key        {}", creds.live_secret_key);
+                println!("webhook secret  {}", creds.webhook_secret);
+                println!(
+                    "These secrets are shown once; only their hashes (keys) are kept. Store them now."
+                );
+            }
+            Ok(())
+        }
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            let doc = crate::openapi::ApiDoc::openapi()
+                .to_pretty_json()
+                .map_err(|e| e.to_string())?;
+            println!("{doc}");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
+    init_tracing(&cfg);
+    let ledger = open_ledger(&cfg)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::start(
+        ledger.clone() as Arc<dyn Ledger>,
+        Arc::new(MemoryHotState::new()),
+        clock.clone(),
+        cfg.engine(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let server = app::start(engine.clone(), &cfg)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
+    let base = format!("http://{}", server.addr);
+    println!(
+        "ipay listening on {base} (embedded mode, data in {})",
+        cfg.storage.data_dir.display()
+    );
+    println!("  API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
+    if demo {
+        print_demo(&engine, ledger.as_ref(), clock.as_ref(), &base).await?;
+    }
+    tracing::info!(addr = %server.addr, "serving");
+    let shutdown = tokio::spawn(shutdown_signal());
+    let _ = shutdown.await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn print_demo(
+    engine: &Engine,
+    ledger: &dyn Ledger,
+    clock: &dyn Clock,
+    base: &str,
+) -> Result<(), String> {
+    let creds = create_merchant(ledger, clock, "Sandbox demo merchant")
+        .await
+        .map_err(|e| e.to_string())?;
+    let ctx = engine
+        .authenticate(&creds.test_secret_key, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let input = ServiceInput {
+        name: Some("Demo service".into()),
+        accepted_channels: Some(vec!["sandbox".into()]),
+        ..Default::default()
+    };
+    let (svc, _) = engine
+        .upsert_service(&ctx, input)
+        .await
+        .map_err(|e| e.to_string())?;
+    engine
+        .service_action(&ctx, &svc.id.to_string(), ServiceAction::Activate)
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = &creds.test_secret_key;
+    println!();
+    println!(
+        "Sandbox merchant {} (secrets shown once)",
+        creds.merchant_id
+    );
+    println!("  test key:       {key}");
+    println!("  live key:       {}", creds.live_secret_key);
+    println!("  webhook secret: {}", creds.webhook_secret);
+    println!(
+        "  service:        {} (active, accepts the sandbox channel)",
+        svc.id
+    );
+    println!();
+    println!("Create a payment intent:");
+    println!(
+        "  curl -s {base}/v1/payment-intents -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -H 'Idempotency-Key: demo-1' -d '{{\"service_id\":\"{}\",\"amount\":{{\"value\":699,\"currency\":\"CNY\"}},\"channel\":\"sandbox\"}}'",
+        svc.id
+    );
+    println!("Pay it in the sandbox (use the id from the answer):");
+    println!(
+        "  curl -s -X POST {base}/v1/sandbox/payment-intents/pi_.../succeed -H 'Authorization: Bearer {key}'"
+    );
+    println!("Then list events:  curl -s {base}/v1/events -H 'Authorization: Bearer {key}'");
+    Ok(())
+}

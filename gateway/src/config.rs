@@ -1,0 +1,168 @@
+//! Configuration: `config/ipay.toml` documents every setting with its default. Values come from
+//! the defaults, then the file given with `--config`, then `IPAY_…` environment variables
+//! (`IPAY_SERVER__LISTEN=127.0.0.1:9000`: sections and keys joined by `__`), then command-line
+//! flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipay_engine::EngineConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `ipay` can be told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub sessions: ipay_engine::session::SessionConfig,
+    pub limits: ipay_engine::Limits,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default; `0` as port picks a free one.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, bytes (larger → 413).
+    pub max_body_bytes: usize,
+    /// Longest a request may take end to end, ms (longer → 408).
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; more are refused with 503 at once rather than queued.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080"
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 30_000,
+            max_concurrent_requests: 4_096,
+        }
+    }
+}
+
+/// Storage back-end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    /// One process, durable on local disk (redb). The default.
+    #[default]
+    Embedded,
+    /// Redis + ScyllaDB, shared by several nodes.
+    Cluster,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub mode: StorageMode,
+    /// Embedded mode: directory of the ledger file.
+    pub data_dir: PathBuf,
+    /// Write batches waiting for the ledger writer before requests get 503.
+    pub queue_capacity: usize,
+    /// Most write batches folded into one durable commit (group commit).
+    pub max_group_commit: usize,
+    /// Ledger page cache, MiB.
+    pub cache_mib: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            mode: StorageMode::Embedded,
+            data_dir: PathBuf::from("./data"),
+            queue_capacity: 65_536,
+            max_group_commit: 2_048,
+            cache_mib: 256,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/v1/admin/*`. Empty disables the admin API. Set it through
+    /// `IPAY_ADMIN__TOKEN` rather than the file where possible.
+    pub token: String,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `ipay_engine=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then `IPAY_…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("IPAY_").split("__"));
+        fig.extract()
+            .map_err(|e| format!("invalid configuration: {e}"))
+    }
+
+    /// The engine's part.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            sessions: self.sessions.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipay.toml");
+        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}
