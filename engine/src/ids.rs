@@ -34,8 +34,7 @@ macro_rules! typed_id {
 
             /// A fresh id for the given creation time (milliseconds since the Unix epoch).
             pub fn new_at(unix_ms: i64) -> Self {
-                let ms = u64::try_from(unix_ms).unwrap_or(0);
-                $name(Ulid::from_parts(ms, rand::random::<u128>()))
+                $name(monotonic_ulid(unix_ms))
             }
 
             /// The underlying 128-bit value (time-ordered).
@@ -104,6 +103,27 @@ macro_rules! typed_id {
             }
         }
     };
+}
+
+/// A ULID for `unix_ms`, strictly greater than the previous one issued for the same millisecond,
+/// so ids (and the events they name) created within one millisecond still sort in creation order.
+fn monotonic_ulid(unix_ms: i64) -> Ulid {
+    use parking_lot::Mutex;
+    // The last id issued per millisecond, in a small table indexed by ms: one clock only ever
+    // needs one slot, and several clocks (tests run many engines in one process) rarely collide.
+    const SLOTS: usize = 1024;
+    static LAST: Mutex<[(u64, u128); SLOTS]> = Mutex::new([(u64::MAX, 0); SLOTS]);
+    let ms = u64::try_from(unix_ms).unwrap_or(0).min((1 << 48) - 1);
+    let mut table = LAST.lock();
+    let slot = &mut table[(ms as usize) % SLOTS];
+    let next = if slot.0 == ms && (slot.1 & ((1u128 << 80) - 1)) < (1u128 << 80) - 1 {
+        slot.1 + 1
+    } else {
+        // Leave the top random bit clear so increments within the millisecond cannot overflow.
+        Ulid::from_parts(ms, rand::random::<u128>() >> 49).0
+    };
+    *slot = (ms, next);
+    Ulid(next)
 }
 
 fn parse_ulid(s: &str) -> Option<Ulid> {
@@ -251,6 +271,16 @@ mod tests {
         assert_eq!(ServiceId::parse(&s).unwrap(), id);
         assert_eq!(ServiceId::parse(&s[4..]).unwrap(), id);
         assert_eq!(ServiceId::parse(&id.as_uuid().to_string()).unwrap(), id);
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_sort_in_creation_order() {
+        let ids: Vec<EventId> = (0..1000).map(|_| EventId::new_at(1_234_567)).collect();
+        assert!(
+            ids.windows(2)
+                .all(|w| w[0] < w[1] && w[0].to_string() < w[1].to_string())
+        );
+        assert!(ids.iter().all(|i| i.timestamp_ms() == 1_234_567));
     }
 
     proptest! {
