@@ -456,8 +456,11 @@ impl Engine {
         input: ApiKeyInput,
     ) -> EngineResult<ApiKeyWithSecret> {
         ctx.require(Permission::ApiKeysWrite)?;
-        let (label, perms, whitelist, days) = input.parse()?;
-        let perms = perms.unwrap_or_else(|| ctx.key.permissions.clone());
+        let parsed = input.parse()?;
+        let perms = parsed
+            .permissions
+            .clone()
+            .unwrap_or_else(|| ctx.key.permissions.clone());
         if let Some(p) = perms.iter().find(|p| !ctx.key.allows(**p)) {
             return Err(EngineError::PermissionDenied {
                 permission: p.as_str().to_string(),
@@ -478,7 +481,14 @@ impl Engine {
                 ),
             });
         }
-        self.insert_key(ctx, label, perms, whitelist, days).await
+        self.insert_key(
+            ctx,
+            parsed.label,
+            perms,
+            parsed.ip_whitelist,
+            parsed.expires_in_days,
+        )
+        .await
     }
 
     async fn insert_key(
@@ -631,24 +641,19 @@ impl Engine {
         };
         let (service, created) = match existing {
             Some(mut s) => {
-                if let Some(new_name) = input.name.as_deref().map(str::trim) {
-                    if new_name != s.name {
-                        if let Some(other) = self
-                            .inner
-                            .ledger
-                            .find_service_by_name(ctx.merchant_id, ctx.livemode, new_name)
-                            .await?
-                        {
-                            if other.id != s.id {
-                                return Err(EngineError::Conflict {
-                                    code: "service_name_taken",
-                                    message: format!(
-                                        "another service is already named `{new_name}`"
-                                    ),
-                                });
-                            }
-                        }
-                    }
+                if let Some(new_name) = input.name.as_deref().map(str::trim)
+                    && new_name != s.name
+                    && let Some(other) = self
+                        .inner
+                        .ledger
+                        .find_service_by_name(ctx.merchant_id, ctx.livemode, new_name)
+                        .await?
+                    && other.id != s.id
+                {
+                    return Err(EngineError::Conflict {
+                        code: "service_name_taken",
+                        message: format!("another service is already named `{new_name}`"),
+                    });
                 }
                 input.apply_to(&mut s, now);
                 (s, false)
@@ -779,10 +784,10 @@ impl Engine {
             now.ms() - rec.created.ms() < ttl_ms
         };
         loop {
-            if let Some(rec) = self.inner.ledger.get_idempotency(&scope).await? {
-                if fresh(&rec, self.now()) {
-                    return stored(rec);
-                }
+            if let Some(rec) = self.inner.ledger.get_idempotency(&scope).await?
+                && fresh(&rec, self.now())
+            {
+                return stored(rec);
             }
             if self.inner.hot.reserve(&scope, wait * 3).await? {
                 break;
@@ -964,7 +969,7 @@ impl Engine {
                 ),
             });
         }
-        if !service.accepted_channels.iter().any(|c| *c == req.channel) {
+        if !service.accepted_channels.contains(&req.channel) {
             return Err(EngineError::invalid(
                 "channel_not_accepted",
                 "channel",

@@ -203,10 +203,10 @@ impl ServiceId {
         if let Some(u) = parse_ulid(rest) {
             return Ok(ServiceId(u));
         }
-        if rest.len() == 36 {
-            if let Ok(u) = uuid::Uuid::parse_str(rest) {
-                return Ok(ServiceId(Ulid(u.as_u128())));
-            }
+        if rest.len() == 36
+            && let Ok(u) = uuid::Uuid::parse_str(rest)
+        {
+            return Ok(ServiceId(Ulid(u.as_u128())));
         }
         Err(err())
     }

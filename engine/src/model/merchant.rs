@@ -252,6 +252,16 @@ pub fn key_mode(secret: &str) -> Option<bool> {
     }
 }
 
+/// An [`ApiKeyInput`] after validation.
+#[derive(Debug, Clone)]
+pub struct ParsedKeyInput {
+    pub label: String,
+    /// `None`: inherit the creating key's permissions.
+    pub permissions: Option<Vec<Permission>>,
+    pub ip_whitelist: Vec<IpNet>,
+    pub expires_in_days: i64,
+}
+
 /// Validated input for a new key.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -268,7 +278,7 @@ pub struct ApiKeyInput {
 
 impl ApiKeyInput {
     /// Parses permissions and CIDRs; errors name the offending entry.
-    pub fn parse(&self) -> EngineResult<(String, Option<Vec<Permission>>, Vec<IpNet>, i64)> {
+    pub fn parse(&self) -> EngineResult<ParsedKeyInput> {
         let label = self.label.clone().unwrap_or_else(|| "API key".into());
         if label.trim().is_empty() || label.chars().count() > MAX_KEY_LABEL_LEN {
             return Err(EngineError::invalid(
@@ -345,7 +355,12 @@ impl ApiKeyInput {
                 "expires_in_days must be between 1 and 3650",
             ));
         }
-        Ok((label.trim().to_string(), perms, nets, days))
+        Ok(ParsedKeyInput {
+            label: label.trim().to_string(),
+            permissions: perms,
+            ip_whitelist: nets,
+            expires_in_days: days,
+        })
     }
 }
 
@@ -428,6 +443,6 @@ mod tests {
             ip_whitelist: Some(vec!["10.1.2.3".into(), "::1/128".into()]),
             ..Default::default()
         };
-        assert_eq!(i.parse().unwrap().2.len(), 2);
+        assert_eq!(i.parse().unwrap().ip_whitelist.len(), 2);
     }
 }

@@ -247,14 +247,14 @@ impl ServiceInput {
                 ));
             }
         }
-        if let Some(d) = &self.description {
-            if d.chars().count() > MAX_DESCRIPTION_LEN {
-                return Err(EngineError::invalid(
-                    "parameter_invalid",
-                    "description",
-                    format!("description is limited to {MAX_DESCRIPTION_LEN} characters"),
-                ));
-            }
+        if let Some(d) = &self.description
+            && d.chars().count() > MAX_DESCRIPTION_LEN
+        {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "description",
+                format!("description is limited to {MAX_DESCRIPTION_LEN} characters"),
+            ));
         }
         if let Some(chs) = &self.accepted_channels {
             if chs.len() > KNOWN_CHANNELS.len() {
@@ -306,18 +306,17 @@ impl ServiceInput {
         if let Some(url) = &self.endpoint {
             validate_https_url(url, "endpoint")?;
         }
-        if let Some(tags) = &self.tags {
-            if tags.len() > MAX_TAGS
+        if let Some(tags) = &self.tags
+            && (tags.len() > MAX_TAGS
                 || tags
                     .iter()
-                    .any(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN)
-            {
-                return Err(EngineError::invalid(
-                    "parameter_invalid",
-                    "tags",
-                    format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG_LEN} characters"),
-                ));
-            }
+                    .any(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN))
+        {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "tags",
+                format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG_LEN} characters"),
+            ));
         }
         Ok(())
     }

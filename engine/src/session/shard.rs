@@ -315,12 +315,13 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
 
     // A pending intent past its deadline expires before anything else is decided, even if its
     // timer has not fired yet.
-    if session.intent.is_due(now) && !matches!(work.cmd, IntentCommand::Expire) {
-        if let Ok(a) = session.intent.apply(&IntentCommand::Expire, now) {
-            transitions.push((session.intent.status, a.intent.status));
-            push_applied(&mut batch, &a);
-            session.intent = a.intent;
-        }
+    if session.intent.is_due(now)
+        && !matches!(work.cmd, IntentCommand::Expire)
+        && let Ok(a) = session.intent.apply(&IntentCommand::Expire, now)
+    {
+        transitions.push((session.intent.status, a.intent.status));
+        push_applied(&mut batch, &a);
+        session.intent = a.intent;
     }
 
     let outcome = session.intent.apply(&work.cmd, now);
@@ -345,10 +346,10 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
 
     if batch.ops.is_empty() {
         // Nothing to persist: an illegal move, answered at once.
-        if let Err(e) = &result {
-            if matches!(work.cmd, IntentCommand::Expire) {
-                tracing::debug!(intent = %id, error = %e, "expiry timer found nothing to do");
-            }
+        if let Err(e) = &result
+            && matches!(work.cmd, IntentCommand::Expire)
+        {
+            tracing::debug!(intent = %id, error = %e, "expiry timer found nothing to do");
         }
         reply(work.reply, result);
         return;

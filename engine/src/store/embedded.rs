@@ -440,19 +440,25 @@ impl<'t> Writer<'t> {
 
 /// Pages through an index whose keys are `merchant(16) | mode(1) | id(16)`, filtering on the
 /// index value, loading only the records of the requested page.
-fn scan_index<T: for<'de> Deserialize<'de>>(
-    txn: &redb::ReadTransaction,
+/// A range over a `merchant | mode | id` index and the table its ids point into.
+struct Scan<'a> {
     index: Table,
     records: Table,
-    lo: &[u8],
-    hi: &[u8],
+    lo: &'a [u8],
+    hi: &'a [u8],
     descending: bool,
+}
+
+fn scan_index<T: for<'de> Deserialize<'de>>(
+    txn: &redb::ReadTransaction,
+    scan: Scan<'_>,
     page: PageRequest,
     keep: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Result<Page<T>, StoreError> {
-    let idx = txn.open_table(index).map_err(se)?;
-    let rec = txn.open_table(records).map_err(se)?;
-    let range = idx.range::<&[u8]>(lo..hi).map_err(se)?;
+    let idx = txn.open_table(scan.index).map_err(se)?;
+    let rec = txn.open_table(scan.records).map_err(se)?;
+    let range = idx.range::<&[u8]>(scan.lo..scan.hi).map_err(se)?;
+    let descending = scan.descending;
     let mut total = 0u64;
     let mut data = Vec::with_capacity(page.limit.min(1000));
     let mut visit = |k: &[u8], v: &[u8]| -> Result<(), StoreError> {
@@ -533,11 +539,13 @@ impl Ledger for EmbeddedLedger {
             };
             scan_index(
                 txn,
-                KEYS_BY_MERCHANT,
-                API_KEYS,
-                &lo,
-                &hi,
-                true,
+                Scan {
+                    index: KEYS_BY_MERCHANT,
+                    records: API_KEYS,
+                    lo: &lo,
+                    hi: &hi,
+                    descending: true,
+                },
                 page,
                 |_, _| true,
             )
@@ -581,11 +589,13 @@ impl Ledger for EmbeddedLedger {
         self.read(|txn| {
             scan_index(
                 txn,
-                SERVICES_BY_MERCHANT,
-                SERVICES,
-                &lo,
-                &hi,
-                true,
+                Scan {
+                    index: SERVICES_BY_MERCHANT,
+                    records: SERVICES,
+                    lo: &lo,
+                    hi: &hi,
+                    descending: true,
+                },
                 page,
                 |_, _| true,
             )
@@ -620,11 +630,13 @@ impl Ledger for EmbeddedLedger {
             let channel = q.channel.clone();
             scan_index(
                 &txn,
-                INTENTS_BY_MERCHANT,
-                INTENTS,
-                &lo,
-                &hi,
-                q.descending,
+                Scan {
+                    index: INTENTS_BY_MERCHANT,
+                    records: INTENTS,
+                    lo: &lo,
+                    hi: &hi,
+                    descending: q.descending,
+                },
                 q.page,
                 |_, v| {
                     status.is_none_or(|s| v.first() == Some(&s))
@@ -655,11 +667,13 @@ impl Ledger for EmbeddedLedger {
                 self.read(|txn| {
                     scan_index(
                         txn,
-                        REFUNDS_BY_MERCHANT,
-                        REFUNDS,
-                        &lo,
-                        &hi,
-                        true,
+                        Scan {
+                            index: REFUNDS_BY_MERCHANT,
+                            records: REFUNDS,
+                            lo: &lo,
+                            hi: &hi,
+                            descending: true,
+                        },
                         page,
                         |_, _| true,
                     )
@@ -736,11 +750,13 @@ impl Ledger for EmbeddedLedger {
             let ty = q.event_type.clone();
             scan_index(
                 &txn,
-                EVENTS_BY_MERCHANT,
-                EVENTS,
-                &lo,
-                &hi,
-                true,
+                Scan {
+                    index: EVENTS_BY_MERCHANT,
+                    records: EVENTS,
+                    lo: &lo,
+                    hi: &hi,
+                    descending: true,
+                },
                 q.page,
                 |_, v| ty.as_deref().is_none_or(|t| t.as_bytes() == v),
             )
