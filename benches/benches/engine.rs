@@ -15,6 +15,9 @@ use ipay_engine::store::{Ledger, WriteBatch, WriteOp};
 use std::hint::black_box;
 use std::sync::Arc;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn sample_intent() -> PaymentIntent {
     PaymentIntent {
         id: PaymentIntentId::new_at(1_800_000_000_000),

@@ -15,7 +15,7 @@ use crate::model::{
     Service, ServiceAction, ServiceInput, ServiceStatus,
 };
 use crate::money::Money;
-use crate::session::{IdempotencySpec, SessionConfig, SessionContext, SessionRegistry};
+use crate::session::{Created, IdempotencySpec, SessionConfig, SessionContext, SessionRegistry};
 use crate::store::{
     EventQuery, HotState, IntentQuery, Ledger, Page, PageRequest, WriteBatch, WriteOp,
 };
@@ -188,6 +188,9 @@ struct Inner {
     channels: HashMap<&'static str, Arc<dyn ChannelAdapter>>,
     config: EngineConfig,
     key_cache: DashMap<[u8; 32], CachedKey>,
+    /// Manifests by id. Every manifest write goes through this engine and updates the entry
+    /// after its commit, so in embedded mode the cache is never stale.
+    service_cache: DashMap<ServiceId, Arc<Service>>,
     merchant_locks: DashMap<MerchantId, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -328,6 +331,7 @@ impl Engine {
                 channels,
                 config,
                 key_cache: DashMap::new(),
+                service_cache: DashMap::new(),
                 merchant_locks: DashMap::new(),
             }),
         };
@@ -680,18 +684,37 @@ impl Engine {
                 (s, true)
             }
         };
-        let mut b = WriteBatch::new();
-        b.push(WriteOp::PutService(service.clone()));
-        self.inner.ledger.submit(b).await?;
+        self.put_service(&service).await?;
         Ok((service, created))
     }
 
+    async fn put_service(&self, s: &Service) -> EngineResult<()> {
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutService(s.clone()));
+        self.inner.ledger.submit(b).await?;
+        self.inner.service_cache.insert(s.id, Arc::new(s.clone()));
+        Ok(())
+    }
+
+    /// A manifest by id, from the cache or the ledger.
+    async fn load_service(&self, id: ServiceId) -> EngineResult<Option<Arc<Service>>> {
+        if let Some(s) = self.inner.service_cache.get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(s) = self.inner.ledger.get_service(id).await? else {
+            return Ok(None);
+        };
+        let s = Arc::new(s);
+        self.inner.service_cache.insert(id, s.clone());
+        Ok(Some(s))
+    }
+
     async fn owned_service(&self, ctx: &AuthContext, id: ServiceId) -> EngineResult<Service> {
-        match self.inner.ledger.get_service(id).await? {
+        match self.load_service(id).await? {
             Some(s)
                 if ctx.owns(s.merchant_id, s.livemode) && s.status != ServiceStatus::Deleted =>
             {
-                Ok(s)
+                Ok((*s).clone())
             }
             _ => Err(EngineError::not_found("service", id)),
         }
@@ -735,9 +758,7 @@ impl Engine {
         let mut s = self.owned_service(ctx, sid).await?;
         s.status = next_service_status(s.status, action)?;
         s.updated = self.now();
-        let mut b = WriteBatch::new();
-        b.push(WriteOp::PutService(s.clone()));
-        self.inner.ledger.submit(b).await?;
+        self.put_service(&s).await?;
         Ok(s)
     }
 
@@ -783,12 +804,9 @@ impl Engine {
         let fresh = |rec: &crate::store::IdempotencyRecord, now: Timestamp| {
             now.ms() - rec.created.ms() < ttl_ms
         };
+        // Reserve first, then look: whoever holds the reservation is the only one who can be
+        // writing this key's record, so one look-up under the reservation is enough.
         loop {
-            if let Some(rec) = self.inner.ledger.get_idempotency(&scope).await?
-                && fresh(&rec, self.now())
-            {
-                return stored(rec);
-            }
             if self.inner.hot.reserve(&scope, wait * 3).await? {
                 break;
             }
@@ -800,7 +818,6 @@ impl Engine {
                 .wait_released(&scope, deadline.saturating_duration_since(Instant::now()))
                 .await;
         }
-        // Someone may have finished between our look-up and our reservation.
         let result = match self.inner.ledger.get_idempotency(&scope).await {
             Ok(Some(rec)) if fresh(&rec, self.now()) => stored(rec),
             Ok(_) => {
@@ -831,11 +848,10 @@ impl Engine {
             idempotency_key,
             hash,
             |spec| async move {
-                let pi = self.create_intent_now(ctx, req, spec).await?;
+                let created = self.create_intent_now(ctx, req, spec).await?;
                 Ok(IdempotentOutcome {
                     status: 201,
-                    body: serde_json::to_string(&pi)
-                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                    body: created.json,
                     replayed: false,
                 })
             },
@@ -912,7 +928,7 @@ impl Engine {
         ctx: &AuthContext,
         req: CreateIntentRequest,
         idem: Option<IdempotencySpec>,
-    ) -> EngineResult<PaymentIntent> {
+    ) -> EngineResult<Created> {
         let limits = &self.inner.config.limits;
         let money = Money::from_parts(req.amount.value, &req.amount.currency)
             .map_err(|e| EngineError::money("amount", e))?;
@@ -942,7 +958,7 @@ impl Engine {
         }
         let sid = ServiceId::parse(&req.service_id)
             .map_err(|e| EngineError::invalid("parameter_invalid", "service_id", e.to_string()))?;
-        let service = match self.inner.ledger.get_service(sid).await? {
+        let service = match self.load_service(sid).await? {
             Some(s)
                 if ctx.owns(s.merchant_id, s.livemode) && s.status != ServiceStatus::Deleted =>
             {

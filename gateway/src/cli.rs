@@ -89,6 +89,10 @@ fn open_ledger(cfg: &Config) -> Result<Arc<EmbeddedLedger>, String> {
         queue_capacity: cfg.storage.queue_capacity,
         max_batch: cfg.storage.max_group_commit,
         cache_bytes: cfg.storage.cache_mib.saturating_mul(1 << 20),
+        checkpoint_interval: std::time::Duration::from_millis(
+            cfg.storage.checkpoint_interval_ms.max(10),
+        ),
+        wal_segment_bytes: cfg.storage.wal_segment_mib.max(1).saturating_mul(1 << 20),
     };
     EmbeddedLedger::open(&cfg.storage.data_dir, opts).map_err(|e| e.to_string())
 }

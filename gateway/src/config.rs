@@ -73,6 +73,11 @@ pub struct StorageConfig {
     pub max_group_commit: usize,
     /// Ledger page cache, MiB.
     pub cache_mib: usize,
+    /// How often applied writes are made durable in the ledger file and the write-ahead log
+    /// behind them deleted, ms.
+    pub checkpoint_interval_ms: u64,
+    /// Write-ahead log segment size, MiB.
+    pub wal_segment_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -83,6 +88,8 @@ impl Default for StorageConfig {
             queue_capacity: 65_536,
             max_group_commit: 2_048,
             cache_mib: 256,
+            checkpoint_interval_ms: 2_000,
+            wal_segment_mib: 64,
         }
     }
 }

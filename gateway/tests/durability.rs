@@ -17,11 +17,15 @@ struct Server {
 
 impl Server {
     /// Starts `ipay serve` on a free loopback port and waits for its "listening" line.
-    fn start(dir: &Path) -> Server {
+    fn start(dir: &Path, checkpoint_ms: u64) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn")
+            .env(
+                "IPAY_STORAGE__CHECKPOINT_INTERVAL_MS",
+                checkpoint_ms.to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -71,8 +75,19 @@ async fn call(
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// With checkpoints effectively off, recovery rests on replaying the write-ahead log alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn everything_acknowledged_survives_kill_9() {
+async fn everything_acknowledged_survives_kill_9_from_the_wal_alone() {
+    crash_and_recover(3_600_000).await;
+}
+
+/// With frequent checkpoints, a crash lands between or during them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_acknowledged_survives_kill_9_across_checkpoints() {
+    crash_and_recover(20).await;
+}
+
+async fn crash_and_recover(checkpoint_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args([
@@ -94,7 +109,7 @@ async fn everything_acknowledged_survives_kill_9() {
     let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = creds["test_secret_key"].as_str().unwrap().to_string();
 
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), checkpoint_ms);
     let http = reqwest::Client::new();
     let b = server.base.clone();
     use reqwest::Method as M;
@@ -272,7 +287,7 @@ async fn everything_acknowledged_survives_kill_9() {
     let stream_acked = stream_acked.lock().unwrap().clone();
     assert!(stream_acked.len() >= 300);
 
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), checkpoint_ms);
     let b = server.base.clone();
     for pi in &acked {
         let id = pi["id"].as_str().unwrap();

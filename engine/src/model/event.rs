@@ -3,15 +3,19 @@
 use crate::clock::Timestamp;
 use crate::ids::{EventId, MerchantId};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// One thing that happened. `object_id` is the intent (or other object) it is about.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `data` is kept as raw JSON: the object is serialized once when the event is made, and that
+/// text is stored, listed and (later) delivered without being parsed or re-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: EventId,
     #[serde(rename = "type")]
     pub event_type: String,
     pub created: Timestamp,
-    pub data: serde_json::Value,
+    pub data: Box<RawValue>,
     pub livemode: bool,
     pub merchant_id: MerchantId,
     pub object_id: String,
@@ -29,7 +33,7 @@ pub struct EventView<'a> {
     #[schema(value_type = String, format = DateTime)]
     pub created: &'a Timestamp,
     #[schema(value_type = Object)]
-    pub data: &'a serde_json::Value,
+    pub data: &'a RawValue,
     pub livemode: bool,
 }
 
@@ -43,19 +47,21 @@ impl Event {
         object_id: String,
         object: &T,
     ) -> Event {
-        let data = serde_json::to_value(object).unwrap_or_default();
-        Event::with_data(merchant_id, livemode, event_type, at, object_id, data)
+        let json = serde_json::to_string(object).unwrap_or_else(|_| "null".into());
+        Event::with_json(merchant_id, livemode, event_type, at, object_id, json)
     }
 
-    /// An event with explicit data.
-    pub fn with_data(
+    /// An event whose data is already-serialized JSON (must be valid JSON; `null` otherwise).
+    pub fn with_json(
         merchant_id: MerchantId,
         livemode: bool,
         event_type: &str,
         at: Timestamp,
         object_id: String,
-        data: serde_json::Value,
+        json: String,
     ) -> Event {
+        let data = RawValue::from_string(json)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default());
         Event {
             id: EventId::new_at(at.ms()),
             event_type: event_type.to_string(),

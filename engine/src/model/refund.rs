@@ -36,20 +36,23 @@ pub struct Refund {
 impl Refund {
     /// `refund.succeeded`, whose data carries `refunded_payment_intent` as the spec says.
     pub fn succeeded_event(&self, now: Timestamp) -> Event {
-        let mut data = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert(
-                "refunded_payment_intent".into(),
-                self.payment_intent.to_string().into(),
-            );
+        #[derive(Serialize)]
+        struct Data<'a> {
+            #[serde(flatten)]
+            refund: &'a Refund,
+            refunded_payment_intent: &'a PaymentIntentId,
         }
-        Event::with_data(
+        let data = Data {
+            refund: self,
+            refunded_payment_intent: &self.payment_intent,
+        };
+        Event::new(
             self.merchant_id,
             self.livemode,
             "refund.succeeded",
             now,
             self.payment_intent.to_string(),
-            data,
+            &data,
         )
     }
 }

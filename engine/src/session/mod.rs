@@ -157,7 +157,7 @@ impl SessionRegistry {
         &self,
         intent: PaymentIntent,
         idem: Option<IdempotencySpec>,
-    ) -> EngineResult<PaymentIntent> {
+    ) -> EngineResult<Created> {
         let id = intent.id;
         self.call(id, move |reply| ShardMsg::Create {
             intent: Box::new(intent.clone()),
@@ -244,6 +244,31 @@ impl SessionRegistry {
             }
         }
         Err(EngineError::SessionUnavailable)
+    }
+}
+
+/// A newly created intent and its JSON (serialized once, for the body and the records).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub intent: PaymentIntent,
+    pub json: String,
+}
+
+/// The idempotency record of an outcome whose JSON is already at hand.
+pub(crate) fn idempotency_record(
+    spec: &IdempotencySpec,
+    status: u16,
+    body: String,
+    now: crate::clock::Timestamp,
+) -> WriteOp {
+    WriteOp::PutIdempotency {
+        scope: spec.scope.clone(),
+        record: IdempotencyRecord {
+            request_hash: spec.request_hash.clone(),
+            status,
+            body,
+            created: now,
+        },
     }
 }
 

@@ -1,11 +1,13 @@
 //! One shard: hosts many payment sessions, handles their messages one at a time, keeps their
 //! expiry timers, passivates idle ones.
 
-use super::{IdempotencySpec, SessionContext, idempotency_op, record_transition};
+use super::{
+    Created, IdempotencySpec, SessionContext, idempotency_op, idempotency_record, record_transition,
+};
 use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult, StoreError};
 use crate::ids::PaymentIntentId;
-use crate::model::{Applied, IntentCommand, IntentStatus, PaymentIntent};
+use crate::model::{Applied, Event, IntentCommand, IntentStatus, PaymentIntent};
 use crate::store::{WriteBatch, WriteOp};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -19,7 +21,7 @@ pub enum ShardMsg {
     Create {
         intent: Box<PaymentIntent>,
         idem: Option<IdempotencySpec>,
-        reply: RpcReplyPort<EngineResult<PaymentIntent>>,
+        reply: RpcReplyPort<EngineResult<Created>>,
     },
     /// Apply a command to an intent's session.
     Command {
@@ -207,15 +209,30 @@ fn handle_create(
     st: &mut ShardState,
     intent: PaymentIntent,
     idem: Option<IdempotencySpec>,
-    reply_port: RpcReplyPort<EngineResult<PaymentIntent>>,
+    reply_port: RpcReplyPort<EngineResult<Created>>,
 ) {
     let now = st.ctx.clock.now();
     let id = intent.id;
+    // Serialized once: the event's data, the idempotency record and the HTTP body share it.
+    let json = match serde_json::to_string(&intent) {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = reply_port.send(Err(EngineError::Internal(e.to_string())));
+            return;
+        }
+    };
     let mut batch = WriteBatch::new();
     batch.push(WriteOp::PutIntent(intent.clone()));
-    batch.push(WriteOp::PutEvent(intent.created_event()));
+    batch.push(WriteOp::PutEvent(Event::with_json(
+        intent.merchant_id,
+        intent.livemode,
+        "payment_intent.created",
+        intent.created,
+        id.to_string(),
+        json.clone(),
+    )));
     if let Some(spec) = &idem {
-        batch.push(idempotency_op(spec, 201, &intent, now));
+        batch.push(idempotency_record(spec, 201, json.clone(), now));
     }
     st.timers.insert((intent.expires_at.ms(), id));
     st.set_live(
@@ -227,17 +244,21 @@ fn handle_create(
             poisoned: false,
         },
     );
-    let ticket = st.ctx.ledger.submit(batch);
     let me = myself.clone();
-    tokio::spawn(async move {
-        let r = ticket.await;
-        let ok = r.is_ok();
-        let _ = me.send_message(ShardMsg::Committed { id, ok });
-        if ok {
-            record_transition(None, IntentStatus::Pending);
-        }
-        let _ = reply_port.send(r.map(|_| intent).map_err(EngineError::from));
-    });
+    st.ctx.ledger.submit_then(
+        batch,
+        Box::new(move |r| {
+            let ok = r.is_ok();
+            let _ = me.send_message(ShardMsg::Committed { id, ok });
+            if ok {
+                record_transition(None, IntentStatus::Pending);
+            }
+            let _ = reply_port.send(
+                r.map(|_| Created { intent, json })
+                    .map_err(EngineError::from),
+            );
+        }),
+    );
 }
 
 fn route(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId, work: Work) {
@@ -355,23 +376,24 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
         return;
     }
     session.inflight += 1;
-    let ticket = st.ctx.ledger.submit(batch);
     let me = myself.clone();
     let port = work.reply;
-    tokio::spawn(async move {
-        let r = ticket.await;
-        let ok = r.is_ok();
-        let _ = me.send_message(ShardMsg::Committed { id, ok });
-        match r {
-            Ok(()) => {
-                for (from, to) in transitions {
-                    record_transition(Some(from), to);
+    st.ctx.ledger.submit_then(
+        batch,
+        Box::new(move |r| {
+            let ok = r.is_ok();
+            let _ = me.send_message(ShardMsg::Committed { id, ok });
+            match r {
+                Ok(()) => {
+                    for (from, to) in transitions {
+                        record_transition(Some(from), to);
+                    }
+                    reply(port, result);
                 }
-                reply(port, result);
+                Err(e) => reply(port, Err(EngineError::from(e))),
             }
-            Err(e) => reply(port, Err(EngineError::from(e))),
-        }
-    });
+        }),
+    );
 }
 
 fn push_applied(batch: &mut WriteBatch, a: &Applied) {

@@ -1,15 +1,24 @@
-//! Embedded [`Ledger`]: one redb file in the data directory, written by a single writer thread
-//! with group commit.
+//! Embedded [`Ledger`]: one redb file plus a write-ahead log in the data directory.
 //!
-//! Every submitted batch goes onto a bounded queue. The writer takes everything queued (up to
-//! `max_batch`), applies it in one redb transaction with `Durability::Immediate` (one fsync for
-//! the whole group), then answers every ticket. Under load many batches share one fsync; when
-//! idle a single batch commits at once. Reads use redb's MVCC read transactions and never wait
-//! for the writer.
+//! Writes travel through two threads:
+//! 1. `ledger-wal` takes every batch queued (up to `max_batch`), appends them to the WAL as one
+//!    frame and makes it durable with a single `fdatasync` ([`super::wal`]);
+//! 2. `ledger-apply` applies that group to redb in one transaction without syncing, then
+//!    answers every submitter. Readers (redb MVCC) see the writes before anyone hears "ok".
 //!
-//! Secondary indexes are kept in the same transaction as the records they index, so a crash
-//! can never leave an index pointing at nothing.
+//! The two stages overlap: while one group is applied, the next is being synced. Every
+//! `checkpoint_interval` a durable redb commit makes all applied groups durable in the B-trees
+//! and the WAL segments they came from are deleted. Opening the ledger replays whatever WAL
+//! is left, so a crash at any point loses nothing that was acknowledged.
+//!
+//! An I/O error on either stage stops the ledger for good (every later write fails with
+//! `store_unavailable`): after a failed fsync the state of the file is unknown, and guessing
+//! would risk losing or reviving writes. A restart replays the WAL and carries on.
+//!
+//! Records are encoded by the submitting task, so the single-threaded stages only copy bytes.
+//! Secondary indexes are written in the same group as the records they index.
 
+use super::wal;
 use super::*;
 use crate::model::IntentStatus;
 use redb::{
@@ -62,6 +71,125 @@ const ALL_TABLES: [Table; 18] = [
     IDEMPOTENCY_BY_TIME,
 ];
 
+const T_MERCHANTS: usize = 0;
+const T_API_KEYS: usize = 1;
+const T_API_KEY_HASH: usize = 2;
+const T_KEYS_BY_MERCHANT: usize = 3;
+const T_SERVICES: usize = 4;
+const T_SERVICES_BY_MERCHANT: usize = 5;
+const T_SERVICE_NAMES: usize = 6;
+const T_INTENTS: usize = 7;
+const T_INTENTS_BY_MERCHANT: usize = 8;
+const T_PENDING_EXPIRY: usize = 9;
+const T_REFUNDS: usize = 10;
+const T_REFUNDS_BY_INTENT: usize = 11;
+const T_REFUNDS_BY_MERCHANT: usize = 12;
+const T_EVENTS: usize = 13;
+const T_EVENTS_BY_MERCHANT: usize = 14;
+const T_EVENTS_BY_OBJECT: usize = 15;
+const T_IDEMPOTENCY: usize = 16;
+const T_IDEMPOTENCY_BY_TIME: usize = 17;
+
+/// Encodes one op into writer-ready puts and deletes; runs on the submitting task.
+fn encode(op: WriteOp, out: &mut Vec<Enc>, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    let put = |t: usize, key: &[u8], value: Vec<u8>| Enc::Put {
+        t,
+        key: key.to_vec(),
+        value,
+    };
+    match op {
+        WriteOp::PutMerchant(m) => out.push(put(T_MERCHANTS, &m.id.to_bytes(), json(&m)?)),
+        WriteOp::PutApiKey { key, secret_hash } => {
+            let id = key.id.to_bytes();
+            out.push(put(T_API_KEYS, &id, json(&key)?));
+            if let Some(h) = secret_hash {
+                out.push(put(T_API_KEY_HASH, &h, id.to_vec()));
+            }
+            out.push(put(
+                T_KEYS_BY_MERCHANT,
+                &mkey_obj(key.merchant_id, key.livemode, id),
+                vec![],
+            ));
+        }
+        WriteOp::PutService(svc) => {
+            let json = json(&svc)?;
+            out.push(Enc::Service {
+                svc: Box::new(svc),
+                json,
+            });
+        }
+        WriteOp::PutIntent(pi) => {
+            let id = pi.id.to_bytes();
+            out.push(put(T_INTENTS, &id, json(&pi)?));
+            let mut summary = Vec::with_capacity(1 + pi.channel.len());
+            summary.push(pi.status.to_u8());
+            summary.extend_from_slice(pi.channel.as_bytes());
+            out.push(put(
+                T_INTENTS_BY_MERCHANT,
+                &mkey_obj(pi.merchant_id, pi.livemode, id),
+                summary,
+            ));
+            let ek = expiry_key(pi.expires_at, pi.id).to_vec();
+            if pi.status == IntentStatus::Pending {
+                out.push(Enc::Put {
+                    t: T_PENDING_EXPIRY,
+                    key: ek,
+                    value: vec![],
+                });
+            } else {
+                out.push(Enc::Del {
+                    t: T_PENDING_EXPIRY,
+                    key: ek,
+                });
+            }
+        }
+        WriteOp::PutRefund(r) => {
+            let id = r.id.to_bytes();
+            out.push(put(T_REFUNDS, &id, json(&r)?));
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(&r.payment_intent.to_bytes());
+            k[16..].copy_from_slice(&id);
+            out.push(put(T_REFUNDS_BY_INTENT, &k, vec![]));
+            out.push(put(
+                T_REFUNDS_BY_MERCHANT,
+                &mkey_obj(r.merchant_id, r.livemode, id),
+                vec![],
+            ));
+        }
+        WriteOp::PutEvent(e) => {
+            let id = e.id.to_bytes();
+            out.push(put(T_EVENTS, &id, json(&e)?));
+            out.push(put(
+                T_EVENTS_BY_MERCHANT,
+                &mkey_obj(e.merchant_id, e.livemode, id),
+                e.event_type.as_bytes().to_vec(),
+            ));
+            out.push(Enc::Put {
+                t: T_EVENTS_BY_OBJECT,
+                key: object_key(&e.object_id, Some(e.id)),
+                value: vec![],
+            });
+            events.push(e);
+        }
+        WriteOp::PutIdempotency { scope, record } => {
+            let mut tk = (record.created.ms().max(0) as u64).to_be_bytes().to_vec();
+            tk.extend_from_slice(scope.as_bytes());
+            out.push(Enc::Put {
+                t: T_IDEMPOTENCY,
+                key: scope.into_bytes(),
+                value: json(&record)?,
+            });
+            out.push(Enc::Put {
+                t: T_IDEMPOTENCY_BY_TIME,
+                key: tk,
+                value: vec![],
+            });
+        }
+        WriteOp::PurgeIdempotencyBefore(t) => out.push(Enc::PurgeIdempotencyBefore(t)),
+    }
+    Ok(())
+}
+
 /// Tuning for the embedded ledger.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -71,6 +199,10 @@ pub struct EmbeddedOptions {
     pub max_batch: usize,
     /// redb page cache, bytes.
     pub cache_bytes: usize,
+    /// How often applied writes are made durable in redb and the WAL behind them deleted.
+    pub checkpoint_interval: std::time::Duration,
+    /// WAL segment size before rotating to a new file.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -79,13 +211,153 @@ impl Default for EmbeddedOptions {
             queue_capacity: 65_536,
             max_batch: 2_048,
             cache_bytes: 256 << 20,
+            checkpoint_interval: std::time::Duration::from_secs(2),
+            wal_segment_bytes: 64 << 20,
         }
     }
 }
 
+/// How a job's submitter hears the outcome.
+enum Done {
+    Ticket(oneshot::Sender<Result<(), StoreError>>),
+    Callback(Completion),
+}
+
+impl Done {
+    fn finish(self, r: Result<(), StoreError>) {
+        match self {
+            Done::Ticket(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Callback(f) => f(r),
+        }
+    }
+}
+
+/// A write already encoded by the submitting task, so the single writer thread only copies
+/// bytes into the B-trees. `t` indexes [`ALL_TABLES`].
+enum Enc {
+    Put {
+        t: usize,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Del {
+        t: usize,
+        key: Vec<u8>,
+    },
+    /// Needs the stored version (to move its name index), so it is resolved in the writer.
+    Service {
+        svc: Box<Service>,
+        json: Vec<u8>,
+    },
+    PurgeIdempotencyBefore(Timestamp),
+}
+
+impl Enc {
+    /// Appends the WAL form of this op.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        match self {
+            Enc::Put { t, key, value } => {
+                out.push(0);
+                out.push(*t as u8);
+                bytes(out, key);
+                bytes(out, value);
+            }
+            Enc::Del { t, key } => {
+                out.push(1);
+                out.push(*t as u8);
+                bytes(out, key);
+            }
+            Enc::Service { json, .. } => {
+                out.push(2);
+                bytes(out, json);
+            }
+            Enc::PurgeIdempotencyBefore(t) => {
+                out.push(3);
+                out.extend_from_slice(&t.ms().to_le_bytes());
+            }
+        }
+    }
+
+    /// Parses a WAL payload back into ops.
+    fn read_all(mut b: &[u8]) -> Result<Vec<Enc>, StoreError> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
+            if b.len() < n {
+                return Err(StoreError("truncated WAL op".into()));
+            }
+            let (h, t) = b.split_at(n);
+            *b = t;
+            Ok(h)
+        }
+        fn bytes(b: &mut &[u8]) -> Result<Vec<u8>, StoreError> {
+            let n = take(b, 4)?;
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            Ok(take(b, n)?.to_vec())
+        }
+        fn table(b: &mut &[u8]) -> Result<usize, StoreError> {
+            let t = take(b, 1)?[0] as usize;
+            if t >= ALL_TABLES.len() {
+                return Err(StoreError(format!("unknown table {t} in WAL")));
+            }
+            Ok(t)
+        }
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let tag = take(&mut b, 1)?[0];
+            out.push(match tag {
+                0 => {
+                    let t = table(&mut b)?;
+                    let key = bytes(&mut b)?;
+                    Enc::Put {
+                        t,
+                        key,
+                        value: bytes(&mut b)?,
+                    }
+                }
+                1 => {
+                    let t = table(&mut b)?;
+                    Enc::Del {
+                        t,
+                        key: bytes(&mut b)?,
+                    }
+                }
+                2 => {
+                    let json = bytes(&mut b)?;
+                    Enc::Service {
+                        svc: Box::new(from_json(&json)?),
+                        json,
+                    }
+                }
+                3 => {
+                    let v = take(&mut b, 8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(v);
+                    Enc::PurgeIdempotencyBefore(Timestamp(i64::from_le_bytes(a)))
+                }
+                t => return Err(StoreError(format!("unknown WAL op {t}"))),
+            });
+        }
+        Ok(out)
+    }
+}
+
 struct Job {
-    batch: WriteBatch,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    ops: Vec<Enc>,
+    /// The WAL form of `ops`.
+    wal: Vec<u8>,
+    events: Vec<Event>,
+    done: Done,
+}
+
+/// A group that is durable in the WAL and waits to be applied to redb.
+struct Group {
+    jobs: Vec<Job>,
+    segment: u64,
 }
 
 /// The embedded ledger. Cheap to share behind an `Arc`.
@@ -93,6 +365,8 @@ pub struct EmbeddedLedger {
     db: Arc<Database>,
     tx: mpsc::Sender<Job>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Set when either writer stage hit an I/O error; all later writes are refused.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn se<E: std::fmt::Display>(e: E) -> StoreError {
@@ -174,17 +448,87 @@ impl EmbeddedLedger {
             txn.open_table(t).map_err(se)?;
         }
         txn.commit().map_err(se)?;
+        let wal_dir = dir.join("wal");
+        let replayed = replay_wal(&db, &wal_dir)?;
+        if replayed > 0 {
+            tracing::info!(
+                groups = replayed,
+                "replayed write-ahead log into the ledger"
+            );
+        }
+        let wal = wal::Wal::create(&wal_dir, opts.wal_segment_bytes)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let (events, _) = broadcast::channel(16_384);
-        let writer_db = db.clone();
-        let writer_events = events.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A small bound: the WAL stage may run at most a few groups ahead of the apply stage.
+        let (group_tx, group_rx) = std::sync::mpsc::sync_channel::<Group>(4);
         let max_batch = opts.max_batch.max(1);
+        let f1 = failed.clone();
         std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, writer_events, max_batch))
+            .name("ledger-wal".into())
+            .spawn(move || wal_stage(wal, rx, group_tx, max_batch, f1))
             .map_err(se)?;
-        Ok(Arc::new(EmbeddedLedger { db, tx, events }))
+        let (apply_db, apply_events, f2) = (db.clone(), events.clone(), failed.clone());
+        let interval = opts.checkpoint_interval;
+        std::thread::Builder::new()
+            .name("ledger-apply".into())
+            .spawn(move || apply_stage(apply_db, wal_dir, group_rx, apply_events, interval, f2))
+            .map_err(se)?;
+        Ok(Arc::new(EmbeddedLedger {
+            db,
+            tx,
+            events,
+            failed,
+        }))
+    }
+
+    fn encode_batch(batch: WriteBatch, done: Done) -> Result<Job, (StoreError, Done)> {
+        let mut ops = Vec::with_capacity(batch.ops.len() * 3);
+        let mut events = Vec::new();
+        for op in batch.ops {
+            if let Err(e) = encode(op, &mut ops, &mut events) {
+                return Err((e, done));
+            }
+        }
+        let size = ops
+            .iter()
+            .map(|o| match o {
+                Enc::Put { key, value, .. } => 10 + key.len() + value.len(),
+                _ => 64,
+            })
+            .sum();
+        let mut wal = Vec::with_capacity(size);
+        for op in &ops {
+            op.write_to(&mut wal);
+        }
+        Ok(Job {
+            ops,
+            wal,
+            events,
+            done,
+        })
+    }
+
+    fn stopped() -> StoreError {
+        StoreError("the ledger stopped after an I/O error; restart the engine".into())
+    }
+
+    /// Encodes and queues a batch; on failure hands `done` back untouched.
+    fn enqueue(&self, batch: WriteBatch, done: Done) -> Result<(), (StoreError, Done)> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err((Self::stopped(), done));
+        }
+        let job = Self::encode_batch(batch, done)?;
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                Err((StoreError("ledger write queue is full".into()), job.done))
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                Err((StoreError("ledger writer stopped".into()), job.done))
+            }
+        }
     }
 
     /// Committed events, in commit order (for live consumers; durable history is in the ledger).
@@ -230,14 +574,49 @@ impl EmbeddedLedger {
     }
 }
 
-fn writer_loop(
-    db: Arc<Database>,
+/// Applies whatever the WAL still holds (groups acknowledged or not yet checkpointed before
+/// the last stop) and makes it durable in redb; then the segments are deleted.
+fn replay_wal(db: &Database, wal_dir: &Path) -> Result<usize, StoreError> {
+    let segments = wal::list_segments(wal_dir)?;
+    if segments.is_empty() {
+        return Ok(0);
+    }
+    let frames = wal::read_frames(wal_dir, &segments)?;
+    let mut txn = db.begin_write().map_err(se)?;
+    txn.set_durability(Durability::Immediate).map_err(se)?;
+    {
+        let mut w = Writer::open(&txn)?;
+        for f in &frames {
+            for op in Enc::read_all(f)? {
+                w.apply(&op)?;
+            }
+        }
+    }
+    txn.commit().map_err(se)?;
+    if let Some(last) = segments.last() {
+        wal::delete_segments_before(wal_dir, last + 1)?;
+    }
+    Ok(frames.len())
+}
+
+fn fail_all(jobs: Vec<Job>, e: &StoreError) {
+    for job in jobs {
+        job.done.finish(Err(e.clone()));
+    }
+}
+
+fn wal_stage(
+    mut wal: wal::Wal,
     mut rx: mpsc::Receiver<Job>,
-    events: broadcast::Sender<Arc<Event>>,
+    groups: std::sync::mpsc::SyncSender<Group>,
     max_batch: usize,
+    failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    use std::sync::atomic::Ordering;
+    let mut payload = Vec::with_capacity(1 << 20);
+    let mut scratch = Vec::with_capacity(1 << 20);
     while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::with_capacity(64);
         jobs.push(first);
         while jobs.len() < max_batch {
             match rx.try_recv() {
@@ -245,36 +624,117 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        if failed.load(Ordering::SeqCst) {
+            fail_all(
+                jobs,
+                &StoreError("the ledger stopped after an I/O error; restart the engine".into()),
+            );
+            continue;
+        }
+        payload.clear();
+        for j in &jobs {
+            payload.extend_from_slice(&j.wal);
+        }
         let started = std::time::Instant::now();
-        let result = commit_group(&db, &jobs);
-        metrics::histogram!("ipay_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("ipay_ledger_group_size").record(jobs.len() as f64);
-        match result {
-            Ok(()) => {
-                for job in jobs.drain(..) {
-                    for ev in job.batch.events() {
-                        let _ = events.send(Arc::new(ev.clone()));
-                    }
-                    let _ = job.done.send(Ok(()));
+        match wal.append_durable(&payload, &mut scratch) {
+            Ok(segment) => {
+                metrics::histogram!("ipay_ledger_wal_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("ipay_ledger_group_size").record(jobs.len() as f64);
+                if let Err(std::sync::mpsc::SendError(g)) = groups.send(Group { jobs, segment }) {
+                    fail_all(g.jobs, &StoreError("ledger apply stage stopped".into()));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, batches = jobs.len(), "ledger commit failed");
-                for job in jobs.drain(..) {
-                    let _ = job.done.send(Err(e.clone()));
-                }
+                tracing::error!(error = %e, "WAL append failed; the ledger stops taking writes");
+                failed.store(true, Ordering::SeqCst);
+                fail_all(jobs, &e);
             }
         }
     }
 }
 
-fn commit_group(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
+fn apply_stage(
+    db: Arc<Database>,
+    wal_dir: std::path::PathBuf,
+    groups: std::sync::mpsc::Receiver<Group>,
+    events: broadcast::Sender<Arc<Event>>,
+    checkpoint_interval: std::time::Duration,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut last_checkpoint = std::time::Instant::now();
+    let mut dirty_segment: Option<u64> = None;
+    loop {
+        let group = match groups.recv_timeout(checkpoint_interval) {
+            Ok(g) => Some(g),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(seg) = dirty_segment {
+                    let _ = checkpoint(&db, &wal_dir, seg + 1);
+                }
+                return;
+            }
+        };
+        if let Some(Group { jobs, segment }) = group {
+            if failed.load(Ordering::SeqCst) {
+                fail_all(
+                    jobs,
+                    &StoreError("the ledger stopped after an I/O error; restart the engine".into()),
+                );
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match apply_group(&db, &jobs) {
+                Ok(()) => {
+                    metrics::histogram!("ipay_ledger_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    dirty_segment = Some(segment);
+                    for job in jobs {
+                        job.done.finish(Ok(()));
+                        if events.receiver_count() > 0 {
+                            for ev in job.events {
+                                let _ = events.send(Arc::new(ev));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The group is durable in the WAL but not applied: stop, and let a restart
+                    // replay it rather than answer anything now.
+                    tracing::error!(error = %e, "ledger apply failed; the ledger stops taking writes");
+                    failed.store(true, Ordering::SeqCst);
+                    fail_all(jobs, &e);
+                    continue;
+                }
+            }
+        }
+        if let Some(seg) = dirty_segment
+            && last_checkpoint.elapsed() >= checkpoint_interval
+        {
+            {
+                // Everything applied so far came from segments <= seg; those before `seg` are
+                // complete, so they can go once redb holds their effects durably.
+                match checkpoint(&db, &wal_dir, seg) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "checkpoint failed; the ledger stops taking writes");
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                }
+                last_checkpoint = std::time::Instant::now();
+            }
+        }
+    }
+}
+
+fn apply_group(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(se)?;
-    txn.set_durability(Durability::Immediate).map_err(se)?;
+    txn.set_durability(Durability::None).map_err(se)?;
     {
         let mut w = Writer::open(&txn)?;
         for job in jobs {
-            for op in &job.batch.ops {
+            for op in &job.ops {
                 w.apply(op)?;
             }
         }
@@ -282,155 +742,82 @@ fn commit_group(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
     txn.commit().map_err(se)
 }
 
+/// Makes every applied group durable in redb, then deletes WAL segments before `keep_from`.
+fn checkpoint(db: &Database, wal_dir: &Path, keep_from: u64) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut txn = db.begin_write().map_err(se)?;
+    txn.set_durability(Durability::Immediate).map_err(se)?;
+    txn.commit().map_err(se)?;
+    wal::delete_segments_before(wal_dir, keep_from)?;
+    metrics::histogram!("ipay_ledger_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 struct Writer<'t> {
-    merchants: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    api_keys: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    api_key_hash: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    keys_by_merchant: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    services: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    services_by_merchant: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    service_names: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    intents: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    intents_by_merchant: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    pending_expiry: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    refunds: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    refunds_by_intent: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    refunds_by_merchant: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    events: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    events_by_merchant: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    events_by_object: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    idempotency: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
-    idempotency_by_time: redb::Table<'t, Bytes<'static>, Bytes<'static>>,
+    tables: Vec<redb::Table<'t, Bytes<'static>, Bytes<'static>>>,
 }
 
 impl<'t> Writer<'t> {
     fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Writer {
-            merchants: txn.open_table(MERCHANTS).map_err(se)?,
-            api_keys: txn.open_table(API_KEYS).map_err(se)?,
-            api_key_hash: txn.open_table(API_KEY_HASH).map_err(se)?,
-            keys_by_merchant: txn.open_table(KEYS_BY_MERCHANT).map_err(se)?,
-            services: txn.open_table(SERVICES).map_err(se)?,
-            services_by_merchant: txn.open_table(SERVICES_BY_MERCHANT).map_err(se)?,
-            service_names: txn.open_table(SERVICE_NAMES).map_err(se)?,
-            intents: txn.open_table(INTENTS).map_err(se)?,
-            intents_by_merchant: txn.open_table(INTENTS_BY_MERCHANT).map_err(se)?,
-            pending_expiry: txn.open_table(PENDING_EXPIRY).map_err(se)?,
-            refunds: txn.open_table(REFUNDS).map_err(se)?,
-            refunds_by_intent: txn.open_table(REFUNDS_BY_INTENT).map_err(se)?,
-            refunds_by_merchant: txn.open_table(REFUNDS_BY_MERCHANT).map_err(se)?,
-            events: txn.open_table(EVENTS).map_err(se)?,
-            events_by_merchant: txn.open_table(EVENTS_BY_MERCHANT).map_err(se)?,
-            events_by_object: txn.open_table(EVENTS_BY_OBJECT).map_err(se)?,
-            idempotency: txn.open_table(IDEMPOTENCY).map_err(se)?,
-            idempotency_by_time: txn.open_table(IDEMPOTENCY_BY_TIME).map_err(se)?,
-        })
+        let tables = ALL_TABLES
+            .iter()
+            .map(|t| txn.open_table(*t).map_err(se))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Writer { tables })
     }
 
-    fn apply(&mut self, op: &WriteOp) -> Result<(), StoreError> {
+    fn apply(&mut self, op: &Enc) -> Result<(), StoreError> {
         match op {
-            WriteOp::PutMerchant(m) => {
-                self.merchants
-                    .insert(&m.id.to_bytes()[..], &json(m)?[..])
-                    .map_err(se)?;
+            Enc::Put { t, key, value } => {
+                self.tables[*t].insert(&key[..], &value[..]).map_err(se)?;
             }
-            WriteOp::PutApiKey { key, secret_hash } => {
-                let id = key.id.to_bytes();
-                self.api_keys.insert(&id[..], &json(key)?[..]).map_err(se)?;
-                if let Some(h) = secret_hash {
-                    self.api_key_hash.insert(&h[..], &id[..]).map_err(se)?;
-                }
-                self.keys_by_merchant
-                    .insert(&mkey_obj(key.merchant_id, key.livemode, id)[..], &[][..])
-                    .map_err(se)?;
+            Enc::Del { t, key } => {
+                self.tables[*t].remove(&key[..]).map_err(se)?;
             }
-            WriteOp::PutService(s) => {
-                let id = s.id.to_bytes();
-                let old: Option<Service> = match self.services.get(&id[..]).map_err(se)? {
+            Enc::Service { svc, json } => {
+                let id = svc.id.to_bytes();
+                let old: Option<Service> = match self.tables[T_SERVICES].get(&id[..]).map_err(se)? {
                     Some(v) => Some(from_json(v.value())?),
                     None => None,
                 };
-                let mk = mkey(s.merchant_id, s.livemode);
+                let mk = mkey(svc.merchant_id, svc.livemode);
                 if let Some(old) = old {
                     let mut nk = mk.to_vec();
                     nk.extend_from_slice(old.name.as_bytes());
-                    self.service_names.remove(&nk[..]).map_err(se)?;
+                    self.tables[T_SERVICE_NAMES].remove(&nk[..]).map_err(se)?;
                 }
-                self.services.insert(&id[..], &json(s)?[..]).map_err(se)?;
-                let by_m = mkey_obj(s.merchant_id, s.livemode, id);
-                if s.status == crate::model::ServiceStatus::Deleted {
-                    self.services_by_merchant.remove(&by_m[..]).map_err(se)?;
+                self.tables[T_SERVICES]
+                    .insert(&id[..], &json[..])
+                    .map_err(se)?;
+                let by_m = mkey_obj(svc.merchant_id, svc.livemode, id);
+                if svc.status == crate::model::ServiceStatus::Deleted {
+                    self.tables[T_SERVICES_BY_MERCHANT]
+                        .remove(&by_m[..])
+                        .map_err(se)?;
                 } else {
-                    self.services_by_merchant
+                    self.tables[T_SERVICES_BY_MERCHANT]
                         .insert(&by_m[..], &[][..])
                         .map_err(se)?;
                     let mut nk = mk.to_vec();
-                    nk.extend_from_slice(s.name.as_bytes());
-                    self.service_names.insert(&nk[..], &id[..]).map_err(se)?;
+                    nk.extend_from_slice(svc.name.as_bytes());
+                    self.tables[T_SERVICE_NAMES]
+                        .insert(&nk[..], &id[..])
+                        .map_err(se)?;
                 }
             }
-            WriteOp::PutIntent(pi) => {
-                let id = pi.id.to_bytes();
-                self.intents.insert(&id[..], &json(pi)?[..]).map_err(se)?;
-                let mut summary = Vec::with_capacity(1 + pi.channel.len());
-                summary.push(pi.status.to_u8());
-                summary.extend_from_slice(pi.channel.as_bytes());
-                self.intents_by_merchant
-                    .insert(&mkey_obj(pi.merchant_id, pi.livemode, id)[..], &summary[..])
-                    .map_err(se)?;
-                let ek = expiry_key(pi.expires_at, pi.id);
-                if pi.status == IntentStatus::Pending {
-                    self.pending_expiry.insert(&ek[..], &[][..]).map_err(se)?;
-                } else {
-                    self.pending_expiry.remove(&ek[..]).map_err(se)?;
-                }
-            }
-            WriteOp::PutRefund(r) => {
-                let id = r.id.to_bytes();
-                self.refunds.insert(&id[..], &json(r)?[..]).map_err(se)?;
-                let mut k = [0u8; 32];
-                k[..16].copy_from_slice(&r.payment_intent.to_bytes());
-                k[16..].copy_from_slice(&id);
-                self.refunds_by_intent.insert(&k[..], &[][..]).map_err(se)?;
-                self.refunds_by_merchant
-                    .insert(&mkey_obj(r.merchant_id, r.livemode, id)[..], &[][..])
-                    .map_err(se)?;
-            }
-            WriteOp::PutEvent(e) => {
-                let id = e.id.to_bytes();
-                self.events.insert(&id[..], &json(e)?[..]).map_err(se)?;
-                self.events_by_merchant
-                    .insert(
-                        &mkey_obj(e.merchant_id, e.livemode, id)[..],
-                        e.event_type.as_bytes(),
-                    )
-                    .map_err(se)?;
-                self.events_by_object
-                    .insert(&object_key(&e.object_id, Some(e.id))[..], &[][..])
-                    .map_err(se)?;
-            }
-            WriteOp::PutIdempotency { scope, record } => {
-                self.idempotency
-                    .insert(scope.as_bytes(), &json(record)?[..])
-                    .map_err(se)?;
-                let mut tk = (record.created.ms().max(0) as u64).to_be_bytes().to_vec();
-                tk.extend_from_slice(scope.as_bytes());
-                self.idempotency_by_time
-                    .insert(&tk[..], &[][..])
-                    .map_err(se)?;
-            }
-            WriteOp::PurgeIdempotencyBefore(t) => {
+            Enc::PurgeIdempotencyBefore(t) => {
                 let end = (t.ms().max(0) as u64).to_be_bytes();
-                let doomed: Vec<Vec<u8>> = self
-                    .idempotency_by_time
+                let doomed: Vec<Vec<u8>> = self.tables[T_IDEMPOTENCY_BY_TIME]
                     .range::<&[u8]>(..&end[..])
                     .map_err(se)?
                     .take(10_000)
                     .filter_map(|r| r.ok().map(|(k, _)| k.value().to_vec()))
                     .collect();
                 for k in doomed {
-                    self.idempotency_by_time.remove(&k[..]).map_err(se)?;
-                    self.idempotency.remove(&k[8..]).map_err(se)?;
+                    self.tables[T_IDEMPOTENCY_BY_TIME]
+                        .remove(&k[..])
+                        .map_err(se)?;
+                    self.tables[T_IDEMPOTENCY].remove(&k[8..]).map_err(se)?;
                 }
             }
         }
@@ -491,15 +878,16 @@ fn scan_index<T: for<'de> Deserialize<'de>>(
 #[async_trait::async_trait]
 impl Ledger for EmbeddedLedger {
     fn submit(&self, batch: WriteBatch) -> CommitTicket {
-        let (done, rx) = oneshot::channel();
-        match self.tx.try_send(Job { batch, done }) {
+        let (tx, rx) = oneshot::channel();
+        match self.enqueue(batch, Done::Ticket(tx)) {
             Ok(()) => CommitTicket::waiting(rx),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                CommitTicket::ready(Err(StoreError("ledger write queue is full".into())))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                CommitTicket::ready(Err(StoreError("ledger writer stopped".into())))
-            }
+            Err((e, _)) => CommitTicket::ready(Err(e)),
+        }
+    }
+
+    fn submit_then(&self, batch: WriteBatch, done: Completion) {
+        if let Err((e, done)) = self.enqueue(batch, Done::Callback(done)) {
+            done.finish(Err(e));
         }
     }
 
@@ -802,5 +1190,61 @@ impl Ledger for EmbeddedLedger {
             Ok(counts)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_indices_match_the_table_list() {
+        use redb::TableHandle;
+        let names = [
+            (T_MERCHANTS, "merchants"),
+            (T_API_KEYS, "api_keys"),
+            (T_SERVICE_NAMES, "service_names"),
+            (T_INTENTS, "intents"),
+            (T_PENDING_EXPIRY, "pending_expiry"),
+            (T_EVENTS_BY_OBJECT, "events_by_object"),
+            (T_IDEMPOTENCY_BY_TIME, "idempotency_by_time"),
+        ];
+        for (i, n) in names {
+            assert_eq!(ALL_TABLES[i].name(), n);
+        }
+    }
+
+    #[test]
+    fn wal_ops_round_trip() {
+        let ops = vec![
+            Enc::Put {
+                t: T_INTENTS,
+                key: vec![1, 2, 3],
+                value: b"{\"a\":1}".to_vec(),
+            },
+            Enc::Del {
+                t: T_PENDING_EXPIRY,
+                key: vec![9; 24],
+            },
+            Enc::PurgeIdempotencyBefore(Timestamp(1_234)),
+        ];
+        let mut bytes = Vec::new();
+        for op in &ops {
+            op.write_to(&mut bytes);
+        }
+        let back = Enc::read_all(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!(
+            matches!(&back[0], Enc::Put { t, key, value } if *t == T_INTENTS && key == &vec![1, 2, 3] && value == b"{\"a\":1}")
+        );
+        assert!(
+            matches!(&back[1], Enc::Del { t, key } if *t == T_PENDING_EXPIRY && key.len() == 24)
+        );
+        assert!(matches!(
+            &back[2],
+            Enc::PurgeIdempotencyBefore(Timestamp(1_234))
+        ));
+        assert!(Enc::read_all(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Enc::read_all(&[0, 200]).is_err());
     }
 }

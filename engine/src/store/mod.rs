@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod memory_hot;
+pub mod wal;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
@@ -69,6 +70,9 @@ impl WriteBatch {
         })
     }
 }
+
+/// Called once with the outcome of a submitted batch.
+pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send + 'static>;
 
 /// Resolves when a submitted batch is durable (or failed).
 pub struct CommitTicket(TicketInner);
@@ -161,6 +165,14 @@ pub trait Ledger: Send + Sync + 'static {
     /// Queues a batch; the ticket resolves once it is durable. Never blocks: a full queue
     /// resolves the ticket at once with an error.
     fn submit(&self, batch: WriteBatch) -> CommitTicket;
+
+    /// Like [`Ledger::submit`], but `done` is called with the outcome instead of a ticket being
+    /// returned. It may run on the ledger's own thread, so it must be quick and never block
+    /// (send a message, complete a reply port).
+    fn submit_then(&self, batch: WriteBatch, done: Completion) {
+        let ticket = self.submit(batch);
+        tokio::spawn(async move { done(ticket.await) });
+    }
 
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
     async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
