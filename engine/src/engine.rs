@@ -276,15 +276,22 @@ fn page(limits: &Limits, limit: Option<usize>, offset: Option<usize>) -> EngineR
     Ok(PageRequest { limit, offset })
 }
 
-/// Query of `GET /v1/payment-intents`, already split into typed parts by the gateway.
-#[derive(Debug, Clone, Default)]
+/// Query of `GET /v1/payment-intents`; validated by [`Engine::list_intents`].
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct IntentListParams {
+    /// 1 to 100, default 20.
     pub limit: Option<usize>,
+    /// Default 0.
     pub offset: Option<usize>,
+    /// pending | succeeded | failed | expired | cancelled
     pub status: Option<String>,
     pub channel: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD` (inclusive).
     pub created_after: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD` (exclusive).
     pub created_before: Option<String>,
+    /// `created:desc` (default) or `created:asc`.
     pub sort: Option<String>,
 }
 

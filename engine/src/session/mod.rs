@@ -279,15 +279,12 @@ pub(crate) fn idempotency_op<T: Serialize>(
     body: &T,
     now: crate::clock::Timestamp,
 ) -> WriteOp {
-    WriteOp::PutIdempotency {
-        scope: spec.scope.clone(),
-        record: IdempotencyRecord {
-            request_hash: spec.request_hash.clone(),
-            status,
-            body: serde_json::to_string(body).unwrap_or_default(),
-            created: now,
-        },
-    }
+    idempotency_record(
+        spec,
+        status,
+        serde_json::to_string(body).unwrap_or_default(),
+        now,
+    )
 }
 
 /// Keeps the `ipay_intents{status}` gauge in step with committed transitions.

@@ -28,41 +28,14 @@ pub async fn create(
     Ok(super::idempotent(out))
 }
 
-/// Query of `GET /v1/payment-intents`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1 to 100, default 20.
-    pub limit: Option<usize>,
-    pub offset: Option<usize>,
-    /// pending | succeeded | failed | expired | cancelled
-    pub status: Option<String>,
-    pub channel: Option<String>,
-    /// RFC 3339 time or `YYYY-MM-DD` (inclusive).
-    pub created_after: Option<String>,
-    /// RFC 3339 time or `YYYY-MM-DD` (exclusive).
-    pub created_before: Option<String>,
-    /// `created:desc` (default) or `created:asc`.
-    pub sort: Option<String>,
-}
-
 /// The caller's intents.
-#[utoipa::path(get, path = "/v1/payment-intents", tag = "payment_intents", security(("bearer" = [])), params(ListParams),
+#[utoipa::path(get, path = "/v1/payment-intents", tag = "payment_intents", security(("bearer" = [])), params(IntentListParams),
     responses((status = 200, description = "`{data: [PaymentIntent], pagination}`"), (status = 400, body = super::ErrorEnvelope)))]
 pub async fn list(
     State(st): State<AppState>,
     Auth(ctx): Auth,
-    ApiQuery(p): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<IntentListParams>,
 ) -> Result<Response, ApiError> {
-    let params = IntentListParams {
-        limit: p.limit,
-        offset: p.offset,
-        status: p.status,
-        channel: p.channel,
-        created_after: p.created_after,
-        created_before: p.created_before,
-        sort: p.sort,
-    };
     let (page, req) = st.engine.list_intents(&ctx, params).await?;
     Ok(super::list(page, req))
 }
