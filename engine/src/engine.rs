@@ -478,20 +478,7 @@ impl Engine {
             });
         }
         let _guard = self.merchant_lock(ctx.merchant_id).await;
-        let existing = self
-            .inner
-            .ledger
-            .list_api_keys(ctx.merchant_id, ctx.livemode)
-            .await?;
-        if existing.len() >= merchant::MAX_KEYS_PER_MERCHANT {
-            return Err(EngineError::Conflict {
-                code: "too_many_keys",
-                message: format!(
-                    "at most {} keys per mode; revoke unused keys first",
-                    merchant::MAX_KEYS_PER_MERCHANT
-                ),
-            });
-        }
+        self.check_key_limit(ctx).await?;
         self.insert_key(
             ctx,
             parsed.label,
@@ -500,6 +487,28 @@ impl Engine {
             parsed.expires_in_days,
         )
         .await
+    }
+
+    /// Refuses a new key when the merchant already has the maximum of usable (neither revoked
+    /// nor expired) keys in this mode.
+    async fn check_key_limit(&self, ctx: &AuthContext) -> EngineResult<()> {
+        let now = self.now();
+        let keys = self
+            .inner
+            .ledger
+            .list_api_keys(ctx.merchant_id, ctx.livemode)
+            .await?;
+        let usable = keys.iter().filter(|k| k.is_live(now)).count();
+        if usable >= merchant::MAX_KEYS_PER_MERCHANT {
+            return Err(EngineError::Conflict {
+                code: "too_many_keys",
+                message: format!(
+                    "at most {} usable keys per mode; revoke unused keys first",
+                    merchant::MAX_KEYS_PER_MERCHANT
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn insert_key(
@@ -600,6 +609,16 @@ impl Engine {
                 from: "revoked".into(),
                 action: "rotate".into(),
             });
+        }
+        // Rotation issues a new secret with the old key's permissions: the caller must hold
+        // them all, or rotating a stronger key would hand out more than the caller has.
+        if let Some(p) = old.permissions.iter().find(|p| !ctx.key.allows(**p)) {
+            return Err(EngineError::PermissionDenied {
+                permission: p.as_str().to_string(),
+            });
+        }
+        if grace > 0 {
+            self.check_key_limit(ctx).await?;
         }
         let fresh = self
             .insert_key(
@@ -1327,14 +1346,14 @@ impl Engine {
     ) -> EngineResult<(Page<Event>, PageRequest)> {
         ctx.require(Permission::EventsRead)?;
         let p = page(&self.inner.config.limits, limit, offset)?;
-        if event_type.as_ref().is_some_and(|t| t.len() > 100)
-            || object_id.as_ref().is_some_and(|t| t.len() > 100)
-        {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "type",
-                "filter values are limited to 100 characters",
-            ));
+        for (name, v) in [("type", &event_type), ("object_id", &object_id)] {
+            if v.as_ref().is_some_and(|t| t.len() > 100) {
+                return Err(EngineError::invalid(
+                    "parameter_invalid",
+                    name,
+                    format!("{name} is limited to 100 characters"),
+                ));
+            }
         }
         let q = EventQuery {
             event_type,

@@ -53,7 +53,7 @@ pub enum EngineError {
     Forbidden { code: &'static str, message: String },
     #[error("no {resource} with id `{id}`")]
     NotFound { resource: &'static str, id: String },
-    #[error("cannot {action} a {object} that is {from}")]
+    #[error("cannot {action}: the {object} is {from}")]
     InvalidStateTransition {
         object: &'static str,
         from: String,

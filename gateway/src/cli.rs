@@ -153,7 +153,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let doc = crate::openapi::ApiDoc::openapi()
                 .to_pretty_json()
                 .map_err(|e| e.to_string())?;
-            println!("{doc}");
+            use std::io::Write;
+            // A closed pipe (`ipay openapi | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{doc}");
             Ok(())
         }
     }

@@ -205,6 +205,9 @@ pub async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     } else {
         resp
     };
+    if resp.status().is_server_error() {
+        tracing::warn!(request_id = %id, status = resp.status().as_u16(), "request failed on the server side");
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -64,7 +64,12 @@ fn classify_json_error(path: String, e: &serde_json::Error) -> ApiError {
                 )
                 .param(p)
             } else if msg.starts_with("unknown field") {
-                let p = join(&field);
+                // For an unknown field the path already ends with the field itself.
+                let p = if path == "." || path.is_empty() {
+                    field
+                } else {
+                    path
+                };
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "parameter_unknown",

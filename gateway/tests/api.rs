@@ -651,6 +651,25 @@ async fn bad_inputs_get_coded_json_errors_never_500() {
             "{body:?}"
         );
     }
+    let unknown = s
+        .post(
+            "/v1/payment-intents",
+            key,
+            pi(
+                json!({"value": 1, "currency": "EUR", "extra": 1}),
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(unknown.body["error"]["param"], "amount.extra");
+    let unknown_top = s
+        .post(
+            "/v1/payment-intents",
+            key,
+            pi(json!({"value": 1, "currency": "EUR"}), json!({"bogus": 1})),
+        )
+        .await;
+    assert_eq!(unknown_top.body["error"]["param"], "bogus");
     let bad_idem = s
         .call_with(
             post,
@@ -796,6 +815,41 @@ async fn api_keys_permissions_whitelist_revocation_rotation_and_expiry() {
         )
         .await;
     assert_eq!(escalate.code(), "permission_denied");
+    // A key manager without payment rights cannot mint a stronger key by rotating one.
+    let manager = s
+        .post(
+            "/v1/api-keys",
+            root,
+            json!({"permissions": ["api_keys:read", "api_keys:write"]}),
+        )
+        .await;
+    let manager_secret = manager.body["secret"].as_str().unwrap();
+    let root_id = s.get("/v1/api-keys", root).await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "default test key")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let steal = s
+        .call(
+            Method::POST,
+            &format!("/v1/api-keys/{root_id}/rotate"),
+            Some(manager_secret),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (steal.status, steal.code()),
+        (StatusCode::FORBIDDEN, "permission_denied")
+    );
+    assert_eq!(
+        s.get("/v1/payment-intents", root).await.status,
+        StatusCode::OK,
+        "the root key was not rotated"
+    );
 
     let listed = s.get("/v1/api-keys", root).await;
     let text = listed.body.to_string();
@@ -803,7 +857,7 @@ async fn api_keys_permissions_whitelist_revocation_rotation_and_expiry() {
         !text.contains(&ro_secret) && !text.contains(root),
         "secrets are never listed"
     );
-    assert_eq!(listed.body["pagination"]["total"], 2);
+    assert_eq!(listed.body["pagination"]["total"], 3);
 
     let far = s
         .post(

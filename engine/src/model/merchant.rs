@@ -161,6 +161,11 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none_or(|r| r > now) && now < self.expires_at
+    }
+
     /// Checks revocation, expiry and the IP whitelist for a request at `now` from `ip`.
     pub fn check_usable(&self, now: Timestamp, ip: Option<IpAddr>) -> EngineResult<()> {
         if self.revoked_at.is_some_and(|r| r <= now) {

@@ -335,9 +335,14 @@ impl ServiceInput {
         if let Some(v) = self.pricing {
             s.pricing = v;
         }
-        if let Some(mut v) = self.accepted_channels {
-            v.dedup();
-            s.accepted_channels = v;
+        if let Some(v) = self.accepted_channels {
+            let mut seen = Vec::with_capacity(v.len());
+            for c in v {
+                if !seen.contains(&c) {
+                    seen.push(c);
+                }
+            }
+            s.accepted_channels = seen;
         }
         if let Some(v) = self.qr_mode {
             s.qr_mode = v;

@@ -716,7 +716,8 @@ fn apply_stage(
                 // Everything applied so far came from segments <= seg; those before `seg` are
                 // complete, so they can go once redb holds their effects durably.
                 match checkpoint(&db, &wal_dir, seg) {
-                    Ok(()) => {}
+                    // Nothing new to make durable until the next group is applied.
+                    Ok(()) => dirty_segment = None,
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed; the ledger stops taking writes");
                         failed.store(true, Ordering::SeqCst);
@@ -883,6 +884,10 @@ impl Ledger for EmbeddedLedger {
             Ok(()) => CommitTicket::waiting(rx),
             Err((e, _)) => CommitTicket::ready(Err(e)),
         }
+    }
+
+    fn writable(&self) -> bool {
+        !self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn submit_then(&self, batch: WriteBatch, done: Completion) {

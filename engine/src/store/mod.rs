@@ -174,6 +174,11 @@ pub trait Ledger: Send + Sync + 'static {
         tokio::spawn(async move { done(ticket.await) });
     }
 
+    /// Whether the ledger still takes writes (false after it stopped on an I/O error).
+    fn writable(&self) -> bool {
+        true
+    }
+
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
     async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
     async fn find_api_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError>;

@@ -13,23 +13,26 @@ pub async fn healthz() -> Response {
     super::json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// Readiness: the ledger answers reads and the session layer is up.
+/// Readiness: the ledger answers reads and still takes writes (it stops after an I/O error).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    match st
-        .engine
-        .ledger()
-        .get_merchant(MerchantId::from_u128(0))
-        .await
-    {
-        Ok(_) => super::json(
+    let ledger = st.engine.ledger();
+    let probe = match ledger.get_merchant(MerchantId::from_u128(0)).await {
+        Ok(_) if !ledger.writable() => Err(
+            "the ledger stopped taking writes after an I/O error; restart the engine".to_string(),
+        ),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    match probe {
+        Ok(()) => super::json(
             StatusCode::OK,
             &json!({"status": "ready", "storage": "embedded", "live_sessions": st.engine.sessions().context().live_sessions()}),
         ),
-        Err(e) => {
+        Err(reason) => {
             let mut r = super::json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not_ready", "reason": e.to_string()}),
+                &json!({"status": "not_ready", "reason": reason}),
             );
             r.headers_mut().insert(header::RETRY_AFTER, 1.into());
             r
