@@ -93,6 +93,7 @@ fn open_ledger(cfg: &Config) -> Result<Arc<EmbeddedLedger>, String> {
             cfg.storage.checkpoint_interval_ms.max(10),
         ),
         wal_segment_bytes: cfg.storage.wal_segment_mib.max(1).saturating_mul(1 << 20),
+        checkpoint_bytes: cfg.storage.checkpoint_mib.max(1).saturating_mul(1 << 20),
     };
     EmbeddedLedger::open(&cfg.storage.data_dir, opts).map_err(|e| e.to_string())
 }

@@ -78,6 +78,8 @@ pub struct StorageConfig {
     pub checkpoint_interval_ms: u64,
     /// Write-ahead log segment size, MiB.
     pub wal_segment_mib: u64,
+    /// Also checkpoint after this many MiB of writes since the last one (keeps pauses short).
+    pub checkpoint_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -90,6 +92,7 @@ impl Default for StorageConfig {
             cache_mib: 256,
             checkpoint_interval_ms: 2_000,
             wal_segment_mib: 64,
+            checkpoint_mib: 2,
         }
     }
 }

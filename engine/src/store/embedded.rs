@@ -203,6 +203,9 @@ pub struct EmbeddedOptions {
     pub checkpoint_interval: std::time::Duration,
     /// WAL segment size before rotating to a new file.
     pub wal_segment_bytes: u64,
+    /// Also checkpoint once this many WAL bytes were applied since the last checkpoint: small,
+    /// frequent checkpoints keep the pause each one causes short.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -213,6 +216,7 @@ impl Default for EmbeddedOptions {
             cache_bytes: 256 << 20,
             checkpoint_interval: std::time::Duration::from_secs(2),
             wal_segment_bytes: 64 << 20,
+            checkpoint_bytes: 2 << 20,
         }
     }
 }
@@ -471,9 +475,19 @@ impl EmbeddedLedger {
             .map_err(se)?;
         let (apply_db, apply_events, f2) = (db.clone(), events.clone(), failed.clone());
         let interval = opts.checkpoint_interval;
+        let checkpoint_bytes = opts.checkpoint_bytes.max(1);
         std::thread::Builder::new()
             .name("ledger-apply".into())
-            .spawn(move || apply_stage(apply_db, wal_dir, group_rx, apply_events, interval, f2))
+            .spawn(move || {
+                apply_stage(
+                    apply_db,
+                    wal_dir,
+                    group_rx,
+                    apply_events,
+                    (interval, checkpoint_bytes),
+                    f2,
+                )
+            })
             .map_err(se)?;
         Ok(Arc::new(EmbeddedLedger {
             db,
@@ -659,12 +673,13 @@ fn apply_stage(
     wal_dir: std::path::PathBuf,
     groups: std::sync::mpsc::Receiver<Group>,
     events: broadcast::Sender<Arc<Event>>,
-    checkpoint_interval: std::time::Duration,
+    (checkpoint_interval, checkpoint_bytes): (std::time::Duration, u64),
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     use std::sync::atomic::Ordering;
     let mut last_checkpoint = std::time::Instant::now();
     let mut dirty_segment: Option<u64> = None;
+    let mut dirty_bytes: u64 = 0;
     loop {
         let group = match groups.recv_timeout(checkpoint_interval) {
             Ok(g) => Some(g),
@@ -690,6 +705,7 @@ fn apply_stage(
                     metrics::histogram!("ipay_ledger_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
                     dirty_segment = Some(segment);
+                    dirty_bytes += jobs.iter().map(|j| j.wal.len() as u64).sum::<u64>();
                     for job in jobs {
                         job.done.finish(Ok(()));
                         if events.receiver_count() > 0 {
@@ -710,14 +726,17 @@ fn apply_stage(
             }
         }
         if let Some(seg) = dirty_segment
-            && last_checkpoint.elapsed() >= checkpoint_interval
+            && (last_checkpoint.elapsed() >= checkpoint_interval || dirty_bytes >= checkpoint_bytes)
         {
             {
                 // Everything applied so far came from segments <= seg; those before `seg` are
                 // complete, so they can go once redb holds their effects durably.
                 match checkpoint(&db, &wal_dir, seg) {
                     // Nothing new to make durable until the next group is applied.
-                    Ok(()) => dirty_segment = None,
+                    Ok(()) => {
+                        dirty_segment = None;
+                        dirty_bytes = 0;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed; the ledger stops taking writes");
                         failed.store(true, Ordering::SeqCst);
