@@ -1,0 +1,1 @@
+//! alipay channel (work in progress).

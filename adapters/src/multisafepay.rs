@@ -1,0 +1,1 @@
+//! multisafepay channel (work in progress).

@@ -1,0 +1,1 @@
+//! promptpay channel (work in progress).

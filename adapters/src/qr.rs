@@ -1,0 +1,1 @@
+//! qr channel (work in progress).

@@ -1,0 +1,1 @@
+//! stripe channel (work in progress).

@@ -1,0 +1,1 @@
+//! wechat channel (work in progress).
