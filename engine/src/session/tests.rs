@@ -188,8 +188,10 @@ async fn expiry_timers_are_rearmed_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
     let pi_id;
+    let mut closed;
     {
         let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        closed = ledger.closed();
         let engine = Engine::start(
             ledger.clone(),
             Arc::new(MemoryHotState::new()),
@@ -227,13 +229,12 @@ async fn expiry_timers_are_rearmed_after_a_restart() {
             .id;
         engine.shutdown().await;
     }
-    // Wait until the first writer thread has let go of the file.
-    let ledger = loop {
-        match EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()) {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    // Every handle is gone: wait for the writer threads to release the file.
+    tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|c| *c))
+        .await
+        .unwrap()
+        .unwrap();
+    let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     let cfg = EngineConfig {
         sessions: SessionConfig {
             tick_interval_ms: 3_600_000,

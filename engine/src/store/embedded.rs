@@ -371,6 +371,8 @@ pub struct EmbeddedLedger {
     events: broadcast::Sender<Arc<Event>>,
     /// Set when either writer stage hit an I/O error; all later writes are refused.
     failed: Arc<std::sync::atomic::AtomicBool>,
+    /// Becomes `true` once the writer threads have finished and let go of the database file.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 fn se<E: std::fmt::Display>(e: E) -> StoreError {
@@ -474,6 +476,7 @@ impl EmbeddedLedger {
             .spawn(move || wal_stage(wal, rx, group_tx, max_batch, f1))
             .map_err(se)?;
         let (apply_db, apply_events, f2) = (db.clone(), events.clone(), failed.clone());
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         let interval = opts.checkpoint_interval;
         let checkpoint_bytes = opts.checkpoint_bytes.max(1);
         std::thread::Builder::new()
@@ -486,7 +489,8 @@ impl EmbeddedLedger {
                     apply_events,
                     (interval, checkpoint_bytes),
                     f2,
-                )
+                );
+                let _ = closed_tx.send(true);
             })
             .map_err(se)?;
         Ok(Arc::new(EmbeddedLedger {
@@ -494,6 +498,7 @@ impl EmbeddedLedger {
             tx,
             events,
             failed,
+            closed,
         }))
     }
 
@@ -543,6 +548,12 @@ impl EmbeddedLedger {
                 Err((StoreError("ledger writer stopped".into()), job.done))
             }
         }
+    }
+
+    /// Resolves to `true` once the last handle to this ledger is gone and its writer threads
+    /// have checkpointed and released the database file (so it can be opened again).
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.clone()
     }
 
     /// Committed events, in commit order (for live consumers; durable history is in the ledger).
