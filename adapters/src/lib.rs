@@ -2,10 +2,14 @@
 //! verification, one module per channel. Adapters hold no payment state; the engine's
 //! `ChannelAdapter` port is what they will implement once the channel integration lands.
 //!
-//! Today this crate holds the channels' cryptography and encodings, each checked against
-//! published test vectors: [`stripe`] and [`multisafepay`] webhook signatures, [`promptpay`]
-//! EMVCo QR payloads, [`alipay`] RSA2 signing and notify verification, [`wechat`] API v3
-//! request signatures, callback verification and resource decryption, and [`qr`] rendering.
+//! Today this crate holds the channels' cryptography and encodings: [`stripe`] and
+//! [`multisafepay`] webhook signatures, [`promptpay`] EMVCo QR payloads, [`alipay`] RSA2 signing
+//! and notify verification, [`wechat`] API v3 request signatures, callback verification and
+//! resource decryption, and [`qr`] rendering. Each is tested against published vectors where the
+//! provider or public generators publish them (MultiSafepay's worked examples, PromptPay payloads
+//! of public generators) and otherwise against values computed by independent tools (Python's
+//! `hmac`, openssl), as each module's tests say. The PSP simulator, circuit breakers and the
+//! engine integration are not built yet.
 
 pub mod alipay;
 pub mod multisafepay;
