@@ -8,6 +8,8 @@
 
 pub mod embedded;
 pub mod memory_hot;
+pub mod redis_hot;
+pub mod cql;
 pub mod wal;
 
 use crate::clock::Timestamp;

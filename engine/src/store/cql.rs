@@ -1,0 +1,1 @@
+//! ScyllaDB / Cassandra ledger backend (cluster mode; work in progress).

@@ -1,0 +1,1 @@
+//! Redis hot-state backend (cluster mode; work in progress).
