@@ -14,8 +14,26 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
-# Cluster-mode services (Redis, Cassandra) are started here once cluster mode exists; the
-# embedded-mode suite needs no servers.
+# Cluster-mode backends are tested against real servers: a private Redis (Debian package) and a
+# single-node Cassandra 5 (Maven jars on Java 17), installed and started when missing, stopped at
+# the end if this run started them. The test binaries read their addresses from the environment.
+services=scripts/services
+started=()
+cleanup() {
+  for svc in "${started[@]+"${started[@]}"}"; do
+    "$services/$svc.sh" stop >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+for svc in redis cassandra; do
+  if ! "$services/$svc.sh" status >/dev/null 2>&1; then
+    echo "==> starting $svc"
+    "$services/$svc.sh" start
+    started+=("$svc")
+  fi
+  eval "$("$services/$svc.sh" env)"
+done
+export IPAY_TEST_REDIS_URL IPAY_TEST_CQL_ADDR
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1

@@ -832,9 +832,9 @@ impl Engine {
         };
         // Reserve first, then look: whoever holds the reservation is the only one who can be
         // writing this key's record, so one look-up under the reservation is enough.
-        loop {
-            if self.inner.hot.reserve(&scope, wait * 3).await? {
-                break;
+        let reservation = loop {
+            if let Some(r) = self.inner.hot.reserve(&scope, wait * 3).await? {
+                break r;
             }
             if Instant::now() >= deadline {
                 return Err(EngineError::IdempotencyInProgress);
@@ -843,7 +843,7 @@ impl Engine {
                 .hot
                 .wait_released(&scope, deadline.saturating_duration_since(Instant::now()))
                 .await;
-        }
+        };
         let result = match self.inner.ledger.get_idempotency(&scope).await {
             Ok(Some(rec)) if fresh(&rec, self.now()) => stored(rec),
             Ok(_) => {
@@ -855,7 +855,7 @@ impl Engine {
             }
             Err(e) => Err(e.into()),
         };
-        let _ = self.inner.hot.release(&scope).await;
+        let _ = self.inner.hot.release(reservation).await;
         result
     }
 

@@ -1,4 +1,4 @@
-//! The `ipay` command line: `serve`, `merchants create`, `openapi`.
+//! The `ipay` command line: `serve`, `migrate`, `merchants create`, `openapi`.
 
 use crate::app;
 use crate::config::{Config, StorageMode};
@@ -7,9 +7,12 @@ use ipay_engine::Engine;
 use ipay_engine::clock::{Clock, SystemClock};
 use ipay_engine::engine::create_merchant;
 use ipay_engine::model::{ServiceAction, ServiceInput};
+use ipay_engine::store::HotState;
 use ipay_engine::store::Ledger;
+use ipay_engine::store::cql::CqlLedger;
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
+use ipay_engine::store::redis_hot::{RedisHotState, RedisOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,13 @@ pub enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Create the cluster-mode keyspace and apply the CQL schema migrations it lacks
+    /// (idempotent: a second run applies nothing). Uses the `[cluster]` settings.
+    Migrate {
+        /// Configuration file (TOML); see config/cluster.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Manage merchants.
     Merchants {
         #[command(subcommand)]
@@ -52,7 +62,7 @@ pub enum Command {
 /// `ipay merchants …`
 #[derive(Debug, Subcommand)]
 pub enum MerchantsCommand {
-    /// Create a merchant on a stopped data directory; prints its keys once.
+    /// Create a merchant (embedded mode: on a stopped data directory); prints its keys once.
     Create {
         /// Display name.
         #[arg(long)]
@@ -81,9 +91,19 @@ fn init_tracing(cfg: &Config) {
     };
 }
 
-fn open_ledger(cfg: &Config) -> Result<Arc<EmbeddedLedger>, String> {
+/// The configured ledger and a one-line description of where it keeps its data.
+async fn open_ledger(cfg: &Config) -> Result<(Arc<dyn Ledger>, String), String> {
     if cfg.storage.mode == StorageMode::Cluster {
-        return Err("storage.mode = \"cluster\" (Redis + ScyllaDB) is not available in this build yet; use \"embedded\"".into());
+        let cql = cfg.cql();
+        let ledger = CqlLedger::connect(cql.clone())
+            .await
+            .map_err(|e| format!("cluster mode: cannot open the CQL ledger: {e}"))?;
+        let place = format!(
+            "cluster mode, ledger in keyspace {} on {}",
+            cql.keyspace,
+            cql.contact_points.join(", ")
+        );
+        return Ok((ledger as Arc<dyn Ledger>, place));
     }
     let opts = EmbeddedOptions {
         queue_capacity: cfg.storage.queue_capacity,
@@ -95,7 +115,48 @@ fn open_ledger(cfg: &Config) -> Result<Arc<EmbeddedLedger>, String> {
         wal_segment_bytes: cfg.storage.wal_segment_mib.max(1).saturating_mul(1 << 20),
         checkpoint_bytes: cfg.storage.checkpoint_mib.max(1).saturating_mul(1 << 20),
     };
-    EmbeddedLedger::open(&cfg.storage.data_dir, opts).map_err(|e| e.to_string())
+    let ledger = EmbeddedLedger::open(&cfg.storage.data_dir, opts).map_err(|e| e.to_string())?;
+    let place = format!("embedded mode, data in {}", cfg.storage.data_dir.display());
+    Ok((ledger as Arc<dyn Ledger>, place))
+}
+
+/// `ipay migrate`: applies the embedded CQL migrations and says what it did.
+async fn migrate(cfg: &Config) -> Result<(), String> {
+    let cql = cfg.cql();
+    if cfg.storage.mode != StorageMode::Cluster {
+        eprintln!(
+            "note: storage.mode is \"embedded\"; this schema is used once storage.mode = \"cluster\""
+        );
+    }
+    let report = CqlLedger::migrate(&cql)
+        .await
+        .map_err(|e| format!("migration failed: {e}"))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for (version, name) in &report.applied {
+        println!("applied {version:03} {name}");
+    }
+    if report.applied.is_empty() {
+        println!(
+            "keyspace {} is up to date ({} migration(s) applied before); nothing to do",
+            report.keyspace,
+            report.already_applied.len()
+        );
+    } else {
+        println!(
+            "keyspace {} now at version {}",
+            report.keyspace,
+            report
+                .applied
+                .iter()
+                .map(|(v, _)| *v)
+                .chain(report.already_applied.iter().copied())
+                .max()
+                .unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 /// Runs the command line; returns the process exit code.
@@ -129,7 +190,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             if let Some(d) = data_dir {
                 cfg.storage.data_dir = d;
             }
-            let ledger = open_ledger(&cfg).map_err(|e| format!("{e}\nIf `ipay serve` is running on this data dir, use POST /v1/admin/merchants instead."))?;
+            let (ledger, _) = open_ledger(&cfg).await.map_err(|e| match cfg.storage.mode {
+                StorageMode::Embedded => format!(
+                    "{e}\nIf `ipay serve` is running on this data dir, use POST /v1/admin/merchants instead."
+                ),
+                StorageMode::Cluster => e,
+            })?;
             let creds = create_merchant(ledger.as_ref(), &SystemClock, &name)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -148,6 +214,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             Ok(())
+        }
+        Command::Migrate { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            migrate(&cfg).await
         }
         Command::Openapi => {
             use utoipa::OpenApi;
@@ -187,24 +257,26 @@ async fn shutdown_signal() {
 
 async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     init_tracing(&cfg);
-    let ledger = open_ledger(&cfg)?;
+    let (ledger, place) = open_ledger(&cfg).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::start(
-        ledger.clone() as Arc<dyn Ledger>,
-        Arc::new(MemoryHotState::new()),
-        clock.clone(),
-        cfg.engine(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    // Cluster mode shares hot state (idempotency reservations) through Redis so that several
+    // nodes agree; embedded mode keeps it in process.
+    let hot: Arc<dyn HotState> = match cfg.storage.mode {
+        StorageMode::Embedded => Arc::new(MemoryHotState::new()),
+        StorageMode::Cluster => {
+            RedisHotState::connect(&cfg.cluster.redis_url, RedisOptions::default())
+                .await
+                .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?
+        }
+    };
+    let engine = Engine::start(ledger.clone(), hot, clock.clone(), cfg.engine())
+        .await
+        .map_err(|e| e.to_string())?;
     let server = app::start(engine.clone(), &cfg)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
     let base = format!("http://{}", server.addr);
-    println!(
-        "ipay listening on {base} (embedded mode, data in {})",
-        cfg.storage.data_dir.display()
-    );
+    println!("ipay listening on {base} ({place})");
     println!("  API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
     if demo {
         print_demo(&engine, ledger.as_ref(), clock.as_ref(), &base).await?;

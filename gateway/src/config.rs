@@ -1,7 +1,7 @@
 //! Configuration: `config/ipay.toml` documents every setting with its default. Values come from
 //! the defaults, then the file given with `--config`, then `IPAY_…` environment variables
-//! (`IPAY_SERVER__LISTEN=127.0.0.1:9000`: sections and keys joined by `__`), then command-line
-//! flags.
+//! (`IPAY_SERVER__LISTEN=127.0.0.1:9000`: sections and keys joined by `__`; `IPAY_TEST_…` are
+//! the test suite's and ignored), then command-line flags.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub sessions: ipay_engine::session::SessionConfig,
@@ -97,6 +98,41 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[cluster]`: where cluster mode (`storage.mode = "cluster"`) keeps its state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` of one or more ScyllaDB / Cassandra nodes; the rest are discovered.
+    pub cql_contact_points: Vec<String>,
+    /// Keyspace of the ledger tables (letters, digits, `_`).
+    pub keyspace: String,
+    /// CQL replication map used when `ipay migrate` creates the keyspace.
+    pub replication: String,
+    /// Bound on each connection attempt to a node, ms (session set-up gives up after twice this).
+    pub cql_connect_timeout_ms: u64,
+    /// Bound on each ledger request (read, write batch, page of a scan), ms; beyond it the
+    /// request fails with 503 store_unavailable.
+    pub cql_request_timeout_ms: u64,
+    /// Ledger write batches in flight to the cluster before requests get 503 at once.
+    pub max_inflight_batches: usize,
+    /// Redis for shared hot state (idempotency reservations, leases).
+    pub redis_url: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cql_contact_points: vec!["127.0.0.1:9042".into()],
+            keyspace: "ipay".into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            cql_connect_timeout_ms: 5_000,
+            cql_request_timeout_ms: 1_000,
+            max_inflight_batches: 4_096,
+            redis_url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
 /// `[admin]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -135,9 +171,29 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("IPAY_").split("__"));
+        // `IPAY_TEST_…` (e.g. IPAY_TEST_CQL_ADDR) belong to the test suite, not to `ipay`.
+        let env = Env::prefixed("IPAY_")
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__");
+        fig = fig.merge(env);
         fig.extract()
             .map_err(|e| format!("invalid configuration: {e}"))
+    }
+
+    /// The CQL ledger's settings (cluster mode and `ipay migrate`).
+    pub fn cql(&self) -> ipay_engine::store::cql::CqlConfig {
+        let c = &self.cluster;
+        ipay_engine::store::cql::CqlConfig {
+            contact_points: c.cql_contact_points.clone(),
+            keyspace: c.keyspace.clone(),
+            replication: c.replication.clone(),
+            connect_timeout: std::time::Duration::from_millis(c.cql_connect_timeout_ms.max(1)),
+            request_timeout: std::time::Duration::from_millis(c.cql_request_timeout_ms.max(1)),
+            max_inflight_batches: c.max_inflight_batches.max(1),
+            idempotency_ttl: std::time::Duration::from_secs(
+                (self.limits.idempotency_ttl_hours.max(1) as u64).saturating_mul(3600),
+            ),
+        }
     }
 
     /// The engine's part.
@@ -165,6 +221,34 @@ mod tests {
             serde_json::to_value(&from_file).unwrap(),
             serde_json::to_value(&defaults).unwrap()
         );
+    }
+
+    #[test]
+    fn the_cluster_example_parses_and_selects_cluster_mode() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/cluster.toml");
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .unwrap();
+        assert_eq!(cfg.storage.mode, StorageMode::Cluster);
+        let cql = cfg.cql();
+        assert_eq!(cql.contact_points, vec!["127.0.0.1:9042".to_string()]);
+        assert_eq!(cql.keyspace, "ipay");
+        assert_eq!(cql.request_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(
+            cql.idempotency_ttl,
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(cfg.cluster.redis_url, "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn unknown_cluster_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[cluster]\ncql_contact_point = \"x:1\"\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err();
+        assert!(err.contains("cql_contact_point"), "{err}");
     }
 
     #[test]

@@ -1,22 +1,74 @@
-//! In-process [`HotState`] for embedded mode: reservations in a concurrent map, waiters woken
-//! by a [`Notify`] when the holder releases.
+//! In-process [`HotState`] for embedded mode: concurrent maps with expiry times, waiters woken
+//! by a [`Notify`] when a reservation is released, pub/sub on [`broadcast`] channels.
+//!
+//! Expired entries are treated as absent the moment they expire and are swept out of the maps
+//! lazily (on the next write to the same key, and by a sweep over all maps at most every
+//! [`SWEEP_EVERY`], run by whichever write comes along), so abandoned keys do not accumulate.
 
-use super::HotState;
+use super::{HotState, Message, Reservation, Subscription};
 use crate::error::StoreError;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
-struct Reservation {
+/// How often the maps are swept of expired entries (at most).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Messages a slow subscriber may fall behind before it starts missing them.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
+struct Held {
+    token: u128,
     notify: Arc<Notify>,
     expires: Instant,
 }
 
+struct Lease {
+    owner: String,
+    expires: Instant,
+}
+
+struct Expiring<T> {
+    value: T,
+    expires: Instant,
+}
+
+type Channels = DashMap<String, broadcast::Sender<Message>>;
+
+/// `now + ttl`, saturating far in the future instead of overflowing on absurd TTLs.
+fn expiry(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now)
+}
+
+/// What an unrepresentably long TTL is cut down to (about 30 years).
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 86_400);
+
 /// Embedded hot state.
-#[derive(Default)]
 pub struct MemoryHotState {
-    reservations: DashMap<String, Reservation>,
+    reservations: DashMap<String, Held>,
+    leases: DashMap<String, Lease>,
+    snapshots: DashMap<String, Expiring<Vec<u8>>>,
+    counters: DashMap<String, Expiring<i64>>,
+    channels: Arc<Channels>,
+    next_sweep: Mutex<Instant>,
+}
+
+impl Default for MemoryHotState {
+    fn default() -> Self {
+        MemoryHotState {
+            reservations: DashMap::new(),
+            leases: DashMap::new(),
+            snapshots: DashMap::new(),
+            counters: DashMap::new(),
+            channels: Arc::new(DashMap::new()),
+            next_sweep: Mutex::new(Instant::now() + SWEEP_EVERY),
+        }
+    }
 }
 
 impl MemoryHotState {
@@ -24,44 +76,83 @@ impl MemoryHotState {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Runs a sweep when one is due. Must not be called while holding a map reference.
+    fn maybe_sweep(&self, now: Instant) {
+        {
+            let Some(mut next) = self.next_sweep.try_lock() else {
+                return; // someone else is sweeping
+            };
+            if *next > now {
+                return;
+            }
+            *next = now + SWEEP_EVERY;
+        }
+        self.reservations.retain(|_, r| {
+            let live = r.expires > now;
+            if !live {
+                r.notify.notify_waiters();
+            }
+            live
+        });
+        self.leases.retain(|_, l| l.expires > now);
+        self.snapshots.retain(|_, s| s.expires > now);
+        self.counters.retain(|_, c| c.expires > now);
+        self.channels.retain(|_, tx| tx.receiver_count() > 0);
+    }
 }
 
 #[async_trait::async_trait]
 impl HotState for MemoryHotState {
-    async fn reserve(&self, scope: &str, ttl: Duration) -> Result<bool, StoreError> {
-        use dashmap::mapref::entry::Entry;
+    async fn reserve(&self, scope: &str, ttl: Duration) -> Result<Option<Reservation>, StoreError> {
         let now = Instant::now();
-        match self.reservations.entry(scope.to_string()) {
+        let token = rand::random::<u128>();
+        let held = || Held {
+            token,
+            notify: Arc::new(Notify::new()),
+            expires: expiry(now, ttl),
+        };
+        let got = match self.reservations.entry(scope.to_string()) {
             Entry::Vacant(v) => {
-                v.insert(Reservation {
-                    notify: Arc::new(Notify::new()),
-                    expires: now + ttl,
-                });
-                Ok(true)
+                v.insert(held());
+                true
             }
             // A holder that never released (its task was cancelled) loses the reservation at
             // its TTL, so a key cannot be wedged forever.
             Entry::Occupied(mut o) if o.get().expires <= now => {
                 o.get().notify.notify_waiters();
-                o.insert(Reservation {
-                    notify: Arc::new(Notify::new()),
-                    expires: now + ttl,
-                });
-                Ok(true)
+                o.insert(held());
+                true
             }
-            Entry::Occupied(_) => Ok(false),
-        }
+            Entry::Occupied(_) => false,
+        };
+        self.maybe_sweep(now);
+        Ok(got.then(|| Reservation::new(scope, token)))
     }
 
-    async fn release(&self, scope: &str) -> Result<(), StoreError> {
-        if let Some((_, r)) = self.reservations.remove(scope) {
+    async fn release(&self, reservation: Reservation) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut ours = false;
+        // Removes our entry, or a lapsed one (which is no longer anyone's); never a live
+        // reservation taken by someone else.
+        let removed = self.reservations.remove_if(reservation.scope(), |_, r| {
+            ours = r.token == reservation.token() && r.expires > now;
+            ours || r.expires <= now
+        });
+        if let Some((_, r)) = removed {
             r.notify.notify_waiters();
         }
-        Ok(())
+        Ok(ours)
     }
 
     async fn wait_released(&self, scope: &str, timeout: Duration) {
-        let Some(notify) = self.reservations.get(scope).map(|r| r.notify.clone()) else {
+        let now = Instant::now();
+        let Some((notify, expires)) = self
+            .reservations
+            .get(scope)
+            .filter(|r| r.expires > now)
+            .map(|r| (r.notify.clone(), r.expires))
+        else {
             return;
         };
         let notified = notify.notified();
@@ -75,7 +166,151 @@ impl HotState for MemoryHotState {
         {
             return;
         }
-        let _ = tokio::time::timeout(timeout, notified).await;
+        // An abandoned reservation is released by its TTL: stop waiting then, too.
+        let until_lapse = expires.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(timeout.min(until_lapse), notified).await;
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let lease = || Lease {
+            owner: owner.to_string(),
+            expires: expiry(now, ttl),
+        };
+        let got = match self.leases.entry(key.to_string()) {
+            Entry::Vacant(v) => {
+                v.insert(lease());
+                true
+            }
+            Entry::Occupied(mut o) if o.get().expires <= now || o.get().owner == owner => {
+                o.insert(lease());
+                true
+            }
+            Entry::Occupied(_) => false,
+        };
+        self.maybe_sweep(now);
+        Ok(got)
+    }
+
+    async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(match self.leases.get_mut(key) {
+            Some(mut l) if l.owner == owner && l.expires > now => {
+                l.expires = expiry(now, ttl);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut ours = false;
+        self.leases.remove_if(key, |_, l| {
+            ours = l.owner == owner && l.expires > now;
+            ours || l.expires <= now
+        });
+        Ok(ours)
+    }
+
+    async fn lease_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .leases
+            .get(key)
+            .filter(|l| l.expires > now)
+            .map(|l| l.owner.clone()))
+    }
+
+    async fn put_snapshot(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.snapshots.insert(
+            key.to_string(),
+            Expiring {
+                value: bytes.to_vec(),
+                expires: expiry(now, ttl),
+            },
+        );
+        self.maybe_sweep(now);
+        Ok(())
+    }
+
+    async fn get_snapshot(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .snapshots
+            .get(key)
+            .filter(|s| s.expires > now)
+            .map(|s| s.value.clone()))
+    }
+
+    async fn delete_snapshot(&self, key: &str) -> Result<(), StoreError> {
+        self.snapshots.remove(key);
+        Ok(())
+    }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, StoreError> {
+        let now = Instant::now();
+        let n = match self.counters.entry(key.to_string()) {
+            Entry::Occupied(mut o) if o.get().expires > now => {
+                let c = o.get_mut();
+                c.value = c
+                    .value
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError(format!("counter `{key}` would overflow an i64")))?;
+                c.value
+            }
+            Entry::Occupied(mut o) => {
+                o.insert(Expiring {
+                    value: 1,
+                    expires: expiry(now, ttl),
+                });
+                1
+            }
+            Entry::Vacant(v) => {
+                v.insert(Expiring {
+                    value: 1,
+                    expires: expiry(now, ttl),
+                });
+                1
+            }
+        };
+        self.maybe_sweep(now);
+        Ok(n)
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        self.counters.remove(key);
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError> {
+        if let Some(tx) = self.channels.get(channel) {
+            // No receivers is not an error: nobody is listening right now.
+            let _ = tx.send(Arc::from(message));
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, StoreError> {
+        let rx = self
+            .channels
+            .entry(channel.to_string())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe();
+        let channels = Arc::downgrade(&self.channels);
+        let name = channel.to_string();
+        let on_drop = Box::new(move || {
+            if let Some(channels) = channels.upgrade() {
+                channels.remove_if(&name, |_, tx| tx.receiver_count() == 0);
+            }
+        });
+        Ok(Subscription::new(rx, Some(on_drop)))
     }
 }
 
@@ -86,21 +321,85 @@ mod tests {
     #[tokio::test]
     async fn second_reservation_waits_for_release() {
         let h = Arc::new(MemoryHotState::new());
-        assert!(h.reserve("k", Duration::from_secs(10)).await.unwrap());
-        assert!(!h.reserve("k", Duration::from_secs(10)).await.unwrap());
+        let r = h
+            .reserve("k", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            h.reserve("k", Duration::from_secs(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let h2 = h.clone();
         let waiter =
             tokio::spawn(async move { h2.wait_released("k", Duration::from_secs(30)).await });
         tokio::task::yield_now().await;
-        h.release("k").await.unwrap();
+        assert!(h.release(r).await.unwrap());
         waiter.await.unwrap();
-        assert!(h.reserve("k", Duration::from_secs(10)).await.unwrap());
+        assert!(
+            h.reserve("k", Duration::from_secs(10))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
     async fn an_abandoned_reservation_lapses_at_its_ttl() {
         let h = MemoryHotState::new();
-        assert!(h.reserve("k", Duration::from_millis(0)).await.unwrap());
-        assert!(h.reserve("k", Duration::from_secs(10)).await.unwrap());
+        let old = h
+            .reserve("k", Duration::from_millis(0))
+            .await
+            .unwrap()
+            .unwrap();
+        let new = h
+            .reserve("k", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        // The former holder cannot release the new holder's reservation.
+        assert!(!h.release(old).await.unwrap());
+        assert!(
+            h.reserve("k", Duration::from_secs(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(h.release(new).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_returns_when_the_reservation_lapses() {
+        let h = MemoryHotState::new();
+        let _r = h
+            .reserve("k", Duration::from_millis(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let t = Instant::now();
+        h.wait_released("k", Duration::from_secs(30)).await;
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_expired_entries_and_idle_channels() {
+        let h = MemoryHotState::new();
+        h.reserve("r", Duration::ZERO).await.unwrap();
+        h.acquire_lease("l", "a", Duration::ZERO).await.unwrap();
+        h.put_snapshot("s", b"x", Duration::ZERO).await.unwrap();
+        h.incr("c", Duration::ZERO).await.unwrap();
+        drop(h.subscribe("ch").await.unwrap());
+        assert!(
+            h.channels.is_empty(),
+            "dropping the last subscriber removes the channel"
+        );
+        *h.next_sweep.lock() = Instant::now();
+        h.maybe_sweep(Instant::now());
+        assert!(h.reservations.is_empty());
+        assert!(h.leases.is_empty());
+        assert!(h.snapshots.is_empty());
+        assert!(h.counters.is_empty());
     }
 }

@@ -1,15 +1,16 @@
 //! Storage ports. The [`Ledger`] is the durable truth (intents, refunds, events, keys,
 //! manifests, idempotency records); [`HotState`] is shared fast state that may be lost without
-//! losing money (idempotency reservations today; snapshots, counters and leases later).
+//! losing money: idempotency reservations, ownership leases, snapshots, counters with expiry
+//! and pub/sub fan-out.
 //!
 //! Writes go through [`Ledger::submit`] as a [`WriteBatch`]: one batch is one atomic, durable
 //! step (a state change, its events and its idempotency record together). Batches are applied
 //! in submission order; the returned [`CommitTicket`] resolves once the batch is on disk.
 
+pub mod cql;
 pub mod embedded;
 pub mod memory_hot;
 pub mod redis_hot;
-pub mod cql;
 pub mod wal;
 
 use crate::clock::Timestamp;
@@ -19,9 +20,10 @@ use crate::model::{ApiKey, Event, IntentStatus, Merchant, PaymentIntent, Refund,
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 /// One write inside a batch.
 #[derive(Debug, Clone)]
@@ -231,13 +233,196 @@ pub trait Ledger: Send + Sync + 'static {
     async fn count_intents_by_status(&self) -> Result<StatusCounts, StoreError>;
 }
 
-/// Shared fast state; losing it must never lose or double a payment.
+/// A held idempotency reservation: the scope and the random token that proves we hold it.
+///
+/// Returned by [`HotState::reserve`] and given back to [`HotState::release`], which only
+/// removes the reservation while it still carries this token. A reservation that lapsed at its
+/// TTL and was taken by someone else is therefore never removed by its former holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    scope: String,
+    token: u128,
+}
+
+impl Reservation {
+    /// A reservation of `scope` identified by `token` (backends pick a random token).
+    pub fn new(scope: impl Into<String>, token: u128) -> Self {
+        Reservation {
+            scope: scope.into(),
+            token,
+        }
+    }
+
+    /// The reserved scope.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The holder's token.
+    pub fn token(&self) -> u128 {
+        self.token
+    }
+}
+
+/// A message received on a pub/sub channel.
+pub type Message = Arc<[u8]>;
+
+/// Called once when a [`Subscription`] is dropped, after its receiver is gone.
+pub type OnUnsubscribe = Box<dyn FnOnce() + Send + Sync + 'static>;
+
+/// The receiving end of [`HotState::subscribe`]: messages published on one channel, in the
+/// order they were published, **at most once**.
+///
+/// Messages are lost when this subscriber falls more than the channel's buffer behind (counted
+/// in [`Subscription::missed`]) and, for the Redis backend, while the pub/sub connection is
+/// being re-established. Use it for live fan-out (SSE, wake-ups) only; anything that must not
+/// be lost goes through the ledger and the outbox.
+pub struct Subscription {
+    rx: Option<broadcast::Receiver<Message>>,
+    missed: u64,
+    on_drop: Option<OnUnsubscribe>,
+}
+
+impl Subscription {
+    /// Wraps a broadcast receiver; `on_drop` runs once the receiver has been dropped (backends
+    /// use it to stop listening when the last local subscriber of a channel goes away).
+    pub fn new(rx: broadcast::Receiver<Message>, on_drop: Option<OnUnsubscribe>) -> Self {
+        Subscription {
+            rx: Some(rx),
+            missed: 0,
+            on_drop,
+        }
+    }
+
+    /// The next message; `None` once the channel is closed (the backend was dropped).
+    /// Messages this subscriber was too slow to take are skipped and counted in
+    /// [`Subscription::missed`].
+    pub async fn recv(&mut self) -> Option<Message> {
+        let Subscription { rx, missed, .. } = self;
+        let rx = rx.as_mut()?;
+        loop {
+            match rx.recv().await {
+                Ok(m) => return Some(m),
+                Err(broadcast::error::RecvError::Lagged(n)) => *missed += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Messages skipped so far because this subscriber fell behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The subscription as a stream of messages (ends when the channel closes).
+    pub fn into_stream(self) -> impl futures::Stream<Item = Message> + Send + 'static {
+        futures::stream::unfold(self, |mut s| async move { s.recv().await.map(|m| (m, s)) })
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("missed", &self.missed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Drop the receiver first, so the hook sees this subscriber gone.
+        drop(self.rx.take());
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+/// Shared fast state (in-process in embedded mode, Redis in cluster mode).
+///
+/// Losing any of it must never lose or double a payment: every primitive here is either a
+/// coordination aid whose loss only costs a retry or a wait (reservations, leases, pub/sub), or
+/// a cache of something the ledger holds (snapshots), or a limit that fails safe (counters).
+///
+/// All TTLs are wall-clock durations measured by the backend (Redis: the server's clock, with
+/// millisecond precision; a TTL below 1 ms counts as 1 ms there). Keys, scopes and channels are
+/// free-form strings; a backend may prefix them with its own namespace. Every call that talks
+/// to a remote backend is bounded in time and fails with [`StoreError`] rather than hanging.
 #[async_trait::async_trait]
 pub trait HotState: Send + Sync + 'static {
-    /// Takes an exclusive reservation on `scope`; `false` when someone else holds it.
-    async fn reserve(&self, scope: &str, ttl: Duration) -> Result<bool, StoreError>;
-    /// Gives a reservation back.
-    async fn release(&self, scope: &str) -> Result<(), StoreError>;
-    /// Returns when `scope` is no longer reserved, or after `timeout`.
+    // --- idempotency reservations ---
+
+    /// Takes an exclusive reservation on `scope` for at most `ttl`: `Some` with our token when
+    /// we got it, `None` when someone else holds it. A holder that never releases (its task was
+    /// cancelled, its node died) loses the reservation at its TTL, so a scope cannot be wedged.
+    async fn reserve(&self, scope: &str, ttl: Duration) -> Result<Option<Reservation>, StoreError>;
+
+    /// Gives a reservation back and wakes those waiting in [`HotState::wait_released`].
+    /// Only removes it while it is still ours (same token, not lapsed): `true` if it was,
+    /// `false` if it had lapsed or now belongs to someone else (then nothing is touched).
+    async fn release(&self, reservation: Reservation) -> Result<bool, StoreError>;
+
+    /// Returns when `scope` is no longer reserved (released, or lapsed at its TTL), or after
+    /// `timeout`, whichever comes first. It says nothing about who gets the scope next: call
+    /// [`HotState::reserve`] again. Never fails: if the backend cannot be reached it returns
+    /// early, and the caller's next `reserve` reports the error.
     async fn wait_released(&self, scope: &str, timeout: Duration);
+
+    // --- ownership leases (which node owns a session) ---
+
+    /// Takes the lease on `key` for `owner` for `ttl` when nobody holds it: `true` if `owner`
+    /// now holds it. Re-entrant: if `owner` already holds it, the TTL is reset to `ttl` and the
+    /// answer is `true`; another owner's live lease is never touched (`false`).
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Extends `owner`'s lease on `key` to `ttl` from now, only while it is still theirs:
+    /// `false` when the lease lapsed or belongs to someone else (then acquire it anew).
+    async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives up `owner`'s lease on `key`: `true` if it was theirs and is now free, `false`
+    /// (nothing touched) if it had lapsed or belongs to someone else.
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, StoreError>;
+
+    /// The current holder of the lease on `key`, if any.
+    async fn lease_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    // --- snapshots (cached, rebuildable state) ---
+
+    /// Stores opaque `bytes` under `key` for `ttl`, replacing what was there. A snapshot is a
+    /// cache: it may vanish at any time (TTL, eviction, restart), so the reader validates it
+    /// and falls back to the ledger.
+    async fn put_snapshot(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// The bytes last stored under `key`, unless they expired or were deleted.
+    async fn get_snapshot(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the snapshot under `key` (nothing happens if there is none).
+    async fn delete_snapshot(&self, key: &str) -> Result<(), StoreError>;
+
+    // --- counters with expiry (attempt limits) ---
+
+    /// Adds one to the counter `key` and returns the new value. The first increment starts
+    /// the counter at 1 with expiry `ttl`; later increments do not extend it (a fixed window
+    /// counted from the first increment). Atomic across concurrent callers.
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, StoreError>;
+
+    /// Drops the counter `key`; the next [`HotState::incr`] starts at 1 again.
+    async fn reset(&self, key: &str) -> Result<(), StoreError>;
+
+    // --- pub/sub fan-out (live, at-most-once) ---
+
+    /// Sends `message` to everyone currently subscribed to `channel` (in every process that
+    /// shares this hot state). Fire-and-forget, at most once: subscribers that are not
+    /// connected right now never see it. Never use it for anything that must not be lost.
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<(), StoreError>;
+
+    /// Starts listening on `channel`. Once this returns, every message published on the
+    /// channel afterwards is delivered to the subscription in publication order, subject to
+    /// the at-most-once caveats on [`Subscription`]. Dropping the subscription stops it.
+    async fn subscribe(&self, channel: &str) -> Result<Subscription, StoreError>;
 }
