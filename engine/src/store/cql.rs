@@ -454,23 +454,6 @@ struct Job {
     events: Vec<Event>,
 }
 
-/// How a submitter hears the outcome.
-enum Done {
-    Ticket(oneshot::Sender<Result<(), StoreError>>),
-    Callback(Completion),
-}
-
-impl Done {
-    fn finish(self, r: Result<(), StoreError>) {
-        match self {
-            Done::Ticket(tx) => {
-                let _ = tx.send(r);
-            }
-            Done::Callback(f) => f(r),
-        }
-    }
-}
-
 /// Statements an op may produce at most (timestamps are reserved for all of them).
 fn max_statements(op: &WriteOp) -> i64 {
     match op {

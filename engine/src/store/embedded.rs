@@ -221,23 +221,6 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// How a job's submitter hears the outcome.
-enum Done {
-    Ticket(oneshot::Sender<Result<(), StoreError>>),
-    Callback(Completion),
-}
-
-impl Done {
-    fn finish(self, r: Result<(), StoreError>) {
-        match self {
-            Done::Ticket(tx) => {
-                let _ = tx.send(r);
-            }
-            Done::Callback(f) => f(r),
-        }
-    }
-}
-
 /// A write already encoded by the submitting task, so the single writer thread only copies
 /// bytes into the B-trees. `t` indexes [`ALL_TABLES`].
 enum Enc {

@@ -78,6 +78,23 @@ impl WriteBatch {
 /// Called once with the outcome of a submitted batch.
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send + 'static>;
 
+/// How a backend tells a submitter the outcome of its batch: a ticket or a callback.
+pub(crate) enum Done {
+    Ticket(oneshot::Sender<Result<(), StoreError>>),
+    Callback(Completion),
+}
+
+impl Done {
+    pub(crate) fn finish(self, r: Result<(), StoreError>) {
+        match self {
+            Done::Ticket(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Callback(f) => f(r),
+        }
+    }
+}
+
 /// Resolves when a submitted batch is durable (or failed).
 pub struct CommitTicket(TicketInner);
 
