@@ -188,8 +188,8 @@ struct Inner {
     channels: HashMap<&'static str, Arc<dyn ChannelAdapter>>,
     config: EngineConfig,
     key_cache: DashMap<[u8; 32], CachedKey>,
-    /// Manifests by id. Every manifest write goes through this engine and updates the entry
-    /// after its commit, so in embedded mode the cache is never stale.
+    /// Manifests by id, used only when the ledger is not shared: then every manifest write goes
+    /// through this engine and updates the entry after its commit, so the cache is never stale.
     service_cache: DashMap<ServiceId, Arc<Service>>,
     merchant_locks: DashMap<MerchantId, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -722,16 +722,20 @@ impl Engine {
         Ok(())
     }
 
-    /// A manifest by id, from the cache or the ledger.
+    /// A manifest by id, from the cache or the ledger. The cache is used only when this process
+    /// is the ledger's sole writer: with a shared ledger another node may have changed it.
     async fn load_service(&self, id: ServiceId) -> EngineResult<Option<Arc<Service>>> {
-        if let Some(s) = self.inner.service_cache.get(&id) {
+        let cache = !self.inner.ledger.shared();
+        if cache && let Some(s) = self.inner.service_cache.get(&id) {
             return Ok(Some(s.clone()));
         }
         let Some(s) = self.inner.ledger.get_service(id).await? else {
             return Ok(None);
         };
         let s = Arc::new(s);
-        self.inner.service_cache.insert(id, s.clone());
+        if cache {
+            self.inner.service_cache.insert(id, s.clone());
+        }
         Ok(Some(s))
     }
 

@@ -156,7 +156,10 @@ async fn one_idempotency_key_sent_to_two_nodes_at_once_makes_one_intent() {
                 .send()
                 .await
                 .unwrap();
-            let replayed = r.headers()["idempotent-replayed"] == "true";
+            let replayed = r
+                .headers()
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true");
             (r.status(), replayed, r.json::<Value>().await.unwrap())
         }));
     }

@@ -1185,6 +1185,10 @@ fn service_statements(svc: &Service, old: Option<&Service>, json: String, ts: i6
 
 #[async_trait::async_trait]
 impl Ledger for CqlLedger {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn submit(&self, batch: WriteBatch) -> CommitTicket {
         let (tx, rx) = oneshot::channel();
         match self.start(batch, Done::Ticket(tx)) {

@@ -200,6 +200,12 @@ pub trait Ledger: Send + Sync + 'static {
         true
     }
 
+    /// Whether other processes may write this ledger too (cluster mode). Caches of ledger
+    /// records are only safe when it is not shared.
+    fn shared(&self) -> bool {
+        false
+    }
+
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
     async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
     async fn find_api_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError>;
