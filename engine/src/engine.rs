@@ -546,13 +546,23 @@ impl Engine {
     }
 
     /// The caller's keys in the caller's mode, newest first.
-    pub async fn list_api_keys(&self, ctx: &AuthContext) -> EngineResult<Vec<ApiKey>> {
+    pub async fn list_api_keys(
+        &self,
+        ctx: &AuthContext,
+        limit: Option<usize>,
+        offset: Option<usize>,
+    ) -> EngineResult<(Page<ApiKey>, PageRequest)> {
         ctx.require(Permission::ApiKeysRead)?;
-        Ok(self
+        let p = page(&self.inner.config.limits, limit, offset)?;
+        // A merchant has at most a few hundred keys per mode, so paging in memory is fine.
+        let all = self
             .inner
             .ledger
             .list_api_keys(ctx.merchant_id, ctx.livemode)
-            .await?)
+            .await?;
+        let total = all.len() as u64;
+        let data = all.into_iter().skip(p.offset).take(p.limit).collect();
+        Ok((Page { data, total }, p))
     }
 
     async fn owned_key(&self, ctx: &AuthContext, id: &str) -> EngineResult<ApiKey> {

@@ -858,6 +858,17 @@ async fn api_keys_permissions_whitelist_revocation_rotation_and_expiry() {
         "secrets are never listed"
     );
     assert_eq!(listed.body["pagination"]["total"], 3);
+    let paged = s.get("/v1/api-keys?limit=1&offset=1", root).await;
+    assert_eq!(paged.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(paged.body["pagination"]["next_offset"], 2);
+    assert_eq!(
+        s.get("/v1/api-keys?limit=0", root).await.code(),
+        "parameter_invalid"
+    );
+    assert_eq!(
+        s.get("/v1/api-keys?bogus=1", root).await.code(),
+        "parameter_invalid"
+    );
 
     let far = s
         .post(

@@ -2,30 +2,23 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Auth, OptionalJson};
+use crate::extract::{ApiJson, ApiQuery, Auth, OptionalJson};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use ipay_engine::model::{ApiKey, ApiKeyInput};
-use ipay_engine::store::{Page, PageRequest};
 use serde::Deserialize;
 
 /// The caller's keys (secrets are never shown again; `redacted` identifies a key).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api_keys", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api_keys", security(("bearer" = [])), params(super::PageParams),
     responses((status = 200, description = "`{data: [ApiKey], pagination}`"), (status = 401, body = super::ErrorEnvelope)))]
-pub async fn list(State(st): State<AppState>, Auth(ctx): Auth) -> Result<Response, ApiError> {
-    let keys = st.engine.list_api_keys(&ctx).await?;
-    let n = keys.len();
-    Ok(super::list(
-        Page {
-            total: n as u64,
-            data: keys,
-        },
-        PageRequest {
-            limit: n.max(1),
-            offset: 0,
-        },
-    ))
+pub async fn list(
+    State(st): State<AppState>,
+    Auth(ctx): Auth,
+    ApiQuery(p): ApiQuery<super::PageParams>,
+) -> Result<Response, ApiError> {
+    let (page, req) = st.engine.list_api_keys(&ctx, p.limit, p.offset).await?;
+    Ok(super::list(page, req))
 }
 
 /// Creates a key in the caller's mode; the secret is in this response only.
