@@ -149,6 +149,22 @@ pub struct CreateIntentRequest {
     pub expires_in: Option<i64>,
 }
 
+impl CreateIntentRequest {
+    /// The same request in one canonical spelling, for comparing idempotent retries: empty
+    /// metadata equals no metadata, and a service id written bare, with `svc_` or as a UUID is
+    /// one id.
+    fn normalized(&self) -> CreateIntentRequest {
+        let mut n = self.clone();
+        if n.metadata.as_ref().is_some_and(|m| m.is_empty()) {
+            n.metadata = None;
+        }
+        if let Ok(id) = ServiceId::parse(&n.service_id) {
+            n.service_id = id.to_string();
+        }
+        n
+    }
+}
+
 /// `POST /v1/refunds` body.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -881,7 +897,7 @@ impl Engine {
         idempotency_key: Option<&str>,
     ) -> EngineResult<IdempotentOutcome> {
         ctx.require(Permission::PaymentIntentsWrite)?;
-        let hash = canonical_hash(&req);
+        let hash = canonical_hash(&req.normalized());
         self.idempotent(
             ctx,
             "payment_intents",
@@ -1391,5 +1407,38 @@ impl Engine {
             Some(e) if ctx.owns(e.merchant_id, e.livemode) => Ok(e),
             _ => Err(EngineError::not_found("event", id)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_retries_compare_requests_in_one_canonical_spelling() {
+        let svc = ServiceId::new_at(1_800_000_000_000);
+        let base = CreateIntentRequest {
+            service_id: svc.to_string(),
+            amount: AmountInput {
+                value: 100,
+                currency: "EUR".into(),
+            },
+            channel: "sandbox".into(),
+            metadata: None,
+            expires_in: None,
+        };
+        let mut empty_meta = base.clone();
+        empty_meta.metadata = Some(Default::default());
+        let mut bare = base.clone();
+        bare.service_id = svc.to_string().trim_start_matches("svc_").to_string();
+        let mut uuid = base.clone();
+        uuid.service_id = svc.as_uuid().to_string();
+        let h = canonical_hash(&base.normalized());
+        for other in [empty_meta, bare, uuid] {
+            assert_eq!(canonical_hash(&other.normalized()), h);
+        }
+        let mut different = base.clone();
+        different.amount.value = 101;
+        assert_ne!(canonical_hash(&different.normalized()), h);
     }
 }

@@ -1021,6 +1021,25 @@ async fn fifty_concurrent_requests_with_one_idempotency_key_create_one_intent() 
         (reused.status, reused.code()),
         (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
     );
+    // The service id written bare (as the spec's examples do) is the same request.
+    let mut bare = body.clone();
+    bare["service_id"] = json!(svc.trim_start_matches("svc_"));
+    let r = s
+        .call_with(
+            Method::POST,
+            "/v1/payment-intents",
+            Some(&key),
+            Some(bare),
+            &[("Idempotency-Key", "idem_01J8ABC123")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.headers["idempotent-replayed"]),
+        (
+            StatusCode::CREATED,
+            &"true".parse::<reqwest::header::HeaderValue>().unwrap()
+        )
+    );
     // Keys are per merchant: another merchant may use the same key.
     let other = s.merchant("Other").await;
     let osvc = s.active_service(&other.test_secret_key).await;
