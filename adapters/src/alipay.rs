@@ -29,18 +29,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use ipay_engine::clock::Timestamp;
 use ipay_engine::money::Money;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::der::zeroize::Zeroizing;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::rand_core::OsRng;
-use rsa::signature::{DigestVerifier, RandomizedDigestSigner, SignatureEncoding};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
+
+use crate::rsa2;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -56,14 +48,12 @@ pub const PRECREATE_METHOD: &str = "alipay.trade.precreate";
 /// else makes Alipay retry the notification.
 pub const NOTIFY_SUCCESS: &str = "success";
 /// Smallest RSA modulus accepted for any key, in bits.
-pub const MIN_KEY_BITS: usize = 2048;
+pub const MIN_KEY_BITS: usize = rsa2::MIN_KEY_BITS;
 /// The `code` of a successful synchronous answer.
 pub const SUCCESS_CODE: &str = "10000";
 
 /// Largest `total_amount` Alipay accepts, in fen (100000000.00 CNY).
 const MAX_AMOUNT_FEN: i64 = 10_000_000_000;
-/// Room for a decoded signature of up to an 8192-bit key.
-const MAX_SIGNATURE_BYTES: usize = 1024;
 
 /// What can go wrong signing, building, parsing or verifying Alipay messages. No variant ever
 /// carries key material.
@@ -137,90 +127,51 @@ pub enum AlipayError {
 /// Our application private key (应用私钥), used to sign requests. `Debug` shows the key size
 /// only.
 #[derive(Clone)]
-pub struct AlipayPrivateKey {
-    signing: SigningKey<Sha256>,
-    bits: usize,
-}
+pub struct AlipayPrivateKey(rsa2::PrivateKey);
 
 /// A public key that verifies RSA2 signatures: Alipay's public key (支付宝公钥) for notifies and
 /// answers, or our application public key in tests and in the PSP simulator.
 #[derive(Clone)]
-pub struct AlipayPublicKey {
-    verifying: VerifyingKey<Sha256>,
-    bits: usize,
+pub struct AlipayPublicKey(rsa2::PublicKey);
+
+fn key_error(e: rsa2::KeyError) -> AlipayError {
+    match e {
+        rsa2::KeyError::Invalid(why) => AlipayError::InvalidKey(why),
+        rsa2::KeyError::TooSmall { bits } => AlipayError::KeyTooSmall { bits },
+    }
 }
 
 impl AlipayPrivateKey {
     /// Parses a PEM private key: PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1
     /// (`BEGIN RSA PRIVATE KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, AlipayError> {
-        let pem = pem.trim();
-        let key = if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs8_pem(pem)
-                .map_err(|_| AlipayError::InvalidKey("not a PKCS#8 RSA private key"))?
-        } else if pem.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs1_pem(pem)
-                .map_err(|_| AlipayError::InvalidKey("not a PKCS#1 RSA private key"))?
-        } else {
-            return Err(AlipayError::InvalidKey(
-                "expected a `BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY` PEM block",
-            ));
-        };
-        Self::from_rsa(key)
+        rsa2::PrivateKey::from_pem(pem).map(Self).map_err(key_error)
     }
 
-    /// Parses a bare base64 DER private key, as Alipay's key tool prints it (PKCS#8, or PKCS#1
-    /// from older tools); whitespace is ignored.
+    /// Parses a bare base64 DER private key (PKCS#8 or PKCS#1); whitespace is ignored.
     pub fn from_base64(text: &str) -> Result<Self, AlipayError> {
-        let der = Zeroizing::new(decode_bare_base64(text)?);
-        let key = RsaPrivateKey::from_pkcs8_der(&der)
-            .or_else(|_| RsaPrivateKey::from_pkcs1_der(&der))
-            .map_err(|_| AlipayError::InvalidKey("not a PKCS#8 or PKCS#1 RSA private key"))?;
-        Self::from_rsa(key)
+        rsa2::PrivateKey::from_base64(text)
+            .map(Self)
+            .map_err(key_error)
     }
 
     /// Parses either form: PEM when the text starts with `-----BEGIN`, bare base64 otherwise.
     pub fn parse(text: &str) -> Result<Self, AlipayError> {
-        if text.trim_start().starts_with("-----BEGIN") {
-            Self::from_pem(text)
-        } else {
-            Self::from_base64(text)
-        }
-    }
-
-    fn from_rsa(key: RsaPrivateKey) -> Result<Self, AlipayError> {
-        key.validate()
-            .map_err(|_| AlipayError::InvalidKey("inconsistent RSA private key"))?;
-        let bits = key.n().bits();
-        check_bits(bits)?;
-        Ok(AlipayPrivateKey {
-            signing: SigningKey::new(key),
-            bits,
-        })
+        rsa2::PrivateKey::parse(text).map(Self).map_err(key_error)
     }
 
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.bits
+        self.0.bits()
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> AlipayPublicKey {
-        let public: RsaPublicKey = self.signing.as_ref().to_public_key();
-        AlipayPublicKey {
-            verifying: VerifyingKey::new(public),
-            bits: self.bits,
-        }
+        AlipayPublicKey(self.0.public_key())
     }
 
     fn sign_digest(&self, digest: Sha256) -> Result<String, AlipayError> {
-        // Randomized signer: the same deterministic PKCS#1 v1.5 signature, computed with RSA
-        // blinding.
-        let signature = self
-            .signing
-            .try_sign_digest_with_rng(&mut OsRng, digest)
-            .map_err(|_| AlipayError::Signing)?;
-        Ok(STANDARD.encode(signature.to_bytes()))
+        self.0.sign_digest(digest).ok_or(AlipayError::Signing)
     }
 }
 
@@ -228,29 +179,15 @@ impl AlipayPublicKey {
     /// Parses a PEM public key: SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`) or PKCS#1
     /// (`BEGIN RSA PUBLIC KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, AlipayError> {
-        let pem = pem.trim();
-        let key = if pem.starts_with("-----BEGIN PUBLIC KEY-----") {
-            RsaPublicKey::from_public_key_pem(pem)
-                .map_err(|_| AlipayError::InvalidKey("not an RSA SubjectPublicKeyInfo"))?
-        } else if pem.starts_with("-----BEGIN RSA PUBLIC KEY-----") {
-            RsaPublicKey::from_pkcs1_pem(pem)
-                .map_err(|_| AlipayError::InvalidKey("not a PKCS#1 RSA public key"))?
-        } else {
-            return Err(AlipayError::InvalidKey(
-                "expected a `BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY` PEM block",
-            ));
-        };
-        Self::from_rsa(key)
+        rsa2::PublicKey::from_pem(pem).map(Self).map_err(key_error)
     }
 
-    /// Parses a bare base64 DER public key, the form the Alipay console shows the Alipay public
-    /// key in (SubjectPublicKeyInfo, or PKCS#1); whitespace is ignored.
+    /// Parses a bare base64 DER public key (SubjectPublicKeyInfo or PKCS#1); whitespace is
+    /// ignored.
     pub fn from_base64(text: &str) -> Result<Self, AlipayError> {
-        let der = decode_bare_base64(text)?;
-        let key = RsaPublicKey::from_public_key_der(&der)
-            .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
-            .map_err(|_| AlipayError::InvalidKey("not an RSA public key"))?;
-        Self::from_rsa(key)
+        rsa2::PublicKey::from_base64(text)
+            .map(Self)
+            .map_err(key_error)
     }
 
     /// Parses either form: PEM when the text starts with `-----BEGIN`, bare base64 otherwise.
@@ -262,66 +199,31 @@ impl AlipayPublicKey {
         }
     }
 
-    fn from_rsa(key: RsaPublicKey) -> Result<Self, AlipayError> {
-        let bits = key.n().bits();
-        check_bits(bits)?;
-        Ok(AlipayPublicKey {
-            verifying: VerifyingKey::new(key),
-            bits,
-        })
-    }
-
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.bits
+        self.0.bits()
     }
 
-    fn verify_digest(&self, digest: Sha256, sign_b64: &str) -> Result<(), AlipayError> {
-        let mut buf = [0u8; MAX_SIGNATURE_BYTES];
-        let len = STANDARD
-            .decode_slice(sign_b64.as_bytes(), &mut buf)
-            .map_err(|_| AlipayError::InvalidSignatureEncoding)?;
-        if len == 0 {
-            return Err(AlipayError::InvalidSignatureEncoding);
-        }
-        let signature =
-            Signature::try_from(&buf[..len]).map_err(|_| AlipayError::InvalidSignatureEncoding)?;
-        // The padding check inside `rsa` compares the recovered encoding with the expected one;
-        // nothing secret is compared here (the key is public).
-        self.verifying
-            .verify_digest(digest, &signature)
-            .map_err(|_| AlipayError::BadSignature)
+    fn verify_digest(&self, digest: Sha256, signature_b64: &str) -> Result<(), AlipayError> {
+        self.0
+            .verify_digest(digest, signature_b64)
+            .map_err(|e| match e {
+                rsa2::VerifyError::Encoding => AlipayError::InvalidSignatureEncoding,
+                rsa2::VerifyError::Mismatch => AlipayError::BadSignature,
+            })
     }
 }
 
 impl fmt::Debug for AlipayPrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AlipayPrivateKey(RSA-{}, redacted)", self.bits)
+        write!(f, "AlipayPrivateKey(RSA-{}, redacted)", self.bits())
     }
 }
 
 impl fmt::Debug for AlipayPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AlipayPublicKey(RSA-{})", self.bits)
+        write!(f, "AlipayPublicKey(RSA-{})", self.bits())
     }
-}
-
-fn check_bits(bits: usize) -> Result<(), AlipayError> {
-    if bits < MIN_KEY_BITS {
-        return Err(AlipayError::KeyTooSmall { bits });
-    }
-    Ok(())
-}
-
-fn decode_bare_base64(text: &str) -> Result<Vec<u8>, AlipayError> {
-    let compact: Zeroizing<Vec<u8>> =
-        Zeroizing::new(text.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
-    if compact.is_empty() {
-        return Err(AlipayError::InvalidKey("empty key"));
-    }
-    STANDARD
-        .decode(&*compact)
-        .map_err(|_| AlipayError::InvalidKey("not base64"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1342,7 +1244,7 @@ mod tests {
         ));
         // The PKCS#1 public form is accepted too.
         let pkcs1 = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(
-            alipay_public().verifying.as_ref(),
+            alipay_public().0.as_rsa(),
             rsa::pkcs1::LineEnding::LF,
         )
         .unwrap();

@@ -5,7 +5,8 @@
 //! Today this crate holds the channels' cryptography and encodings: [`stripe`] and
 //! [`multisafepay`] webhook signatures, [`promptpay`] EMVCo QR payloads, [`alipay`] RSA2 signing
 //! and notify verification, [`wechat`] API v3 request signatures, callback verification and
-//! resource decryption, and [`qr`] rendering. Each is tested against published vectors where the
+//! resource decryption, and [`qr`] rendering; [`rsa2`] holds the SHA256withRSA key handling the
+//! Alipay and WeChat modules share. Each is tested against published vectors where the
 //! provider or public generators publish them (MultiSafepay's worked examples, PromptPay payloads
 //! of public generators) and otherwise against values computed by independent tools (Python's
 //! `hmac`, openssl), as each module's tests say. The PSP simulator, circuit breakers and the
@@ -15,5 +16,6 @@ pub mod alipay;
 pub mod multisafepay;
 pub mod promptpay;
 pub mod qr;
+pub mod rsa2;
 pub mod stripe;
 pub mod wechat;

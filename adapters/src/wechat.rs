@@ -43,15 +43,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ipay_engine::clock::Timestamp;
 use ipay_engine::money::Money;
+
+use crate::rsa2;
 use rand::Rng as _;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::pkcs8::der::zeroize::Zeroizing;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::rand_core::OsRng;
-use rsa::signature::{DigestVerifier, RandomizedDigestSigner, SignatureEncoding};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -74,7 +68,7 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// The only resource encryption algorithm WeChat Pay uses.
 pub const RESOURCE_ALGORITHM: &str = "AEAD_AES_256_GCM";
 /// Smallest RSA modulus accepted for any key, in bits.
-pub const MIN_KEY_BITS: usize = 2048;
+pub const MIN_KEY_BITS: usize = rsa2::MIN_KEY_BITS;
 /// Length of the APIv3 key in bytes.
 pub const API_V3_KEY_LEN: usize = 32;
 /// Length of a resource nonce in bytes.
@@ -82,8 +76,6 @@ pub const RESOURCE_NONCE_LEN: usize = 12;
 
 /// Length of the GCM tag appended to every ciphertext.
 const TAG_LEN: usize = 16;
-/// Room for a decoded signature of up to an 8192-bit key.
-const MAX_SIGNATURE_BYTES: usize = 1024;
 /// Largest amount accepted, in fen (the engine's own bound is lower still).
 const MAX_AMOUNT_FEN: i64 = i32::MAX as i64;
 
@@ -177,79 +169,47 @@ pub enum WechatError {
 /// An RSA private key: our merchant API key (`apiclient_key.pem`) for request signatures, or a
 /// platform key in the PSP simulator and tests. `Debug` shows the key size only.
 #[derive(Clone)]
-pub struct WechatPrivateKey {
-    signing: SigningKey<Sha256>,
-    bits: usize,
-}
+pub struct WechatPrivateKey(rsa2::PrivateKey);
 
 /// An RSA public key that verifies WeChat Pay signatures: the WeChat Pay public key
 /// (`pub_key.pem`) or the key of a platform certificate.
 #[derive(Clone)]
-pub struct WechatPublicKey {
-    verifying: VerifyingKey<Sha256>,
-    bits: usize,
+pub struct WechatPublicKey(rsa2::PublicKey);
+
+fn key_error(e: rsa2::KeyError) -> WechatError {
+    match e {
+        rsa2::KeyError::Invalid(why) => WechatError::InvalidKey(why),
+        rsa2::KeyError::TooSmall { bits } => WechatError::KeyTooSmall { bits },
+    }
 }
 
 impl WechatPrivateKey {
-    /// Parses a PEM private key: PKCS#8 (`BEGIN PRIVATE KEY`, the form of `apiclient_key.pem`)
-    /// or PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    /// Parses a PEM private key: PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1
+    /// (`BEGIN RSA PRIVATE KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, WechatError> {
-        let pem = pem.trim();
-        let key = if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs8_pem(pem)
-                .map_err(|_| WechatError::InvalidKey("not a PKCS#8 RSA private key"))?
-        } else if pem.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs1_pem(pem)
-                .map_err(|_| WechatError::InvalidKey("not a PKCS#1 RSA private key"))?
-        } else {
-            return Err(WechatError::InvalidKey(
-                "expected a `BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY` PEM block",
-            ));
-        };
-        Self::from_rsa(key)
+        rsa2::PrivateKey::from_pem(pem).map(Self).map_err(key_error)
     }
 
     /// Parses a bare base64 DER private key (PKCS#8 or PKCS#1); whitespace is ignored.
     pub fn from_base64(text: &str) -> Result<Self, WechatError> {
-        let der = Zeroizing::new(decode_bare_base64(text)?);
-        let key = RsaPrivateKey::from_pkcs8_der(&der)
-            .or_else(|_| RsaPrivateKey::from_pkcs1_der(&der))
-            .map_err(|_| WechatError::InvalidKey("not a PKCS#8 or PKCS#1 RSA private key"))?;
-        Self::from_rsa(key)
+        rsa2::PrivateKey::from_base64(text)
+            .map(Self)
+            .map_err(key_error)
     }
 
     /// Parses either form: PEM when the text starts with `-----BEGIN`, bare base64 otherwise.
     pub fn parse(text: &str) -> Result<Self, WechatError> {
-        if text.trim_start().starts_with("-----BEGIN") {
-            Self::from_pem(text)
-        } else {
-            Self::from_base64(text)
-        }
-    }
-
-    fn from_rsa(key: RsaPrivateKey) -> Result<Self, WechatError> {
-        key.validate()
-            .map_err(|_| WechatError::InvalidKey("inconsistent RSA private key"))?;
-        let bits = key.n().bits();
-        check_bits(bits)?;
-        Ok(WechatPrivateKey {
-            signing: SigningKey::new(key),
-            bits,
-        })
+        rsa2::PrivateKey::parse(text).map(Self).map_err(key_error)
     }
 
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.bits
+        self.0.bits()
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> WechatPublicKey {
-        let public: RsaPublicKey = self.signing.as_ref().to_public_key();
-        WechatPublicKey {
-            verifying: VerifyingKey::new(public),
-            bits: self.bits,
-        }
+        WechatPublicKey(self.0.public_key())
     }
 
     /// Signs an answer or callback the way WeChat Pay does (`timestamp\nnonce\nbody\n`) and
@@ -265,48 +225,28 @@ impl WechatPrivateKey {
     }
 
     fn sign_digest(&self, digest: Sha256) -> Result<String, WechatError> {
-        // Randomized signer: the same deterministic PKCS#1 v1.5 signature, computed with RSA
-        // blinding.
-        let signature = self
-            .signing
-            .try_sign_digest_with_rng(&mut OsRng, digest)
-            .map_err(|_| WechatError::Signing)?;
-        Ok(STANDARD.encode(signature.to_bytes()))
+        self.0.sign_digest(digest).ok_or(WechatError::Signing)
     }
 }
 
 impl WechatPublicKey {
-    /// Parses a PEM public key: SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`, the form of the WeChat
-    /// Pay public key) or PKCS#1 (`BEGIN RSA PUBLIC KEY`). For a platform certificate, pass the
-    /// key it carries (`openssl x509 -in cert.pem -pubkey -noout`).
+    /// Parses a PEM public key: SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`) or PKCS#1
+    /// (`BEGIN RSA PUBLIC KEY`).
     pub fn from_pem(pem: &str) -> Result<Self, WechatError> {
-        let pem = pem.trim();
-        let key = if pem.starts_with("-----BEGIN PUBLIC KEY-----") {
-            RsaPublicKey::from_public_key_pem(pem)
-                .map_err(|_| WechatError::InvalidKey("not an RSA SubjectPublicKeyInfo"))?
-        } else if pem.starts_with("-----BEGIN RSA PUBLIC KEY-----") {
-            RsaPublicKey::from_pkcs1_pem(pem)
-                .map_err(|_| WechatError::InvalidKey("not a PKCS#1 RSA public key"))?
-        } else if pem.starts_with("-----BEGIN CERTIFICATE-----") {
+        if pem.trim().starts_with("-----BEGIN CERTIFICATE-----") {
             return Err(WechatError::InvalidKey(
                 "X.509 certificates are not parsed here: pass the public key it carries",
             ));
-        } else {
-            return Err(WechatError::InvalidKey(
-                "expected a `BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY` PEM block",
-            ));
-        };
-        Self::from_rsa(key)
+        }
+        rsa2::PublicKey::from_pem(pem).map(Self).map_err(key_error)
     }
 
     /// Parses a bare base64 DER public key (SubjectPublicKeyInfo or PKCS#1); whitespace is
     /// ignored.
     pub fn from_base64(text: &str) -> Result<Self, WechatError> {
-        let der = decode_bare_base64(text)?;
-        let key = RsaPublicKey::from_public_key_der(&der)
-            .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
-            .map_err(|_| WechatError::InvalidKey("not an RSA public key"))?;
-        Self::from_rsa(key)
+        rsa2::PublicKey::from_base64(text)
+            .map(Self)
+            .map_err(key_error)
     }
 
     /// Parses either form: PEM when the text starts with `-----BEGIN`, bare base64 otherwise.
@@ -318,64 +258,31 @@ impl WechatPublicKey {
         }
     }
 
-    fn from_rsa(key: RsaPublicKey) -> Result<Self, WechatError> {
-        let bits = key.n().bits();
-        check_bits(bits)?;
-        Ok(WechatPublicKey {
-            verifying: VerifyingKey::new(key),
-            bits,
-        })
-    }
-
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.bits
+        self.0.bits()
     }
 
     fn verify_digest(&self, digest: Sha256, signature_b64: &str) -> Result<(), WechatError> {
-        let mut buf = [0u8; MAX_SIGNATURE_BYTES];
-        let len = STANDARD
-            .decode_slice(signature_b64.as_bytes(), &mut buf)
-            .map_err(|_| WechatError::InvalidSignatureEncoding)?;
-        if len == 0 {
-            return Err(WechatError::InvalidSignatureEncoding);
-        }
-        let signature =
-            Signature::try_from(&buf[..len]).map_err(|_| WechatError::InvalidSignatureEncoding)?;
-        self.verifying
-            .verify_digest(digest, &signature)
-            .map_err(|_| WechatError::BadSignature)
+        self.0
+            .verify_digest(digest, signature_b64)
+            .map_err(|e| match e {
+                rsa2::VerifyError::Encoding => WechatError::InvalidSignatureEncoding,
+                rsa2::VerifyError::Mismatch => WechatError::BadSignature,
+            })
     }
 }
 
 impl fmt::Debug for WechatPrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WechatPrivateKey(RSA-{}, redacted)", self.bits)
+        write!(f, "WechatPrivateKey(RSA-{}, redacted)", self.bits())
     }
 }
 
 impl fmt::Debug for WechatPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WechatPublicKey(RSA-{})", self.bits)
+        write!(f, "WechatPublicKey(RSA-{})", self.bits())
     }
-}
-
-fn check_bits(bits: usize) -> Result<(), WechatError> {
-    if bits < MIN_KEY_BITS {
-        return Err(WechatError::KeyTooSmall { bits });
-    }
-    Ok(())
-}
-
-fn decode_bare_base64(text: &str) -> Result<Vec<u8>, WechatError> {
-    let compact: Zeroizing<Vec<u8>> =
-        Zeroizing::new(text.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
-    if compact.is_empty() {
-        return Err(WechatError::InvalidKey("empty key"));
-    }
-    STANDARD
-        .decode(&*compact)
-        .map_err(|_| WechatError::InvalidKey("not base64"))
 }
 
 // ---------------------------------------------------------------------------------------------
