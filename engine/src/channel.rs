@@ -5,6 +5,18 @@
 use crate::clock::Timestamp;
 use crate::ids::PaymentIntentId;
 use crate::money::{Currency, Money};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[channels]` in `ipay.toml`: where each channel's API lives (the real PSP in production, the
+/// PSP simulator in tests) and the master key that encrypts stored credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Base URL per channel name (`alipay = "https://…"`); a channel without one uses its
+    /// production endpoint.
+    pub endpoints: BTreeMap<String, String>,
+}
 
 /// What the engine asks a channel for when an intent is created.
 #[derive(Debug, Clone)]
@@ -33,6 +45,54 @@ pub enum ChannelError {
     Rejected(String),
 }
 
+/// What a verified PSP callback says happened.
+#[derive(Debug, Clone)]
+pub struct CallbackNotice {
+    /// The PSP's own id for this notification (Alipay `notify_id`, WeChat `id`, Stripe event
+    /// `id`, …): a notification seen before is acknowledged again but not re-applied.
+    pub notification_id: String,
+    /// The intent it is about (the merchant order number we gave the PSP).
+    pub intent_id: PaymentIntentId,
+    pub outcome: CallbackOutcome,
+}
+
+/// The payment outcome a callback reports.
+#[derive(Debug, Clone)]
+pub enum CallbackOutcome {
+    /// Paid: the amount and currency the PSP says it collected (checked against the intent).
+    Paid {
+        amount: Money,
+        channel_reference: Option<String>,
+    },
+    /// The payment failed or was closed at the PSP.
+    Failed { reason: String },
+    /// A notification that changes nothing (e.g. still waiting for the payer).
+    Ignored,
+}
+
+/// Why a callback was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallbackError {
+    /// The signature does not verify (400 `signature_mismatch`).
+    #[error("signature mismatch: {0}")]
+    SignatureMismatch(String),
+    /// The signed timestamp is outside the channel's tolerance (400 `timestamp_stale`).
+    #[error("stale timestamp: {0}")]
+    Stale(String),
+    /// The body or headers are not what the channel sends (400 `parameter_invalid`).
+    #[error("malformed callback: {0}")]
+    Malformed(String),
+}
+
+/// The answer a PSP expects after a callback it sent was accepted (Alipay: `success`;
+/// WeChat: `{"code":"SUCCESS"}`; …).
+#[derive(Debug, Clone)]
+pub struct CallbackAck {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
 /// A payment channel as the engine sees it.
 #[async_trait::async_trait]
 pub trait ChannelAdapter: Send + Sync + 'static {
@@ -47,6 +107,55 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         &self,
         req: &ChannelPaymentRequest,
     ) -> Result<ChannelPayment, ChannelError>;
+
+    /// Verifies a callback the channel sent (raw headers and body, as received) and says what
+    /// it reports. `now` is for timestamp tolerance. Channels without callbacks refuse all.
+    fn verify_callback(
+        &self,
+        _headers: &http::HeaderMap,
+        _body: &[u8],
+        _now: Timestamp,
+    ) -> Result<CallbackNotice, CallbackError> {
+        Err(CallbackError::Malformed(format!(
+            "channel `{}` takes no callbacks",
+            self.name()
+        )))
+    }
+
+    /// What to answer the PSP once its callback was accepted (or recognised as a duplicate).
+    fn callback_ack(&self) -> CallbackAck {
+        CallbackAck {
+            status: 200,
+            content_type: "application/json",
+            body: "{\"received\":true}".into(),
+        }
+    }
+}
+
+/// Builds channel adapters from a merchant's stored credentials (implemented in the
+/// `ipay-adapters` crate; the engine stores the credentials encrypted and asks the factory for
+/// an adapter when it needs one).
+pub trait ChannelFactory: Send + Sync + 'static {
+    /// The channels this factory knows (`alipay`, `wechat`, `promptpay`, `stripe`,
+    /// `multisafepay`).
+    fn channels(&self) -> &'static [&'static str];
+
+    /// Checks credentials before they are stored (PEMs parse, key sizes, 32-byte APIv3 key,
+    /// …). The message names the offending field but never echoes a secret.
+    fn validate(&self, channel: &str, credentials: &serde_json::Value) -> Result<(), String>;
+
+    /// An adapter using these (already validated) credentials; `notify_url` is where the PSP
+    /// should send callbacks.
+    fn build(
+        &self,
+        channel: &str,
+        credentials: &serde_json::Value,
+        notify_url: &str,
+    ) -> Result<std::sync::Arc<dyn ChannelAdapter>, String>;
+
+    /// The intent a callback claims to be about, read without verifying anything (so the
+    /// engine can find the merchant whose credentials verify it). `None` if it names none.
+    fn peek_intent(&self, channel: &str, headers: &http::HeaderMap, body: &[u8]) -> Option<String>;
 }
 
 /// The built-in test channel: any currency, test mode only, settled through

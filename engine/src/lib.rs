@@ -9,10 +9,12 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod lastmile;
 pub mod model;
 pub mod money;
 pub mod session;
 pub mod store;
+pub mod webhooks;
 
 pub use engine::{AuthContext, Engine, EngineConfig, Limits};
 pub use error::{EngineError, EngineResult, ErrorKind};

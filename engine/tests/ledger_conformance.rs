@@ -24,9 +24,11 @@ use ipay_engine::money::Money;
 use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS};
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::{
-    EventQuery, IdempotencyRecord, IntentQuery, Ledger, PageRequest, WriteBatch, WriteOp,
+    EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, PageRequest, WriteBatch,
+    WriteOp,
 };
 use std::future::Future;
+use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -276,6 +278,9 @@ conformance! {
         submit_then_calls_back_after_commit,
         later_submitted_batch_for_an_intent_wins,
         later_op_in_one_batch_wins,
+        records_put_get_replace_delete,
+        entries_scan_ranges_orders_and_limits,
+        entries_and_records_are_atomic_with_their_batch,
     ],
     exclusive: [
         pending_expiries_list_every_pending_intent,
@@ -1449,4 +1454,189 @@ fn unreachable_cluster_fails_within_the_connect_timeout() {
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(err.0.contains("cannot connect"), "{err}");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic records and sorted indexes
+// ---------------------------------------------------------------------------------------------
+
+fn uniq(tag: &str) -> String {
+    format!("{tag}_{}", MerchantId::new_at(now_ms()))
+}
+
+async fn records_put_get_replace_delete(c: Ctx) {
+    let l = &*c.ledger;
+    let key = uniq("rec");
+    assert_eq!(l.get_record("test_things", &key).await.unwrap(), None);
+    let put = |v: &[u8]| WriteOp::PutRecord {
+        kind: "test_things",
+        key: key.clone(),
+        value: v.to_vec(),
+    };
+    commit(l, vec![put(b"{\"v\":1}")]).await;
+    assert_eq!(
+        l.get_record("test_things", &key).await.unwrap().as_deref(),
+        Some(&b"{\"v\":1}"[..])
+    );
+    // Same key in another kind is another record.
+    assert_eq!(l.get_record("test_other", &key).await.unwrap(), None);
+    commit(l, vec![put(b"{\"v\":2}")]).await;
+    assert_eq!(
+        l.get_record("test_things", &key).await.unwrap().as_deref(),
+        Some(&b"{\"v\":2}"[..])
+    );
+    // Binary values round-trip unchanged.
+    let bin: Vec<u8> = (0..=255u8).collect();
+    commit(l, vec![put(&bin)]).await;
+    assert_eq!(l.get_record("test_things", &key).await.unwrap(), Some(bin));
+    commit(
+        l,
+        vec![WriteOp::DeleteRecord {
+            kind: "test_things",
+            key: key.clone(),
+        }],
+    )
+    .await;
+    assert_eq!(l.get_record("test_things", &key).await.unwrap(), None);
+    // Invalid names are refused, not stored.
+    let mut b = WriteBatch::new();
+    b.push(WriteOp::PutRecord {
+        kind: "",
+        key: "x".into(),
+        value: vec![],
+    });
+    assert!(l.submit(b).await.is_err());
+}
+
+async fn entries_scan_ranges_orders_and_limits(c: Ctx) {
+    let l = &*c.ledger;
+    let part = uniq("p");
+    let other = uniq("q");
+    let sorts = ["a", "b", "b1", "b2", "c", "d"];
+    let mut ops: Vec<WriteOp> = sorts
+        .iter()
+        .map(|s| WriteOp::PutEntry {
+            index: "test_idx",
+            partition: part.clone(),
+            sort: s.to_string(),
+            value: s.as_bytes().to_vec(),
+        })
+        .collect();
+    ops.push(WriteOp::PutEntry {
+        index: "test_idx",
+        partition: other.clone(),
+        sort: "a".into(),
+        value: vec![],
+    });
+    commit(l, ops).await;
+    let scan = |r: EntryRange| {
+        let part = part.clone();
+        async move {
+            l.scan_entries("test_idx", &part, &r)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(s, v)| {
+                    assert_eq!(s.as_bytes(), &v[..]);
+                    s
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(scan(EntryRange::all(100)).await, sorts);
+    assert_eq!(scan(EntryRange::all(2)).await, ["a", "b"]);
+    assert_eq!(scan(EntryRange::all(2).rev()).await, ["d", "c"]);
+    assert_eq!(scan(EntryRange::prefix("b", 100)).await, ["b", "b1", "b2"]);
+    assert_eq!(
+        scan(EntryRange::prefix("b", 100).rev()).await,
+        ["b2", "b1", "b"]
+    );
+    assert_eq!(scan(EntryRange::after("b1", 100)).await, ["b2", "c", "d"]);
+    let r = EntryRange {
+        start: Bound::Excluded("a".into()),
+        end: Bound::Included("c".into()),
+        limit: 100,
+        descending: true,
+    };
+    assert_eq!(scan(r).await, ["c", "b2", "b1", "b"]);
+    let r = EntryRange {
+        start: Bound::Included("b".into()),
+        end: Bound::Excluded("c".into()),
+        limit: 100,
+        descending: false,
+    };
+    assert_eq!(scan(r).await, ["b", "b1", "b2"]);
+    // Other partitions and indexes are separate.
+    assert_eq!(
+        l.scan_entries("test_idx", &other, &EntryRange::all(100))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        l.scan_entries("test_idx2", &part, &EntryRange::all(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    commit(
+        l,
+        vec![WriteOp::DeleteEntry {
+            index: "test_idx",
+            partition: part.clone(),
+            sort: "b1".into(),
+        }],
+    )
+    .await;
+    assert_eq!(scan(EntryRange::prefix("b", 100)).await, ["b", "b2"]);
+}
+
+async fn entries_and_records_are_atomic_with_their_batch(c: Ctx) {
+    let l = &*c.ledger;
+    let key = uniq("atom");
+    // A batch with an invalid op is refused whole: nothing of it is applied.
+    let mut b = WriteBatch::new();
+    b.push(WriteOp::PutRecord {
+        kind: "test_things",
+        key: key.clone(),
+        value: b"1".to_vec(),
+    });
+    b.push(WriteOp::PutEntry {
+        index: "test_idx",
+        partition: "bad\0partition".into(),
+        sort: "x".into(),
+        value: vec![],
+    });
+    assert!(l.submit(b).await.is_err());
+    assert_eq!(l.get_record("test_things", &key).await.unwrap(), None);
+    // A good batch applies record, entry and event together.
+    let m = new_merchant();
+    let e = event(m.id, false, now_ms(), "order.created", &key);
+    commit(
+        l,
+        vec![
+            WriteOp::PutRecord {
+                kind: "test_things",
+                key: key.clone(),
+                value: b"2".to_vec(),
+            },
+            WriteOp::PutEntry {
+                index: "test_idx",
+                partition: key.clone(),
+                sort: e.id.to_string(),
+                value: vec![],
+            },
+            WriteOp::PutEvent(e.clone()),
+        ],
+    )
+    .await;
+    assert!(l.get_record("test_things", &key).await.unwrap().is_some());
+    let got = l
+        .scan_entries("test_idx", &key, &EntryRange::all(10))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, e.id.to_string());
+    assert!(l.get_event(e.id).await.unwrap().is_some());
 }

@@ -3,7 +3,6 @@
 
 use crate::config::Config;
 use crate::error::{ApiError, request_id};
-use crate::openapi::ApiDoc;
 use crate::routes;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -18,13 +17,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub webhooks: Arc<ipay_engine::webhooks::Webhooks>,
+    pub lastmile: Arc<ipay_engine::lastmile::LastMile>,
     pub metrics: PrometheusHandle,
     pub admin_token: Arc<str>,
 }
@@ -159,10 +159,14 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
             "/v1/sandbox/payment-intents/{id}/fail",
             post(routes::sandbox::fail),
         )
+        .merge(routes::channels::router())
+        .merge(routes::webhooks::router())
+        .merge(routes::lastmile::router())
+        .merge(routes::internal::router())
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     let docs: Router = SwaggerUi::new("/docs")
-        .url("/openapi.json", ApiDoc::openapi())
+        .url("/openapi.json", crate::openapi::document())
         .into();
     api.merge(docs).fallback(not_found).layer(
         ServiceBuilder::new()
@@ -202,8 +206,16 @@ impl RunningServer {
 /// Binds `cfg.server.listen` and serves the API on the given engine until `shutdown` resolves
 /// or [`RunningServer::stop`] is called.
 pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServer> {
+    let webhooks = ipay_engine::webhooks::Webhooks::start(&engine, cfg.webhooks.clone())
+        .await
+        .map_err(std::io::Error::other)?;
+    let lastmile = ipay_engine::lastmile::LastMile::start(&engine, cfg.lastmile.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let state = AppState {
         engine,
+        webhooks,
+        lastmile,
         metrics: metrics_handle(),
         admin_token: Arc::from(cfg.admin.token.as_str()),
     };

@@ -220,8 +220,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             migrate(&cfg).await
         }
         Command::Openapi => {
-            use utoipa::OpenApi;
-            let doc = crate::openapi::ApiDoc::openapi()
+            let doc = crate::openapi::document()
                 .to_pretty_json()
                 .map_err(|e| e.to_string())?;
             use std::io::Write;

@@ -21,6 +21,9 @@ pub struct Config {
     pub log: LogConfig,
     pub sessions: ipay_engine::session::SessionConfig,
     pub limits: ipay_engine::Limits,
+    pub channels: ipay_engine::channel::ChannelsConfig,
+    pub webhooks: ipay_engine::webhooks::WebhookConfig,
+    pub lastmile: ipay_engine::lastmile::LastMileConfig,
 }
 
 /// `[server]`

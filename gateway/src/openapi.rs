@@ -54,3 +54,12 @@ impl Modify for Security {
         );
     }
 }
+
+/// The whole document: the core API plus each feature's own part.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes::channels::Doc::openapi());
+    doc.merge(routes::webhooks::Doc::openapi());
+    doc.merge(routes::lastmile::Doc::openapi());
+    doc
+}

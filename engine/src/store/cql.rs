@@ -70,11 +70,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order. Never edit an applied file; add the next version.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial.cql",
-    cql: include_str!("../../../config/cql/001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial.cql",
+        cql: include_str!("../../../config/cql/001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_records.cql",
+        cql: include_str!("../../../config/cql/002_records.cql"),
+    },
+];
 
 /// What [`CqlLedger::migrate`] did.
 #[derive(Debug, Clone, Default)]
@@ -194,6 +201,25 @@ enum S {
     ScanEventsByMerchant,
     ScanEventsByObject,
     GetIdempotency,
+    PutRecordRow,
+    DelRecordRow,
+    GetRecordRow,
+    PutEntryRow,
+    DelEntryRow,
+    // Entry scans, in the order [`scan_statement`] computes: ASC then DESC; lower bound `>`
+    // then `>=`; upper bound none, `<`, `<=`.
+    ScanEntries0,
+    ScanEntries1,
+    ScanEntries2,
+    ScanEntries3,
+    ScanEntries4,
+    ScanEntries5,
+    ScanEntries6,
+    ScanEntries7,
+    ScanEntries8,
+    ScanEntries9,
+    ScanEntries10,
+    ScanEntries11,
 }
 
 const STATEMENTS: &[(S, &str)] = &[
@@ -374,7 +400,112 @@ const STATEMENTS: &[(S, &str)] = &[
         S::GetIdempotency,
         "SELECT record FROM {ks}.idempotency WHERE scope = ?",
     ),
+    (
+        S::PutRecordRow,
+        "INSERT INTO {ks}.records (kind, key, value) VALUES (?, ?, ?) USING TIMESTAMP ?",
+    ),
+    (
+        S::DelRecordRow,
+        "DELETE FROM {ks}.records USING TIMESTAMP ? WHERE kind = ? AND key = ?",
+    ),
+    (
+        S::GetRecordRow,
+        "SELECT value FROM {ks}.records WHERE kind = ? AND key = ?",
+    ),
+    (
+        S::PutEntryRow,
+        "INSERT INTO {ks}.entries (idx, part, sort, value) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    ),
+    (
+        S::DelEntryRow,
+        "DELETE FROM {ks}.entries USING TIMESTAMP ? WHERE idx = ? AND part = ? AND sort = ?",
+    ),
+    (
+        S::ScanEntries0,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries1,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries2,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries3,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries4,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries5,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
+    ),
+    (
+        S::ScanEntries6,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort DESC LIMIT ?",
+    ),
+    (
+        S::ScanEntries7,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort DESC LIMIT ?",
+    ),
+    (
+        S::ScanEntries8,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
+    ),
+    (
+        S::ScanEntries9,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort DESC LIMIT ?",
+    ),
+    (
+        S::ScanEntries10,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort DESC LIMIT ?",
+    ),
+    (
+        S::ScanEntries11,
+        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
+    ),
 ];
+
+/// The prepared scan of `entries` for a range's bounds and order (an unbounded start is
+/// `>= ''`, an unbounded end is no clause).
+fn scan_statement(range: &EntryRange) -> (S, Vec<CqlValue>) {
+    let (lo_code, lo) = match &range.start {
+        Bound::Excluded(s) => (0, s.clone()),
+        Bound::Included(s) => (1, s.clone()),
+        Bound::Unbounded => (1, String::new()),
+    };
+    let (up_code, up) = match &range.end {
+        Bound::Unbounded => (0, None),
+        Bound::Excluded(s) => (1, Some(s.clone())),
+        Bound::Included(s) => (2, Some(s.clone())),
+    };
+    let code = (range.descending as usize) * 6 + lo_code * 3 + up_code;
+    const SCANS: [S; 12] = [
+        S::ScanEntries0,
+        S::ScanEntries1,
+        S::ScanEntries2,
+        S::ScanEntries3,
+        S::ScanEntries4,
+        S::ScanEntries5,
+        S::ScanEntries6,
+        S::ScanEntries7,
+        S::ScanEntries8,
+        S::ScanEntries9,
+        S::ScanEntries10,
+        S::ScanEntries11,
+    ];
+    let mut values = vec![text(lo)];
+    if let Some(up) = up {
+        values.push(text(up));
+    }
+    let limit = range.limit.clamp(1, i32::MAX as usize) as i32;
+    values.push(CqlValue::Int(limit));
+    (SCANS[code], values)
+}
 
 /// Listing kinds in `list_days`.
 const KIND_INTENTS: &str = "intents";
@@ -427,6 +558,17 @@ fn cql_err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
     move |e| StoreError(format!("CQL ledger: {what} failed: {e}"))
 }
 
+fn check_names(names: &[&str]) -> Result<(), StoreError> {
+    for n in names {
+        if !super::valid_name(n) {
+            return Err(StoreError(format!(
+                "invalid record kind, index or partition {n:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn text(s: impl Into<String>) -> CqlValue {
     CqlValue::Text(s.into())
 }
@@ -464,6 +606,10 @@ fn max_statements(op: &WriteOp) -> i64 {
         | WriteOp::PutRefund(_)
         | WriteOp::PutEvent(_) => 4,
         WriteOp::PurgeIdempotencyBefore(_) => 0,
+        WriteOp::PutRecord { .. }
+        | WriteOp::DeleteRecord { .. }
+        | WriteOp::PutEntry { .. }
+        | WriteOp::DeleteEntry { .. } => 1,
     }
 }
 
@@ -653,6 +799,41 @@ fn encode(batch: WriteBatch, idempotency_ttl: Duration) -> Result<Job, StoreErro
             }
             // Records expire through their TTL; nothing to purge.
             WriteOp::PurgeIdempotencyBefore(_) => {}
+            WriteOp::PutRecord { kind, key, value } => {
+                check_names(&[kind])?;
+                let values = vec![text(kind), text(key), CqlValue::Blob(value), ts.next()];
+                stmt(&mut parts, S::PutRecordRow, values);
+            }
+            WriteOp::DeleteRecord { kind, key } => {
+                check_names(&[kind])?;
+                let values = vec![ts.next(), text(kind), text(key)];
+                stmt(&mut parts, S::DelRecordRow, values);
+            }
+            WriteOp::PutEntry {
+                index,
+                partition,
+                sort,
+                value,
+            } => {
+                check_names(&[index, &partition])?;
+                let values = vec![
+                    text(index),
+                    text(partition),
+                    text(sort),
+                    CqlValue::Blob(value),
+                    ts.next(),
+                ];
+                stmt(&mut parts, S::PutEntryRow, values);
+            }
+            WriteOp::DeleteEntry {
+                index,
+                partition,
+                sort,
+            } => {
+                check_names(&[index, &partition])?;
+                let values = vec![ts.next(), text(index), text(partition), text(sort)];
+                stmt(&mut parts, S::DelEntryRow, values);
+            }
         }
     }
     Ok(Job { parts, events })
@@ -1491,6 +1672,44 @@ impl Ledger for CqlLedger {
 
     async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_record(S::GetIdempotency, (scope,)).await
+    }
+
+    async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_names(&[kind])?;
+        let res = self
+            .inner
+            .session
+            .execute_unpaged(self.inner.st(S::GetRecordRow), (kind, key))
+            .await
+            .map_err(|e| cql_err("read")(&e))?;
+        let rows = res.into_rows_result().map_err(|e| cql_err("read")(&e))?;
+        Ok(rows
+            .maybe_first_row::<(Option<Vec<u8>>,)>()
+            .map_err(|e| cql_err("read")(&e))?
+            .and_then(|(v,)| v))
+    }
+
+    async fn scan_entries(
+        &self,
+        index: &str,
+        partition: &str,
+        range: &EntryRange,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        check_names(&[index, partition])?;
+        if range.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (s, bounds) = scan_statement(range);
+        let mut values = vec![text(index), text(partition)];
+        values.extend(bounds);
+        let mut out = Vec::with_capacity(range.limit.min(1024));
+        self.inner
+            .scan::<(String, Option<Vec<u8>>)>(s, values, |(sort, v)| {
+                out.push((sort, v.unwrap_or_default()));
+                Ok(())
+            })
+            .await?;
+        Ok(out)
     }
 
     /// Reads all [`EXPIRY_BUCKETS`] partitions (a few at a time): a full scan of the pending

@@ -49,8 +49,12 @@ const EVENTS_BY_MERCHANT: Table = TableDefinition::new("events_by_merchant");
 const EVENTS_BY_OBJECT: Table = TableDefinition::new("events_by_object");
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
 const IDEMPOTENCY_BY_TIME: Table = TableDefinition::new("idempotency_by_time");
+/// Generic records: `kind \0 key` → value.
+const RECORDS: Table = TableDefinition::new("records");
+/// Generic sorted indexes: `index \0 partition \0 sort` → value.
+const ENTRIES: Table = TableDefinition::new("entries");
 
-const ALL_TABLES: [Table; 18] = [
+const ALL_TABLES: [Table; 20] = [
     MERCHANTS,
     API_KEYS,
     API_KEY_HASH,
@@ -69,6 +73,8 @@ const ALL_TABLES: [Table; 18] = [
     EVENTS_BY_OBJECT,
     IDEMPOTENCY,
     IDEMPOTENCY_BY_TIME,
+    RECORDS,
+    ENTRIES,
 ];
 
 const T_MERCHANTS: usize = 0;
@@ -89,6 +95,51 @@ const T_EVENTS_BY_MERCHANT: usize = 14;
 const T_EVENTS_BY_OBJECT: usize = 15;
 const T_IDEMPOTENCY: usize = 16;
 const T_IDEMPOTENCY_BY_TIME: usize = 17;
+const T_RECORDS: usize = 18;
+const T_ENTRIES: usize = 19;
+
+fn record_key(kind: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.len() + 1 + key.len());
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn entry_prefix(index: &str, partition: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(index.len() + partition.len() + 40);
+    k.extend_from_slice(index.as_bytes());
+    k.push(0);
+    k.extend_from_slice(partition.as_bytes());
+    k.push(0);
+    k
+}
+
+fn entry_key(index: &str, partition: &str, sort: &str) -> Vec<u8> {
+    let mut k = entry_prefix(index, partition);
+    k.extend_from_slice(sort.as_bytes());
+    k
+}
+
+fn check_names(names: &[&str]) -> Result<(), StoreError> {
+    for n in names {
+        if !super::valid_name(n) {
+            return Err(StoreError(format!(
+                "invalid record kind, index or partition {n:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.contains('\0') {
+        return Err(StoreError(
+            "record and sort keys must not contain NUL".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Encodes one op into writer-ready puts and deletes; runs on the submitting task.
 fn encode(op: WriteOp, out: &mut Vec<Enc>, events: &mut Vec<Event>) -> Result<(), StoreError> {
@@ -186,6 +237,41 @@ fn encode(op: WriteOp, out: &mut Vec<Enc>, events: &mut Vec<Event>) -> Result<()
             });
         }
         WriteOp::PurgeIdempotencyBefore(t) => out.push(Enc::PurgeIdempotencyBefore(t)),
+        WriteOp::PutRecord { kind, key, value } => {
+            check_names(&[kind])?;
+            check_key(&key)?;
+            out.push(put(T_RECORDS, &record_key(kind, &key), value));
+        }
+        WriteOp::DeleteRecord { kind, key } => {
+            check_names(&[kind])?;
+            check_key(&key)?;
+            out.push(Enc::Del {
+                t: T_RECORDS,
+                key: record_key(kind, &key),
+            });
+        }
+        WriteOp::PutEntry {
+            index,
+            partition,
+            sort,
+            value,
+        } => {
+            check_names(&[index, &partition])?;
+            check_key(&sort)?;
+            out.push(put(T_ENTRIES, &entry_key(index, &partition, &sort), value));
+        }
+        WriteOp::DeleteEntry {
+            index,
+            partition,
+            sort,
+        } => {
+            check_names(&[index, &partition])?;
+            check_key(&sort)?;
+            out.push(Enc::Del {
+                t: T_ENTRIES,
+                key: entry_key(index, &partition, &sort),
+            });
+        }
     }
     Ok(())
 }
@@ -1172,6 +1258,75 @@ impl Ledger for EmbeddedLedger {
 
     async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.get_json(IDEMPOTENCY, scope.as_bytes())
+    }
+
+    async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_names(&[kind])?;
+        check_key(key)?;
+        self.read(|txn| {
+            let t = txn.open_table(RECORDS).map_err(se)?;
+            Ok(t.get(&record_key(kind, key)[..])
+                .map_err(se)?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    async fn scan_entries(
+        &self,
+        index: &str,
+        partition: &str,
+        range: &EntryRange,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        check_names(&[index, partition])?;
+        let prefix = entry_prefix(index, partition);
+        let mut hi = prefix.clone();
+        // The separator is 0, so every key of this partition is below `prefix` with 0 → 1.
+        if let Some(last) = hi.last_mut() {
+            *last = 1;
+        }
+        let bound = |b: &Bound<String>| -> Bound<Vec<u8>> {
+            match b {
+                Bound::Included(s) => Bound::Included(entry_key(index, partition, s)),
+                Bound::Excluded(s) => Bound::Excluded(entry_key(index, partition, s)),
+                Bound::Unbounded => Bound::Unbounded,
+            }
+        };
+        let lo = match bound(&range.start) {
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+            b => b,
+        };
+        let up = match bound(&range.end) {
+            Bound::Unbounded => Bound::Excluded(hi),
+            b => b,
+        };
+        let limit = range.limit;
+        let descending = range.descending;
+        let plen = prefix.len();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(se)?;
+            let t = txn.open_table(ENTRIES).map_err(se)?;
+            let r = t
+                .range::<&[u8]>((lo.as_ref().map(|v| &v[..]), up.as_ref().map(|v| &v[..])))
+                .map_err(se)?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            let mut push = |k: &[u8], v: &[u8]| {
+                let sort = String::from_utf8_lossy(&k[plen.min(k.len())..]).into_owned();
+                out.push((sort, v.to_vec()));
+            };
+            if descending {
+                for item in r.rev().take(limit) {
+                    let (k, v) = item.map_err(se)?;
+                    push(k.value(), v.value());
+                }
+            } else {
+                for item in r.take(limit) {
+                    let (k, v) = item.map_err(se)?;
+                    push(k.value(), v.value());
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn pending_expiries(&self) -> Result<Vec<(PaymentIntentId, Timestamp)>, StoreError> {

@@ -19,6 +19,7 @@ use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, Servi
 use crate::model::{ApiKey, Event, IntentStatus, Merchant, PaymentIntent, Refund, Service};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,6 +45,32 @@ pub enum WriteOp {
     },
     /// Drops idempotency records created before the given time.
     PurgeIdempotencyBefore(Timestamp),
+    /// Stores `value` as the record `key` of collection `kind` (replacing it).
+    /// See [`Ledger::get_record`].
+    PutRecord {
+        kind: &'static str,
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Removes a record (nothing happens if there is none).
+    DeleteRecord {
+        kind: &'static str,
+        key: String,
+    },
+    /// Stores an entry `(partition, sort) → value` in the sorted index `index`.
+    /// See [`Ledger::scan_entries`].
+    PutEntry {
+        index: &'static str,
+        partition: String,
+        sort: String,
+        value: Vec<u8>,
+    },
+    /// Removes an index entry (nothing happens if there is none).
+    DeleteEntry {
+        index: &'static str,
+        partition: String,
+        sort: String,
+    },
 }
 
 /// Writes committed together, atomically and durably.
@@ -177,6 +204,73 @@ pub struct EventQuery {
     pub page: PageRequest,
 }
 
+/// Which entries of one partition [`Ledger::scan_entries`] returns: sort keys within
+/// `start..end` (compared as bytes), at most `limit` of them, ascending unless `descending`.
+#[derive(Debug, Clone)]
+pub struct EntryRange {
+    pub start: Bound<String>,
+    pub end: Bound<String>,
+    pub limit: usize,
+    pub descending: bool,
+}
+
+impl EntryRange {
+    /// Every entry, ascending, up to `limit`.
+    pub fn all(limit: usize) -> Self {
+        EntryRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            limit,
+            descending: false,
+        }
+    }
+
+    /// Entries whose sort key starts with `prefix`, ascending, up to `limit`.
+    pub fn prefix(prefix: &str, limit: usize) -> Self {
+        let end = prefix_end(prefix);
+        EntryRange {
+            start: Bound::Included(prefix.to_string()),
+            end: end.map_or(Bound::Unbounded, Bound::Excluded),
+            limit,
+            descending: false,
+        }
+    }
+
+    /// Entries with sort keys strictly after `after` (for keyset pagination), ascending.
+    pub fn after(after: &str, limit: usize) -> Self {
+        EntryRange {
+            start: Bound::Excluded(after.to_string()),
+            end: Bound::Unbounded,
+            limit,
+            descending: false,
+        }
+    }
+
+    /// The same range, newest (largest sort key) first.
+    pub fn rev(mut self) -> Self {
+        self.descending = !self.descending;
+        self
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (None: no bound).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(n) = char::from_u32(c as u32 + 1) {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Whether `name` is usable as a record kind, index name or partition: non-empty, at most 200
+/// bytes, no NUL (the embedded backend's separator).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 200 && !name.contains('\0')
+}
+
 /// Counts of intents per status, indexed by [`IntentStatus::to_u8`].
 pub type StatusCounts = [u64; 5];
 
@@ -254,6 +348,27 @@ pub trait Ledger: Send + Sync + 'static {
     async fn pending_expiries(&self) -> Result<Vec<(PaymentIntentId, Timestamp)>, StoreError>;
     /// Intents per status over all merchants (metrics at start-up).
     async fn count_intents_by_status(&self) -> Result<StatusCounts, StoreError>;
+
+    // --- generic records and sorted indexes ---
+    //
+    // Features beyond the core payment objects (webhook endpoints and outbox, channel
+    // configurations, orders, last-mile sessions, …) keep their data here, written with
+    // `WriteOp::PutRecord`/`DeleteRecord`/`PutEntry`/`DeleteEntry` inside ordinary batches, so
+    // they share the batches' atomicity and durability. Values are opaque bytes (JSON by
+    // convention). Kinds, index names and partitions must pass [`valid_name`]; keys and sort
+    // keys may be any string without NUL. Design partitions so one stays small enough to scan
+    // (per merchant, per day, …): in cluster mode one partition is one CQL partition.
+
+    /// The record `key` of collection `kind`.
+    async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Entries `(sort, value)` of one partition of `index`, in sort-key byte order.
+    async fn scan_entries(
+        &self,
+        index: &str,
+        partition: &str,
+        range: &EntryRange,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// A held idempotency reservation: the scope and the random token that proves we hold it.

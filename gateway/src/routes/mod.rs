@@ -3,12 +3,16 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod channels;
 pub mod events;
 pub mod health;
 pub mod intents;
+pub mod internal;
+pub mod lastmile;
 pub mod refunds;
 pub mod sandbox;
 pub mod services;
+pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
