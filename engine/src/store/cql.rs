@@ -402,71 +402,71 @@ const STATEMENTS: &[(S, &str)] = &[
     ),
     (
         S::PutRecordRow,
-        "INSERT INTO {ks}.records (kind, key, value) VALUES (?, ?, ?) USING TIMESTAMP ?",
+        "INSERT INTO {ks}.records (kind, rkey, value) VALUES (?, ?, ?) USING TIMESTAMP ?",
     ),
     (
         S::DelRecordRow,
-        "DELETE FROM {ks}.records USING TIMESTAMP ? WHERE kind = ? AND key = ?",
+        "DELETE FROM {ks}.records USING TIMESTAMP ? WHERE kind = ? AND rkey = ?",
     ),
     (
         S::GetRecordRow,
-        "SELECT value FROM {ks}.records WHERE kind = ? AND key = ?",
+        "SELECT value FROM {ks}.records WHERE kind = ? AND rkey = ?",
     ),
     (
         S::PutEntryRow,
-        "INSERT INTO {ks}.entries (idx, part, sort, value) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+        "INSERT INTO {ks}.index_entries (idx, part, sort, value) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
     ),
     (
         S::DelEntryRow,
-        "DELETE FROM {ks}.entries USING TIMESTAMP ? WHERE idx = ? AND part = ? AND sort = ?",
+        "DELETE FROM {ks}.index_entries USING TIMESTAMP ? WHERE idx = ? AND part = ? AND sort = ?",
     ),
     (
         S::ScanEntries0,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries1,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries2,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries3,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries4,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries5,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort ASC LIMIT ?",
     ),
     (
         S::ScanEntries6,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? ORDER BY sort DESC LIMIT ?",
     ),
     (
         S::ScanEntries7,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? AND sort < ? ORDER BY sort DESC LIMIT ?",
     ),
     (
         S::ScanEntries8,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort > ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
     ),
     (
         S::ScanEntries9,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? ORDER BY sort DESC LIMIT ?",
     ),
     (
         S::ScanEntries10,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort < ? ORDER BY sort DESC LIMIT ?",
     ),
     (
         S::ScanEntries11,
-        "SELECT sort, value FROM {ks}.entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
+        "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
     ),
 ];
 
