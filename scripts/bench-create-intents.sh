@@ -3,13 +3,23 @@
 # "ceiling" server of ipay-loadtest, with identical load, in one run.
 #
 # Usage (from the repo root):  scripts/bench-create-intents.sh
+#                              MODE=cluster scripts/bench-create-intents.sh
 # Environment:
+#   MODE         embedded (default): ledger on local disk in a temp dir;
+#                cluster: ledger in Cassandra/ScyllaDB, hot state in Redis (below)
 #   CONNECTIONS  keep-alive connections            (default 64)
 #   DURATION     measured phase, e.g. 10s, 1m      (default 10s)
 #   WARMUP       discarded warmup phase            (default 2s)
 #   RATE         total req/s, 0 = closed loop      (default 0)
 #   CURRENCY     currency of the intents           (default EUR)
 #   EXTRA_ARGS   extra ipay-loadtest arguments, split on whitespace
+# Cluster mode only:
+#   IPAY_TEST_CQL_ADDR    host:port of a CQL node, and
+#   IPAY_TEST_REDIS_URL   redis://host:port; each one unset means the instance of
+#                         scripts/services/{cassandra,redis}.sh (started when it is not running,
+#                         and then stopped again at the end)
+#   KEYSPACE     keyspace for the ledger (default ipay_bench; created and migrated by
+#                `ipay migrate`, kept afterwards: each run uses a fresh merchant)
 # Everything listens on and talks to 127.0.0.1 only.
 set -euo pipefail
 
@@ -20,6 +30,8 @@ DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 RATE="${RATE:-0}"
 CURRENCY="${CURRENCY:-EUR}"
+MODE="${MODE:-embedded}"
+KEYSPACE="${KEYSPACE:-ipay_bench}"
 read -r -a EXTRA <<<"${EXTRA_ARGS:-}"
 
 STARTUP_TIMEOUT_TENTHS=300 # 30 s
@@ -32,8 +44,14 @@ json_field() {
     python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
+case "$MODE" in
+embedded | cluster) ;;
+*) die "MODE must be embedded or cluster, not '$MODE'" ;;
+esac
+
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ipay-bench.XXXXXX")"
 PIDS=()
+STARTED_SERVICES=()
 
 # Stops one background process we started: SIGTERM, then SIGKILL after 10 s.
 stop_pid() {
@@ -51,6 +69,10 @@ cleanup() {
     local pid
     for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
         stop_pid "$pid"
+    done
+    local svc
+    for svc in "${STARTED_SERVICES[@]+"${STARTED_SERVICES[@]}"}"; do
+        scripts/services/"$svc".sh stop || true
     done
     rm -rf "$WORK"
 }
@@ -90,6 +112,23 @@ run_load() {
         --json-out "$4" "${EXTRA[@]+"${EXTRA[@]}"}"
 }
 
+# Prints the address of service $1 (redis | cassandra): variable $2 when set, else the
+# scripts/services instance, started (and remembered for cleanup) when it is not running.
+service_addr() {
+    local svc="$1" var="$2" line
+    if [[ -n "${!var:-}" ]]; then
+        printf '%s\n' "${!var}"
+        return 0
+    fi
+    if ! scripts/services/"$svc".sh status 2>/dev/null; then
+        log "starting $svc (scripts/services/$svc.sh)"
+        scripts/services/"$svc".sh start >&2 || return 1
+        STARTED_SERVICES+=("$svc")
+    fi
+    line="$(scripts/services/"$svc".sh env)" || return 1
+    printf '%s\n' "${line#*=}"
+}
+
 command -v python3 >/dev/null || die "python3 is required"
 command -v curl >/dev/null || die "curl is required"
 
@@ -102,13 +141,29 @@ LOADTEST="$TARGET_DIR/release/ipay-loadtest"
 [[ -x "$IPAY" ]] || die "$IPAY was not built"
 [[ -x "$LOADTEST" ]] || die "$LOADTEST was not built"
 
+# --- cluster backends -------------------------------------------------------
+if [[ "$MODE" == cluster ]]; then
+    # Not in $(...): the services started here must be remembered for cleanup.
+    service_addr cassandra IPAY_TEST_CQL_ADDR >"$WORK/cql-addr"
+    service_addr redis IPAY_TEST_REDIS_URL >"$WORK/redis-url"
+    CQL_ADDR="$(cat "$WORK/cql-addr")"
+    REDIS_URL="$(cat "$WORK/redis-url")"
+    # Every ipay command below (migrate, merchants create, serve) reads these.
+    export IPAY_STORAGE__MODE=cluster
+    export IPAY_CLUSTER__CQL_CONTACT_POINTS="[\"$CQL_ADDR\"]"
+    export IPAY_CLUSTER__KEYSPACE="$KEYSPACE"
+    export IPAY_CLUSTER__REDIS_URL="$REDIS_URL"
+    log "cluster mode: CQL $CQL_ADDR keyspace $KEYSPACE, Redis $REDIS_URL"
+    "$IPAY" migrate >&2
+fi
+
 # --- engine ---------------------------------------------------------------
 DATA="$WORK/data"
 log "creating a merchant in $DATA"
 "$IPAY" merchants create --name bench --data-dir "$DATA" --json >"$WORK/merchant.json"
 KEY="$(json_field test_secret_key <"$WORK/merchant.json")"
 
-log "starting ipay serve"
+log "starting ipay serve ($MODE mode)"
 "$IPAY" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$WORK/engine.log" 2>&1 &
 ENGINE_PID=$!
 PIDS+=("$ENGINE_PID")
@@ -160,7 +215,7 @@ run_load "$CEILING_URL" "$KEY" "$SERVICE_ID" "$WORK/ceiling-report.json" >"$WORK
 stop_pid "$CEILING_PID"
 
 # --- results --------------------------------------------------------------
-echo "=== engine (ipay serve) ==="
+echo "=== engine (ipay serve, $MODE mode) ==="
 cat "$WORK/engine-report.txt"
 echo
 echo "=== ceiling (trivial axum handler) ==="

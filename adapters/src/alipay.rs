@@ -364,6 +364,35 @@ where
     alipay_public_key.verify_digest(hash_entries(&entries), sign)
 }
 
+/// Verifies a signed request the way Alipay's gateway does (everything but `sign` is covered,
+/// `sign_type` included), with the application public key. For the PSP simulator and tests.
+pub fn verify_request<K, V>(
+    params: &[(K, V)],
+    app_public_key: &AlipayPublicKey,
+) -> Result<(), AlipayError>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let sign = params
+        .iter()
+        .find(|(k, _)| k.as_ref() == "sign")
+        .map(|(_, v)| v.as_ref())
+        .filter(|s| !s.is_empty())
+        .ok_or(AlipayError::MissingSign)?;
+    let entries = signed_entries(params, SignScope::Request)?;
+    app_public_key.verify_digest(hash_entries(&entries), sign)
+}
+
+/// Signs the exact text of a synchronous answer's `<method>_response` object, as Alipay does.
+/// For the PSP simulator and tests.
+pub fn sign_response_node(
+    node_json: &str,
+    alipay_private_key: &AlipayPrivateKey,
+) -> Result<String, AlipayError> {
+    alipay_private_key.sign_digest(Sha256::new_with_prefix(node_json.as_bytes()))
+}
+
 /// Decodes an `application/x-www-form-urlencoded` body (`+` is a space, `%XX` a byte, UTF-8)
 /// and verifies it as an async notify; returns the decoded fields.
 pub fn verify_notify_form(

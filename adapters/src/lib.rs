@@ -1,6 +1,7 @@
 //! Payment-channel adapters: each channel's wire format, request signing and callback
-//! verification, one module per channel. Adapters hold no payment state; the engine's
-//! `ChannelAdapter` port is what they will implement once the channel integration lands.
+//! verification, one module per channel. Adapters hold no payment state. [`adapter`] implements
+//! the engine's `ChannelAdapter` port for each channel over [`http`], [`factory`] builds them
+//! from merchant credentials, and [`sim`] is the PSP simulator tests and load runs talk to.
 //!
 //! Today this crate holds the channels' cryptography and encodings: [`stripe`] and
 //! [`multisafepay`] webhook signatures, [`promptpay`] EMVCo QR payloads, [`alipay`] RSA2 signing
@@ -9,13 +10,17 @@
 //! Alipay and WeChat modules share. Each is tested against published vectors where the
 //! provider or public generators publish them (MultiSafepay's worked examples, PromptPay payloads
 //! of public generators) and otherwise against values computed by independent tools (Python's
-//! `hmac`, openssl), as each module's tests say. The PSP simulator, circuit breakers and the
-//! engine integration are not built yet.
+//! `hmac`, openssl), as each module's tests say. Circuit breakers, retries and callback routing
+//! live in the engine and gateway.
 
+pub mod adapter;
 pub mod alipay;
+pub mod factory;
+pub mod http;
 pub mod multisafepay;
 pub mod promptpay;
 pub mod qr;
 pub mod rsa2;
+pub mod sim;
 pub mod stripe;
 pub mod wechat;

@@ -406,6 +406,38 @@ impl MerchantSigner {
     }
 }
 
+/// Checks a request signature the way WeChat Pay's API does: SHA256withRSA over the five-line
+/// string, with the merchant's public key. For the PSP simulator and tests.
+pub fn verify_request_signature(
+    merchant_public_key: &WechatPublicKey,
+    method: &str,
+    url_path_with_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &str,
+    signature_b64: &str,
+) -> Result<(), WechatError> {
+    let mut hasher = Sha256::new();
+    for part in [method, url_path_with_query, timestamp, nonce, body] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    merchant_public_key.verify_digest(hasher, signature_b64)
+}
+
+/// The `key="value"` items of an `Authorization: WECHATPAY2-SHA256-RSA2048 …` header, or
+/// `None` if the scheme differs. For the PSP simulator and tests.
+pub fn parse_authorization(header: &str) -> Option<HashMap<&str, &str>> {
+    let rest = header.strip_prefix(AUTH_SCHEME)?.trim_start();
+    let mut items = HashMap::new();
+    for item in rest.split(',') {
+        let (k, v) = item.trim().split_once('=')?;
+        let v = v.strip_prefix('"')?.strip_suffix('"')?;
+        items.insert(k, v);
+    }
+    Some(items)
+}
+
 /// The exact five-line string a request signature covers (for logs and troubleshooting).
 pub fn request_signing_string(
     method: &str,

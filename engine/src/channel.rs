@@ -4,18 +4,62 @@
 
 use crate::clock::Timestamp;
 use crate::ids::PaymentIntentId;
+use crate::model::merchant::Secret;
 use crate::money::{Currency, Money};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `[channels]` in `ipay.toml`: where each channel's API lives (the real PSP in production, the
-/// PSP simulator in tests) and the master key that encrypts stored credentials.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// PSP simulator in tests), the master key that encrypts stored credentials, and the limits of
+/// the circuit breakers, retries and callback rate limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelsConfig {
     /// Base URL per channel name (`alipay = "https://…"`); a channel without one uses its
     /// production endpoint.
     pub endpoints: BTreeMap<String, String>,
+    /// Base64 of the 32-byte AES-256-GCM key that encrypts stored channel credentials. Set it
+    /// through `IPAY_CHANNELS__MASTER_KEY`. When absent in embedded mode, a key is generated
+    /// once into `<data_dir>/channels.key` (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
+    /// Delays before each retry of a failed PSP call, ms (at most 5 retries, each ≤ 60 s).
+    pub retry_delays_ms: Vec<u64>,
+    /// Consecutive failed PSP calls that open a channel's circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long an open breaker fails fast before letting one probe call through, ms.
+    pub breaker_cooldown_ms: u64,
+    /// Longest one PSP call may take before it counts as a failure, ms.
+    pub call_timeout_ms: u64,
+    /// `Retry-After` (and `retry_after`) of a `channel_unavailable` answer, seconds.
+    pub retry_after_secs: u32,
+    /// Callbacks accepted per second from one provider (channel), all merchants together.
+    pub callback_rate_per_provider: u32,
+    /// Callbacks accepted per second for one merchant, all channels together.
+    pub callback_rate_per_merchant: u32,
+    /// Largest `credentials` object accepted by `POST /v1/channels`, bytes of JSON.
+    pub max_credentials_bytes: usize,
+    /// Cluster mode: how long a node trusts an adapter built from stored credentials before
+    /// reading them again (another node may have replaced them), ms.
+    pub adapter_cache_ttl_ms: u64,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            endpoints: BTreeMap::new(),
+            master_key: None,
+            retry_delays_ms: vec![1_000, 5_000],
+            breaker_failure_threshold: 5,
+            breaker_cooldown_ms: 30_000,
+            call_timeout_ms: 10_000,
+            retry_after_secs: 30,
+            callback_rate_per_provider: 2_000,
+            callback_rate_per_merchant: 500,
+            max_credentials_bytes: 16 * 1024,
+            adapter_cache_ttl_ms: 30_000,
+        }
+    }
 }
 
 /// What the engine asks a channel for when an intent is created.

@@ -2,7 +2,13 @@
 //! authorization, validation, idempotency and routing to payment sessions. It knows nothing
 //! about HTTP; callers parse, call one method here, and map the result.
 
-use crate::channel::{ChannelAdapter, ChannelError, ChannelPaymentRequest, SandboxChannel};
+use crate::channel::{
+    CallbackAck, CallbackError, CallbackOutcome, ChannelAdapter, ChannelError,
+    ChannelPaymentRequest, SandboxChannel,
+};
+use crate::channels::{
+    ChannelConfigInput, ChannelHub, ChannelSetup, ChannelView, MAX_NOTIFICATION_ID_LEN,
+};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
@@ -22,9 +28,8 @@ use crate::store::{
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Limits on request content (`[limits]` in `ipay.toml`).
@@ -201,7 +206,11 @@ struct Inner {
     hot: Arc<dyn HotState>,
     clock: Arc<dyn Clock>,
     sessions: SessionRegistry,
-    channels: HashMap<&'static str, Arc<dyn ChannelAdapter>>,
+    /// Built-in channels every merchant may use without configuring them (`sandbox`).
+    channels: DashMap<&'static str, Arc<dyn ChannelAdapter>>,
+    /// Merchant-configured channels, breakers and callbacks; set once (see
+    /// [`Engine::set_channels`]), or defaulted without adapters on first use.
+    hub: OnceLock<Arc<ChannelHub>>,
     config: EngineConfig,
     key_cache: DashMap<[u8; 32], CachedKey>,
     /// Manifests by id, used only when the ledger is not shared: then every manifest write goes
@@ -311,6 +320,35 @@ pub struct IntentListParams {
     pub sort: Option<String>,
 }
 
+/// A channel's name as people write it, for messages (`alipay` → `Alipay`).
+fn display_name(channel: &str) -> String {
+    match channel {
+        "wechat" => "WeChat Pay".into(),
+        "promptpay" => "PromptPay".into(),
+        "multisafepay" => "MultiSafepay".into(),
+        other => {
+            let mut c = other.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn callback_error(e: CallbackError) -> EngineError {
+    match e {
+        CallbackError::SignatureMismatch(m) => {
+            EngineError::invalid("signature_mismatch", "signature", m)
+        }
+        CallbackError::Stale(m) => EngineError::invalid("timestamp_stale", "timestamp", m),
+        CallbackError::Malformed(m) => EngineError::Invalid {
+            code: "parameter_invalid",
+            message: m,
+            param: None,
+        },
+    }
+}
+
 fn canonical_hash<T: Serialize>(body: &T) -> String {
     // serde_json maps are ordered by key, so equal requests serialize to equal bytes.
     let v = serde_json::to_value(body).unwrap_or_default();
@@ -339,7 +377,7 @@ impl Engine {
         let ledger = crate::webhooks::with_outbox(ledger);
         let ctx = SessionContext::new(ledger.clone(), clock.clone(), config.sessions.clone());
         let sessions = SessionRegistry::start(ctx).await?;
-        let mut channels: HashMap<&'static str, Arc<dyn ChannelAdapter>> = HashMap::new();
+        let channels: DashMap<&'static str, Arc<dyn ChannelAdapter>> = DashMap::new();
         channels.insert("sandbox", Arc::new(SandboxChannel));
         let counts = ledger.count_intents_by_status().await?;
         for s in IntentStatus::ALL {
@@ -353,6 +391,7 @@ impl Engine {
                 clock,
                 sessions,
                 channels,
+                hub: OnceLock::new(),
                 config,
                 key_cache: DashMap::new(),
                 service_cache: DashMap::new(),
@@ -363,12 +402,42 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Registers a channel adapter (replacing one of the same name).
-    pub fn with_channel(mut self, adapter: Arc<dyn ChannelAdapter>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.channels.insert(adapter.name(), adapter);
-        }
+    /// Registers a built-in channel adapter that every merchant may use without configuring
+    /// it (replacing one of the same name).
+    pub fn with_channel(self, adapter: Arc<dyn ChannelAdapter>) -> Self {
+        self.inner.channels.insert(adapter.name(), adapter);
         self
+    }
+
+    /// Installs the channel subsystem: adapter factory, `[channels]`, master key, retry
+    /// sleeper. Call it once, right after [`Engine::start`] and before serving requests.
+    pub fn set_channels(&self, setup: ChannelSetup) -> EngineResult<()> {
+        let hub = Arc::new(ChannelHub::new(
+            self.inner.ledger.clone(),
+            self.inner.clock.clone(),
+            setup,
+        ));
+        self.inner
+            .hub
+            .set(hub)
+            .map_err(|_| EngineError::Internal("the channel subsystem is already set up".into()))
+    }
+
+    /// [`Engine::set_channels`] as a builder step.
+    pub fn with_channels(self, setup: ChannelSetup) -> EngineResult<Self> {
+        self.set_channels(setup)?;
+        Ok(self)
+    }
+
+    /// The channel subsystem (breakers, stored configurations).
+    pub fn channels(&self) -> &Arc<ChannelHub> {
+        self.inner.hub.get_or_init(|| {
+            Arc::new(ChannelHub::new(
+                self.inner.ledger.clone(),
+                self.inner.clock.clone(),
+                ChannelSetup::default(),
+            ))
+        })
     }
 
     /// Stops the session layer.
@@ -389,6 +458,11 @@ impl Engine {
     /// The ledger (health checks).
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.inner.ledger
+    }
+
+    /// The shared fast state (reservations, counters, pub/sub) this engine uses.
+    pub fn hot(&self) -> &Arc<dyn HotState> {
+        &self.inner.hot
     }
 
     /// Settings in force.
@@ -960,24 +1034,46 @@ impl Engine {
         Ok(())
     }
 
-    fn healthy_alternatives(
+    /// The adapter `channel` resolves to for this merchant and mode: its own configuration
+    /// first, then a built-in channel.
+    async fn adapter_for(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+        channel: &str,
+    ) -> EngineResult<Option<Arc<dyn ChannelAdapter>>> {
+        if let Some(a) = self
+            .channels()
+            .configured_adapter(merchant, livemode, channel)
+            .await?
+        {
+            return Ok(Some(a));
+        }
+        Ok(self.inner.channels.get(channel).map(|a| a.clone()))
+    }
+
+    /// The service's other accepted channels that this merchant can use now for this amount:
+    /// configured (or built in), breaker closed, currency supported, mode allowed.
+    async fn healthy_alternatives(
         &self,
         service: &Service,
         exclude: &str,
         money: Money,
-        livemode: bool,
+        ctx: &AuthContext,
     ) -> Vec<String> {
-        service
-            .accepted_channels
-            .iter()
-            .filter(|c| c.as_str() != exclude)
-            .filter(|c| {
-                self.inner.channels.get(c.as_str()).is_some_and(|a| {
-                    a.supports_currency(money.currency) && (!livemode || a.allows_livemode())
-                })
-            })
-            .cloned()
-            .collect()
+        let mut out = Vec::new();
+        for c in service.accepted_channels.iter().filter(|c| *c != exclude) {
+            if !self.channels().healthy(c) {
+                continue;
+            }
+            let Ok(Some(a)) = self.adapter_for(ctx.merchant_id, ctx.livemode, c).await else {
+                continue;
+            };
+            if a.supports_currency(money.currency) && (!ctx.livemode || a.allows_livemode()) {
+                out.push(c.clone());
+            }
+        }
+        out
     }
 
     async fn create_intent_now(
@@ -1055,15 +1151,17 @@ impl Engine {
             ));
         }
         let adapter = self
-            .inner
-            .channels
-            .get(req.channel.as_str())
-            .cloned()
+            .adapter_for(ctx.merchant_id, ctx.livemode, &req.channel)
+            .await?
             .ok_or_else(|| {
                 EngineError::invalid(
                     "channel_not_configured",
                     "channel",
-                    format!("channel `{}` is not configured on this engine", req.channel),
+                    format!(
+                        "channel `{}` is not configured for this merchant in {} mode; configure it with POST /v1/channels",
+                        req.channel,
+                        if ctx.livemode { "live" } else { "test" }
+                    ),
                 )
             })?;
         if ctx.livemode && !adapter.allows_livemode() {
@@ -1092,22 +1190,21 @@ impl Engine {
             expires_at,
             livemode: ctx.livemode,
         };
-        let payment = match adapter.create_payment(&creq).await {
+        let hub = self.channels();
+        let payment = match hub.create_payment(&req.channel, &adapter, &creq).await {
             Ok(p) => p,
             Err(ChannelError::Unavailable(why)) => {
+                tracing::warn!(channel = %req.channel, reason = %why, "channel unavailable");
                 return Err(EngineError::ChannelUnavailable {
                     channel: req.channel.clone(),
                     message: format!(
-                        "{} is currently unavailable ({why}). Please try again later or use an alternative channel.",
-                        req.channel
+                        "{} is currently unavailable. Please try again later or use an alternative channel.",
+                        display_name(&req.channel)
                     ),
-                    retry_after_secs: 30,
-                    alternatives: self.healthy_alternatives(
-                        &service,
-                        &req.channel,
-                        money,
-                        ctx.livemode,
-                    ),
+                    retry_after_secs: hub.config().retry_after_secs,
+                    alternatives: self
+                        .healthy_alternatives(&service, &req.channel, money, ctx)
+                        .await,
                 });
             }
             Err(ChannelError::Rejected(why)) => {
@@ -1268,6 +1365,177 @@ impl Engine {
             }
         };
         Ok(self.inner.sessions.command(pi.id, cmd, None).await?.intent)
+    }
+
+    // ---------------------------------------------------------------- channels
+
+    /// Stores the caller's configuration of a channel (credentials encrypted). Returns it and
+    /// whether it is new.
+    pub async fn configure_channel(
+        &self,
+        ctx: &AuthContext,
+        input: ChannelConfigInput,
+    ) -> EngineResult<(ChannelView, bool)> {
+        ctx.require(Permission::ChannelsWrite)?;
+        let _guard = self.merchant_lock(ctx.merchant_id).await;
+        self.channels()
+            .configure(ctx.merchant_id, ctx.livemode, input)
+            .await
+    }
+
+    /// The caller's configured channels with their health.
+    pub async fn list_channels(&self, ctx: &AuthContext) -> EngineResult<Vec<ChannelView>> {
+        ctx.require(Permission::ChannelsRead)?;
+        self.channels().list(ctx.merchant_id, ctx.livemode).await
+    }
+
+    /// Handles a PSP callback: finds the intent it claims to be about, verifies it with that
+    /// merchant's credentials, skips notifications applied before, and settles the intent
+    /// through its payment session. Returns what to answer the PSP.
+    pub async fn handle_callback(
+        &self,
+        channel: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> EngineResult<CallbackAck> {
+        let hub = self.channels();
+        let unknown = || EngineError::not_found("channel", channel);
+        if !hub.knows(channel) {
+            return Err(unknown());
+        }
+        hub.check_provider_rate(channel)?;
+        let factory = hub.factory().ok_or_else(unknown)?;
+        let claimed =
+            factory
+                .peek_intent(channel, headers, body)
+                .ok_or_else(|| EngineError::Invalid {
+                    code: "parameter_invalid",
+                    message: format!("the callback names no payment intent `{channel}` knows"),
+                    param: None,
+                })?;
+        let missing = || EngineError::not_found("payment intent", &claimed);
+        let pid = PaymentIntentId::parse(&claimed).map_err(|_| missing())?;
+        let intent = match self.inner.ledger.get_intent(pid).await? {
+            Some(pi) if pi.channel == channel => pi,
+            _ => return Err(missing()),
+        };
+        hub.check_merchant_rate(intent.merchant_id)?;
+        let adapter = hub
+            .configured_adapter(intent.merchant_id, intent.livemode, channel)
+            .await?
+            .ok_or_else(|| {
+                EngineError::invalid(
+                    "signature_mismatch",
+                    "signature",
+                    "the merchant of this payment intent has no credentials for this channel to verify with",
+                )
+            })?;
+        let outcome_label = |o: &str| {
+            metrics::counter!("ipay_channel_callbacks_total", "channel" => channel.to_string(), "outcome" => o.to_string()).increment(1);
+        };
+        let notice = match adapter.verify_callback(headers, body, self.now()) {
+            Ok(n) => n,
+            Err(e) => {
+                outcome_label("rejected");
+                tracing::warn!(channel, intent = %pid, error = %e, "callback refused");
+                return Err(callback_error(e));
+            }
+        };
+        if notice.intent_id != pid {
+            outcome_label("rejected");
+            return Err(EngineError::invalid(
+                "signature_mismatch",
+                "signature",
+                "the signed notification is about another payment intent",
+            ));
+        }
+        let nid = notice.notification_id.as_str();
+        if nid.is_empty() || nid.len() > MAX_NOTIFICATION_ID_LEN || nid.contains('\0') {
+            return Err(EngineError::Invalid {
+                code: "parameter_invalid",
+                message: format!(
+                    "the notification id must be 1 to {MAX_NOTIFICATION_ID_LEN} bytes"
+                ),
+                param: None,
+            });
+        }
+        if hub.notification_seen(channel, nid).await? {
+            outcome_label("duplicate");
+            return Ok(adapter.callback_ack());
+        }
+        let flag = |event_type: &str, detail: serde_json::Value| {
+            Event::new(
+                intent.merchant_id,
+                intent.livemode,
+                event_type,
+                self.now(),
+                intent.id.to_string(),
+                &serde_json::json!({
+                    "payment_intent": intent.id.to_string(),
+                    "channel": channel,
+                    "notification_id": nid,
+                    "detail": detail,
+                }),
+            )
+        };
+        let (cmd, mut label) = match notice.outcome {
+            CallbackOutcome::Paid {
+                amount,
+                channel_reference,
+            } => {
+                if amount != intent.amount {
+                    // Money moved, but not the amount asked for: a person must look at it.
+                    tracing::warn!(channel, intent = %pid, "callback amount differs from the intent");
+                    let ev = flag(
+                        "payment_intent.amount_mismatch",
+                        serde_json::json!({"expected": intent.amount, "received": amount}),
+                    );
+                    let mut b = WriteBatch::new();
+                    b.push(WriteOp::PutEvent(ev));
+                    b.push(hub.notification_op(channel, nid, &claimed, "amount_mismatch"));
+                    self.inner.ledger.submit(b).await?;
+                    outcome_label("amount_mismatch");
+                    return Ok(adapter.callback_ack());
+                }
+                (
+                    Some(IntentCommand::Succeed { channel_reference }),
+                    "succeeded",
+                )
+            }
+            CallbackOutcome::Failed { reason } => {
+                let reason: String = reason.chars().take(500).collect();
+                (Some(IntentCommand::Fail { reason }), "failed")
+            }
+            CallbackOutcome::Ignored => (None, "ignored"),
+        };
+        let mut extra = None;
+        if let Some(cmd) = cmd {
+            let paid = matches!(cmd, IntentCommand::Succeed { .. });
+            match self.inner.sessions.command(pid, cmd, None).await {
+                Ok(_) => {}
+                Err(EngineError::InvalidStateTransition { from, .. }) => {
+                    // Out of order or late: the intent already left `pending`. Money collected
+                    // for an intent that is no longer payable must be flagged, not lost.
+                    label = "no_change";
+                    if paid && from != IntentStatus::Succeeded.as_str() {
+                        extra = Some(flag(
+                            "payment_intent.paid_after_close",
+                            serde_json::json!({"status": from}),
+                        ));
+                        label = "paid_after_close";
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut b = WriteBatch::new();
+        if let Some(ev) = extra {
+            b.push(WriteOp::PutEvent(ev));
+        }
+        b.push(hub.notification_op(channel, nid, &claimed, label));
+        self.inner.ledger.submit(b).await?;
+        outcome_label(label);
+        Ok(adapter.callback_ack())
     }
 
     // ---------------------------------------------------------------- refunds

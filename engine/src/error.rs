@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Unprocessable,
     /// Too many requests, try later (429).
     RateLimited,
+    /// The object is locked until someone with more rights unlocks it (423).
+    Locked,
     /// A dependency (store, channel, session shard) is unavailable; retry later (503).
     Unavailable,
     /// A bug. Never caused by client input (500).
@@ -47,6 +49,10 @@ pub enum EngineError {
     AuthExpired,
     #[error("the caller's IP address {ip} is not in this key's ip_whitelist")]
     IpNotAllowed { ip: String },
+    /// Authentication other than by API key failed (bad password, bad or expired token, bad
+    /// webhook signature); `code` says which.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
     #[error("this API key lacks the `{permission}` permission")]
     PermissionDenied { permission: String },
     #[error("{message}")]
@@ -72,13 +78,45 @@ pub enum EngineError {
         retry_after_secs: u32,
         alternatives: Vec<String>,
     },
+    /// Too many requests of one kind (per provider, per merchant, …); retry after the delay.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u32,
+    },
+    /// The object is locked (e.g. too many wrong OTPs) until an operator unlocks it.
+    #[error("{message}")]
+    Locked { code: &'static str, message: String },
     #[error("the store is unavailable or overloaded: {0}")]
     StoreUnavailable(String),
     #[error("the payment session is restarting; retry the request")]
     SessionUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error answered by the node that owns a session, relayed unchanged (cluster mode).
+    #[error("{message}")]
+    Relayed {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
 }
+
+/// Every code the engine emits for session commands, so relayed errors keep theirs.
+const RELAYABLE_CODES: &[&str] = &[
+    "invalid_state_transition",
+    "resource_missing",
+    "parameter_invalid",
+    "amount_invalid",
+    "currency_mismatch",
+    "refund_exceeds_captured",
+    "idempotency_key_reused",
+    "idempotency_key_in_use",
+    "store_unavailable",
+    "session_unavailable",
+    "channel_mismatch",
+    "test_mode_only",
+];
 
 impl EngineError {
     /// The stable machine-readable code.
@@ -88,6 +126,7 @@ impl EngineError {
             EngineError::AuthInvalid => "auth_invalid",
             EngineError::AuthRevoked => "auth_revoked",
             EngineError::AuthExpired => "auth_expired",
+            EngineError::Unauthenticated { code, .. } => code,
             EngineError::IpNotAllowed { .. } => "ip_not_allowed",
             EngineError::PermissionDenied { .. } => "permission_denied",
             EngineError::Forbidden { code, .. } => code,
@@ -97,9 +136,12 @@ impl EngineError {
             EngineError::IdempotencyKeyReused => "idempotency_key_reused",
             EngineError::IdempotencyInProgress => "idempotency_key_in_use",
             EngineError::ChannelUnavailable { .. } => "channel_unavailable",
+            EngineError::RateLimited { .. } => "rate_limited",
+            EngineError::Locked { code, .. } => code,
             EngineError::StoreUnavailable(_) => "store_unavailable",
             EngineError::SessionUnavailable => "session_unavailable",
             EngineError::Internal(_) => "internal_error",
+            EngineError::Relayed { code, .. } => code,
         }
     }
 
@@ -107,9 +149,10 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::Invalid { .. } => ErrorKind::InvalidRequest,
-            EngineError::AuthInvalid | EngineError::AuthRevoked | EngineError::AuthExpired => {
-                ErrorKind::Unauthenticated
-            }
+            EngineError::AuthInvalid
+            | EngineError::AuthRevoked
+            | EngineError::AuthExpired
+            | EngineError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             EngineError::IpNotAllowed { .. }
             | EngineError::PermissionDenied { .. }
             | EngineError::Forbidden { .. } => ErrorKind::Forbidden,
@@ -118,10 +161,22 @@ impl EngineError {
             | EngineError::Conflict { .. }
             | EngineError::IdempotencyInProgress => ErrorKind::Conflict,
             EngineError::IdempotencyKeyReused => ErrorKind::Unprocessable,
+            EngineError::RateLimited { .. } => ErrorKind::RateLimited,
+            EngineError::Locked { .. } => ErrorKind::Locked,
             EngineError::ChannelUnavailable { .. }
             | EngineError::StoreUnavailable(_)
             | EngineError::SessionUnavailable => ErrorKind::Unavailable,
             EngineError::Internal(_) => ErrorKind::Internal,
+            EngineError::Relayed { status, .. } => match status {
+                400 => ErrorKind::InvalidRequest,
+                401 => ErrorKind::Unauthenticated,
+                403 => ErrorKind::Forbidden,
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::Conflict,
+                422 => ErrorKind::Unprocessable,
+                503 => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
         }
     }
 
@@ -143,6 +198,21 @@ impl EngineError {
             code,
             message: message.into(),
             param: Some(param.into().into_owned()),
+        }
+    }
+
+    /// An error another node answered (see [`EngineError::Relayed`]); unknown codes become
+    /// `relayed_error`.
+    pub fn relayed(status: u16, code: &str, message: String) -> Self {
+        let code = RELAYABLE_CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("relayed_error");
+        EngineError::Relayed {
+            status,
+            code,
+            message,
         }
     }
 

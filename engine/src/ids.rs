@@ -299,3 +299,8 @@ mod tests {
         }
     }
 }
+
+/// A fresh random node id (`node_` + 26 base32 characters), new on every process start.
+pub fn new_node_id() -> String {
+    format!("node_{}", ulid::Ulid::new())
+}

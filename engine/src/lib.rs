@@ -5,6 +5,7 @@
 //! requests into calls on [`Engine`], and channel adapters implement [`channel::ChannelAdapter`].
 
 pub mod channel;
+pub mod channels;
 pub mod clock;
 pub mod engine;
 pub mod error;

@@ -7,6 +7,7 @@ use ipay_engine::Engine;
 use ipay_engine::clock::{Clock, SystemClock};
 use ipay_engine::engine::create_merchant;
 use ipay_engine::model::{ServiceAction, ServiceInput};
+use ipay_engine::session::{Ownership, OwnershipOptions};
 use ipay_engine::store::HotState;
 use ipay_engine::store::Ledger;
 use ipay_engine::store::cql::CqlLedger;
@@ -16,6 +17,7 @@ use ipay_engine::store::redis_hot::{RedisHotState, RedisOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// IPAY Engine: an actor-based payment processing engine.
 #[derive(Debug, Parser)]
@@ -254,6 +256,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// The channel subsystem: the real adapters, `[channels]`, and the master key that encrypts
+/// stored credentials (from config/env; in embedded mode generated once into the data dir).
+fn channel_setup(cfg: &Config) -> Result<ipay_engine::channels::ChannelSetup, String> {
+    use ipay_engine::channels::vault::MasterKey;
+    let factory = ipay_adapters::factory::AdapterFactory::new(&cfg.channels)?;
+    let master_key = match &cfg.channels.master_key {
+        Some(k) => Some(MasterKey::from_base64(k.expose())?),
+        None if cfg.storage.mode == StorageMode::Embedded => {
+            let path = cfg.storage.data_dir.join("channels.key");
+            let (key, created) = MasterKey::load_or_create(&path)?;
+            if created {
+                tracing::warn!(path = %path.display(), "generated the channels master key; back it up with the data directory (without it stored channel credentials cannot be read)");
+            }
+            Some(key)
+        }
+        None => {
+            tracing::warn!(
+                "no channels.master_key in cluster mode: POST /v1/channels is refused until IPAY_CHANNELS__MASTER_KEY is set"
+            );
+            None
+        }
+    };
+    Ok(ipay_engine::channels::ChannelSetup {
+        factory: Some(Arc::new(factory)),
+        config: cfg.channels.clone(),
+        master_key,
+        sleeper: Arc::new(ipay_engine::channels::retry::TokioSleeper),
+    })
+}
+
 async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     init_tracing(&cfg);
     let (ledger, place) = open_ledger(&cfg).await?;
@@ -268,13 +300,42 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
                 .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?
         }
     };
-    let engine = Engine::start(ledger.clone(), hot, clock.clone(), cfg.engine())
+    let engine = Engine::start(ledger.clone(), hot.clone(), clock.clone(), cfg.engine())
         .await
         .map_err(|e| e.to_string())?;
+    engine
+        .set_channels(channel_setup(&cfg)?)
+        .map_err(|e| e.to_string())?;
+    let ownership = match cfg.storage.mode {
+        StorageMode::Embedded => None,
+        StorageMode::Cluster => {
+            let opts = OwnershipOptions {
+                lease_ttl: Duration::from_millis(cfg.cluster.session_lease_ms.max(500)),
+                node_token: cfg.cluster.node_token.clone(),
+                ..OwnershipOptions::default()
+            };
+            let own = Arc::new(Ownership::new(
+                hot.clone(),
+                opts,
+                cfg.cluster.advertise_url.clone(),
+            ));
+            engine
+                .sessions()
+                .enable_ownership(own.clone())
+                .map_err(|e| e.to_string())?;
+            Some(own)
+        }
+    };
     let server = app::start(engine.clone(), &cfg)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.server.listen))?;
     let base = format!("http://{}", server.addr);
+    if let Some(own) = &ownership {
+        if cfg.cluster.advertise_url.is_empty() {
+            own.set_advertise_url(base.clone());
+        }
+        tracing::info!(node = own.node_id(), "session ownership on (cluster mode)");
+    }
     println!("ipay listening on {base} ({place})");
     println!("  API docs: {base}/docs   OpenAPI: {base}/openapi.json   metrics: {base}/metrics");
     if demo {

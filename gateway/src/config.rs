@@ -120,6 +120,17 @@ pub struct ClusterConfig {
     pub max_inflight_batches: usize,
     /// Redis for shared hot state (idempotency reservations, leases).
     pub redis_url: String,
+    /// Shared secret nodes present to each other's `/internal/` routes when forwarding a
+    /// session command to its owner. Every node of a cluster needs the same value; empty turns
+    /// forwarding off (commands for sessions owned elsewhere then get 503 until the owner's
+    /// lease lapses). Set it through `IPAY_CLUSTER__NODE_TOKEN` rather than in a file.
+    pub node_token: String,
+    /// Base URL other nodes use to reach this one (`http://10.0.0.5:8080`); empty means
+    /// `http://<the address it listens on>`.
+    pub advertise_url: String,
+    /// How long a node keeps a payment session after its last command, ms. A node that dies
+    /// holds its sessions at most this long.
+    pub session_lease_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -132,6 +143,9 @@ impl Default for ClusterConfig {
             cql_request_timeout_ms: 1_000,
             max_inflight_batches: 4_096,
             redis_url: "redis://127.0.0.1:6379".into(),
+            node_token: String::new(),
+            advertise_url: String::new(),
+            session_lease_ms: 5_000,
         }
     }
 }

@@ -52,6 +52,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Locked => StatusCode::LOCKED,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -77,9 +78,15 @@ impl From<EngineError> for ApiError {
                 err.extra.insert("alternatives".into(), json!(alternatives));
                 err.retry_after = Some(*retry_after_secs);
             }
+            EngineError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                err.retry_after = Some(*retry_after_secs);
+            }
             EngineError::StoreUnavailable(_) | EngineError::SessionUnavailable => {
                 err.retry_after = Some(1)
             }
+            EngineError::Relayed { status: 503, .. } => err.retry_after = Some(1),
             EngineError::Internal(detail) => {
                 // Details of a bug go to the log, not to the client.
                 tracing::error!(detail = %detail, "internal error");

@@ -106,7 +106,7 @@ pub fn next_status(from: IntentStatus, action: IntentAction) -> EngineResult<Int
 }
 
 /// A command addressed to one intent's session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IntentCommand {
     /// The channel confirmed payment.
     Succeed { channel_reference: Option<String> },
@@ -172,7 +172,7 @@ pub struct PaymentIntent {
 }
 
 /// The durable effects of one applied command: the new intent, its events, maybe a refund.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Applied {
     pub intent: PaymentIntent,
     pub events: Vec<Event>,

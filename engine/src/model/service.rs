@@ -304,7 +304,7 @@ impl ServiceInput {
             }
         }
         if let Some(url) = &self.endpoint {
-            validate_https_url(url, "endpoint")?;
+            validate_webhook_url(url, "endpoint")?;
         }
         if let Some(tags) = &self.tags
             && (tags.len() > MAX_TAGS
@@ -358,6 +358,40 @@ impl ServiceInput {
         }
         s.updated = now;
     }
+}
+
+/// Whether plain-http loopback webhook URLs are accepted (`[webhooks] allow_insecure_loopback`,
+/// set once at start-up by the webhook subsystem; off by default).
+static ALLOW_INSECURE_LOOPBACK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sets whether `http://127.0.0.1`, `http://localhost` and `http://[::1]` webhook URLs are
+/// accepted (process-wide).
+pub fn set_allow_insecure_loopback(on: bool) {
+    ALLOW_INSECURE_LOOPBACK.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A webhook URL: absolute `https` of bounded length, or `http` to a loopback host when
+/// [`set_allow_insecure_loopback`] is on.
+pub fn validate_webhook_url(url: &str, param: &'static str) -> EngineResult<()> {
+    validate_https_url(url, param)?;
+    let parsed = url::Url::parse(url).map_err(|_| {
+        EngineError::invalid("parameter_invalid", param, format!("{param} is not a URL"))
+    })?;
+    let loopback = matches!(
+        parsed.host_str(),
+        Some("127.0.0.1") | Some("localhost") | Some("[::1]")
+    );
+    if parsed.scheme() == "https"
+        || (loopback && ALLOW_INSECURE_LOOPBACK.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        "parameter_invalid",
+        param,
+        format!("{param} must be an https URL (webhooks are never sent over plain http)"),
+    ))
 }
 
 /// Accepts absolute `http(s)` URLs of bounded length.

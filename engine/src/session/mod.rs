@@ -19,10 +19,12 @@
 //! same index; the new shard re-arms its expiry timers from the ledger and rehydrates sessions
 //! lazily, so no acknowledged work is lost.
 
+pub mod ownership;
 mod shard;
 mod supervisor;
 
-pub use shard::{SessionShard, ShardMsg};
+pub use ownership::{Claim, Ownership, OwnershipOptions};
+pub use shard::{Fresh, SessionShard, ShardMsg};
 pub use supervisor::SessionSupervisor;
 
 use crate::clock::Clock;
@@ -34,8 +36,8 @@ use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -68,7 +70,7 @@ impl Default for SessionConfig {
 }
 
 /// How an idempotent request's outcome is recorded with the state change it caused.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdempotencySpec {
     pub scope: String,
     pub request_hash: String,
@@ -85,6 +87,8 @@ pub struct SessionContext {
     /// Sessions held in memory, per shard (reset when a shard is restarted).
     pub(crate) live: Vec<AtomicI64>,
     pub(crate) stopping: AtomicBool,
+    /// Session ownership across nodes (cluster mode only).
+    pub(crate) ownership: OnceLock<Arc<Ownership>>,
 }
 
 impl SessionContext {
@@ -106,6 +110,7 @@ impl SessionContext {
             live,
             generation: watch::channel(0).0,
             stopping: AtomicBool::new(false),
+            ownership: OnceLock::new(),
         })
     }
 
@@ -146,10 +151,37 @@ impl SessionRegistry {
     /// Stops all shards (in-flight commits still complete; the ledger owns them).
     pub async fn stop(&self) {
         self.ctx.stopping.store(true, Ordering::SeqCst);
+        if self.ctx.ownership.get().is_some() {
+            // Hand idle sessions over to the other nodes (bounded: a stop must not hang).
+            let shards = self.ctx.registry.read().clone();
+            let calls = shards
+                .iter()
+                .map(|s| s.call(ShardMsg::HandOver, Some(Duration::from_secs(3))));
+            let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(calls))
+                .await;
+        }
         let _ = self
             .supervisor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
+    }
+
+    /// Turns on session ownership across nodes (cluster mode): from now on a session is
+    /// decided only by the node holding its lease, and commands for sessions owned elsewhere
+    /// are forwarded (see [`ownership`]). Also starts the sweep that expires pending intents
+    /// whose owner died. Call once, before serving traffic.
+    pub fn enable_ownership(&self, ownership: Arc<Ownership>) -> EngineResult<()> {
+        self.ctx
+            .ownership
+            .set(ownership)
+            .map_err(|_| EngineError::Internal("session ownership enabled twice".into()))?;
+        spawn_expiry_sweep(Arc::downgrade(&self.ctx));
+        Ok(())
+    }
+
+    /// Session ownership, when enabled.
+    pub fn ownership(&self) -> Option<&Arc<Ownership>> {
+        self.ctx.ownership.get()
     }
 
     /// Hands a new intent to its session; resolves once it is durable.
@@ -159,7 +191,10 @@ impl SessionRegistry {
         idem: Option<IdempotencySpec>,
     ) -> EngineResult<Created> {
         let id = intent.id;
-        self.call(id, move |reply| ShardMsg::Create {
+        if let Some(own) = self.ctx.ownership.get() {
+            own.claim_new(id).await?;
+        }
+        call(&self.ctx, id, move |reply| ShardMsg::Create {
             intent: Box::new(intent.clone()),
             idem: idem.clone(),
             reply,
@@ -167,20 +202,26 @@ impl SessionRegistry {
         .await
     }
 
-    /// Sends a command to an intent's session; resolves once its effects are durable.
+    /// Sends a command to an intent's session; resolves once its effects are durable. In
+    /// cluster mode the command runs on the node that owns the session.
     pub async fn command(
         &self,
         id: PaymentIntentId,
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
     ) -> EngineResult<Applied> {
-        self.call(id, move |reply| ShardMsg::Command {
-            id,
-            cmd: cmd.clone(),
-            idem: idem.clone(),
-            reply,
-        })
-        .await
+        owned_command(&self.ctx, id, cmd, idem, false).await
+    }
+
+    /// Runs a command another node forwarded here. It is never forwarded again: if this node
+    /// no longer owns the session the caller gets 503 and retries.
+    pub async fn command_forwarded(
+        &self,
+        id: PaymentIntentId,
+        cmd: IntentCommand,
+        idem: Option<IdempotencySpec>,
+    ) -> EngineResult<Applied> {
+        owned_command(&self.ctx, id, cmd, idem, true).await
     }
 
     /// Runs every shard's timers now and waits until each has handled the tick (tests, and
@@ -204,24 +245,98 @@ impl SessionRegistry {
         let shard = self.ctx.registry.read()[idx].clone();
         let _ = shard.send_message(ShardMsg::CrashForTest { id });
     }
+}
 
-    async fn call<T, F>(&self, id: PaymentIntentId, build: F) -> EngineResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(ractor::RpcReplyPort<EngineResult<T>>) -> ShardMsg,
+/// Claims the session (cluster mode) and runs the command here or on its owner.
+pub(crate) async fn owned_command(
+    ctx: &Arc<SessionContext>,
+    id: PaymentIntentId,
+    cmd: IntentCommand,
+    idem: Option<IdempotencySpec>,
+    forwarded: bool,
+) -> EngineResult<Applied> {
+    let mut fresh = None;
+    if let Some(own) = ctx.ownership.get() {
+        match own.claim(id).await? {
+            Claim::Held => {}
+            Claim::Fresh => fresh = Some(Fresh(own.take_snapshot(id).await?.map(Box::new))),
+            Claim::Elsewhere(_) if forwarded => return Err(EngineError::SessionUnavailable),
+            Claim::Elsewhere(url) => return own.forward(&url, id, cmd, idem).await,
+        }
+    }
+    call(ctx, id, move |reply| ShardMsg::Command {
+        id,
+        cmd: cmd.clone(),
+        idem: idem.clone(),
+        fresh: fresh.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Cluster mode: every lease TTL (at least 5 s) one node at a time expires the pending intents
+/// that are past due, through their owners, so intents of a node that died still expire.
+fn spawn_expiry_sweep(ctx: std::sync::Weak<SessionContext>) {
+    tokio::spawn(async move {
+        let Some(period) = ctx
+            .upgrade()
+            .and_then(|c| c.ownership.get().map(|o| o.lease_ttl()))
+        else {
+            return;
+        };
+        let period = period.max(Duration::from_secs(5));
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(ctx) = ctx.upgrade() else { return };
+            if ctx.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(own) = ctx.ownership.get().cloned() else {
+                return;
+            };
+            own.forget_lapsed();
+            match own.lead("sweeper:expiry", period * 2).await {
+                Ok(true) => {}
+                _ => continue,
+            }
+            let now = ctx.clock.now();
+            let due = match ctx.ledger.pending_expiries().await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep could not read the ledger");
+                    continue;
+                }
+            };
+            for (id, at) in due.into_iter().filter(|(_, at)| *at <= now).take(1000) {
+                let _ = at;
+                if let Err(e) = owned_command(&ctx, id, IntentCommand::Expire, None, false).await {
+                    tracing::debug!(intent = %id, error = %e, "expiry sweep skipped an intent");
+                }
+            }
+        }
+    });
+}
+
+async fn call<T, F>(ctx: &SessionContext, id: PaymentIntentId, build: F) -> EngineResult<T>
+where
+    T: Send + 'static,
+    F: Fn(ractor::RpcReplyPort<EngineResult<T>>) -> ShardMsg,
+{
     {
-        let idx = self.ctx.shard_of(id);
-        let timeout = Some(Duration::from_millis(self.ctx.config.call_timeout_ms));
+        let idx = ctx.shard_of(id);
+        let timeout = Some(Duration::from_millis(ctx.config.call_timeout_ms));
         // One retry: a send that fails because the shard is being restarted waits for the
         // supervisor to publish the replacement.
         for attempt in 0..2 {
-            let mut gen_rx = self.ctx.generation.subscribe();
-            let shard = match self.ctx.registry.read().get(idx) {
+            let mut gen_rx = ctx.generation.subscribe();
+            let shard = match ctx.registry.read().get(idx) {
                 Some(s) => s.clone(),
                 None => return Err(EngineError::SessionUnavailable),
             };
-            let q = &self.ctx.queued[idx];
-            if q.fetch_add(1, Ordering::Relaxed) >= self.ctx.config.mailbox_bound {
+            let q = &ctx.queued[idx];
+            if q.fetch_add(1, Ordering::Relaxed) >= ctx.config.mailbox_bound {
                 q.fetch_sub(1, Ordering::Relaxed);
                 return Err(EngineError::StoreUnavailable(
                     "payment session shard is overloaded".into(),

@@ -28,6 +28,8 @@ pub enum ShardMsg {
         id: PaymentIntentId,
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
+        /// Set when this node just took the session over (cluster mode).
+        fresh: Option<Fresh>,
         reply: RpcReplyPort<EngineResult<Applied>>,
     },
     /// A rehydration read finished.
@@ -41,10 +43,19 @@ pub enum ShardMsg {
     Tick { reply: Option<RpcReplyPort<()>> },
     /// Expiry timers to arm (from the ledger, at start-up or after a restart).
     ArmTimers(Vec<(PaymentIntentId, Timestamp)>),
+    /// Clean stop in cluster mode: hand every idle session over (snapshot, release the lease)
+    /// and forget it. Waits on the hot state inside the handler, which is fine only because
+    /// the node is stopping and takes no new work.
+    HandOver(RpcReplyPort<()>),
     /// Test hook: panic while handling a message for this session.
     #[cfg(test)]
     CrashForTest { id: PaymentIntentId },
 }
+
+/// This node just took a session over: drop what it remembers of it and load it again, from
+/// the hand-over snapshot when there is one, else from the ledger.
+#[derive(Debug, Clone)]
+pub struct Fresh(pub Option<Box<PaymentIntent>>);
 
 /// The shard actor.
 pub struct SessionShard;
@@ -158,9 +169,31 @@ impl Actor for SessionShard {
                 id,
                 cmd,
                 idem,
+                fresh,
                 reply,
             } => {
                 st.ctx.queued[st.index].fetch_sub(1, Ordering::Relaxed);
+                if let Some(Fresh(snapshot)) = fresh {
+                    match st.sessions.get(&id) {
+                        Some(Slot::Live(s)) if s.inflight > 0 => {
+                            // Our lease lapsed while a write of ours was in flight; let it land
+                            // before deciding anything on this session again.
+                            let _ = reply.send(Err(EngineError::SessionUnavailable));
+                            return Ok(());
+                        }
+                        Some(Slot::Live(_)) => {
+                            st.remove(id);
+                        }
+                        _ => {}
+                    }
+                    if let Some(intent) = snapshot
+                        && !st.sessions.contains_key(&id)
+                    {
+                        st.sessions.insert(id, Slot::Loading(VecDeque::new()));
+                        st.ctx.live[st.index].fetch_add(1, Ordering::Relaxed);
+                        handle_loaded(&myself, st, id, Ok(Some(*intent)));
+                    }
+                }
                 route(
                     &myself,
                     st,
@@ -194,6 +227,25 @@ impl Actor for SessionShard {
                 for (id, at) in list {
                     st.timers.insert((at.ms(), id));
                 }
+            }
+            ShardMsg::HandOver(done) => {
+                if let Some(own) = st.ctx.ownership.get().cloned() {
+                    let now = st.ctx.clock.now_ms();
+                    let idle: Vec<PaymentIntentId> = st
+                        .sessions
+                        .iter()
+                        .filter_map(|(id, slot)| match slot {
+                            Slot::Live(s) if s.inflight == 0 && !s.poisoned => Some(*id),
+                            _ => None,
+                        })
+                        .collect();
+                    for id in idle {
+                        if let Some(Slot::Live(s)) = st.remove(id) {
+                            own.hand_over(&s.intent, now).await;
+                        }
+                    }
+                }
+                let _ = done.send(());
             }
             #[cfg(test)]
             ShardMsg::CrashForTest { id } => {
@@ -414,6 +466,15 @@ fn tick(myself: &ActorRef<ShardMsg>, st: &mut ShardState) {
             break;
         }
         st.timers.pop_first();
+        if st.ctx.ownership.get().is_some() {
+            // Cluster mode: the session may be owned elsewhere by now; expire it through
+            // its owner (a no-op there if it is no longer pending).
+            let ctx = st.ctx.clone();
+            tokio::spawn(async move {
+                let _ = super::owned_command(&ctx, id, IntentCommand::Expire, None, false).await;
+            });
+            continue;
+        }
         route(
             myself,
             st,

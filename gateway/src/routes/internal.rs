@@ -1,14 +1,104 @@
-//! Node-to-node routes of cluster mode (`/internal/...`, being built).
+//! Node-to-node routes of cluster mode (`/internal/...`).
+//!
+//! A node that receives a command for a payment session another node owns forwards it here
+//! (see `ipay_engine::session::ownership`). The route is authenticated by the shared
+//! `[cluster] node_token`; with no token configured it answers 404 like any unknown route, so
+//! an embedded-mode server exposes nothing. It is not part of the public API document.
 
 use crate::app::AppState;
+use crate::error::ApiError;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use ipay_engine::EngineError;
+use ipay_engine::ids::PaymentIntentId;
+use ipay_engine::session::ownership::{ForwardedCommand, ForwardedError};
+use subtle::ConstantTimeEq;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/internal/v1/sessions/{id}/command", post(command))
 }
 
-/// This module's part of the OpenAPI document.
+/// Nothing of this module is in the public OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi()]
 pub struct Doc;
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(own) = state.engine.sessions().ownership() else {
+        return false;
+    };
+    let token = own.node_token();
+    if token.is_empty() {
+        return false;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+fn forwarded_error(e: EngineError) -> Response {
+    let api = ApiError::from(e);
+    let body = ForwardedError {
+        status: api.status.as_u16(),
+        code: api.code.to_string(),
+        message: api.message.clone(),
+    };
+    (
+        api.status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// `POST /internal/v1/sessions/{id}/command`: runs a forwarded session command here.
+async fn command(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no such route; see /openapi.json for the API",
+        )
+        .into_response();
+    }
+    let Ok(id) = PaymentIntentId::parse(&id) else {
+        return forwarded_error(EngineError::not_found("payment intent", id));
+    };
+    let fwd: ForwardedCommand = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return forwarded_error(EngineError::invalid(
+                "parameter_invalid",
+                "body",
+                format!("not a forwarded command: {e}"),
+            ));
+        }
+    };
+    match state
+        .engine
+        .sessions()
+        .command_forwarded(id, fwd.cmd, fwd.idem)
+        .await
+    {
+        Ok(applied) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&applied).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => forwarded_error(e),
+    }
+}

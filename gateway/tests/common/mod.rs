@@ -163,3 +163,131 @@ impl TestServer {
 fn rand_suffix() -> String {
     ipay_engine::ids::EventId::new_at(0).to_string()[10..].to_string()
 }
+
+/// A last-mile account registered by a test: its JWT and ids.
+#[derive(Debug, Clone)]
+pub struct LastMileUser {
+    pub token: String,
+    pub user_id: String,
+    pub merchant_id: Option<String>,
+    pub email: String,
+}
+
+impl TestServer {
+    /// Registers a last-mile merchant user with a new merchant named `company`; returns its JWT.
+    pub async fn lastmile_merchant(&self, company: &str) -> LastMileUser {
+        self.lastmile_register(json!({"role": "merchant", "company_name": company}), None)
+            .await
+    }
+
+    /// Registers a last-mile user of `role` (`operator`, `driver`, `merchant`) on behalf of
+    /// `registrar` (the admin token or an operator JWT), optionally attached to a merchant.
+    pub async fn lastmile_user_by(
+        &self,
+        role: &str,
+        registrar: &str,
+        merchant_id: Option<&str>,
+    ) -> LastMileUser {
+        let mut body = json!({ "role": role });
+        if let Some(m) = merchant_id {
+            body["merchant_id"] = json!(m);
+        }
+        self.lastmile_register(body, Some(registrar)).await
+    }
+
+    async fn lastmile_register(&self, mut body: Value, registrar: Option<&str>) -> LastMileUser {
+        let email = format!("u{}@example.test", rand_suffix().to_lowercase());
+        body["email"] = json!(email);
+        body["password"] = json!("correct horse battery");
+        body["name"] = json!("Test User");
+        let r = self
+            .call(Method::POST, "/api/auth/register", registrar, Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        LastMileUser {
+            token: r.body["token"].as_str().unwrap().to_string(),
+            user_id: r.body["user"]["id"].as_str().unwrap().to_string(),
+            merchant_id: r.body["user"]["merchant_id"].as_str().map(str::to_string),
+            email,
+        }
+    }
+}
+
+// --- webhooks: the Python loopback receiver (gateway/tests/webhook_receiver.py) ---
+
+/// The Python receiver (`webhook_receiver.py`), killed when dropped.
+pub struct PyReceiver {
+    child: std::process::Child,
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl PyReceiver {
+    pub fn start() -> PyReceiver {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhook_receiver.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 is needed for the webhook receiver");
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("receiver printed nothing").unwrap();
+        let port = first.strip_prefix("listening ").expect("listening line");
+        PyReceiver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn configure(&self, cfg: serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/_config", self.base))
+            .json(&cfg)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    pub async fn received(&self) -> Vec<serde_json::Value> {
+        self.http
+            .get(format!("{}/_received", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (polling, bounded) until `f` holds for what was received.
+    pub async fn wait(
+        &self,
+        what: &str,
+        f: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = self.received().await;
+            if f(&r) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {r:#?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PyReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

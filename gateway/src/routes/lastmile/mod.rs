@@ -1,14 +1,114 @@
-//! Last-mile routes under `/api/...` (being built).
+//! Last-mile routes under `/api/...`: accounts ([`auth`]), orders and bulk upload
+//! ([`orders`]), shop integrations ([`integrations`]). Each submodule holds thin handlers; the
+//! engine's `lastmile` module holds the rules.
+
+pub mod auth;
+pub mod orders;
+
+pub mod consumer;
+pub mod driver;
+pub mod sessions;
+pub mod stream;
 
 use crate::app::AppState;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/me", get(auth::me))
+        .route("/api/orders", get(orders::list).post(orders::create))
+        .route(
+            "/api/orders/upload",
+            // The body is streamed with its own limit (`lastmile.upload_max_bytes`).
+            post(orders::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/orders/sample.csv", get(orders::sample_csv))
+        .route("/api/orders/{id}", get(orders::get))
+        .route("/api/orders/{id}/create-session", post(sessions::create))
+        .route("/api/payment-sessions", get(sessions::list))
+        .route("/api/payment-sessions/{id}", get(sessions::get))
+        .route(
+            "/api/payment-sessions/{id}/parcel-status",
+            post(sessions::parcel_status),
+        )
+        .route(
+            "/api/payment-sessions/{id}/unlock-otp",
+            post(sessions::unlock_otp),
+        )
+        .route("/api/payment-sessions/{id}/qr.png", get(sessions::qr_png))
+        .route("/api/payment-sessions/{id}/qr.svg", get(sessions::qr_svg))
+        .route("/api/session/{token}", get(consumer::get))
+        .route(
+            "/api/session/{token}/start-payment",
+            post(consumer::start_payment),
+        )
+        .route("/api/driver/verify-otp", post(driver::verify_otp))
+        .route("/api/events/stream", get(stream::stream))
 }
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi()]
+#[openapi(
+    paths(
+        auth::register,
+        auth::login,
+        auth::me,
+        orders::create,
+        orders::list,
+        orders::get,
+        orders::upload,
+        orders::sample_csv,
+        sessions::create,
+        sessions::list,
+        sessions::get,
+        sessions::parcel_status,
+        sessions::unlock_otp,
+        sessions::qr_png,
+        sessions::qr_svg,
+        consumer::get,
+        consumer::start_payment,
+        driver::verify_otp,
+        stream::stream,
+    ),
+    components(schemas(
+        ipay_engine::lastmile::accounts::Role,
+        ipay_engine::lastmile::accounts::RegisterRequest,
+        ipay_engine::lastmile::accounts::LoginRequest,
+        ipay_engine::lastmile::accounts::TokenResponse,
+        ipay_engine::lastmile::accounts::UserView,
+        ipay_engine::lastmile::orders::Order,
+        ipay_engine::lastmile::orders::OrderInput,
+        ipay_engine::lastmile::orders::OrderStatus,
+        ipay_engine::lastmile::orders::Customer,
+        ipay_engine::lastmile::orders::Address,
+        ipay_engine::lastmile::orders::OrderItem,
+        ipay_engine::lastmile::upload::UploadReport,
+        ipay_engine::lastmile::upload::RowError,
+        ipay_engine::lastmile::upload::DuplicateRow,
+        sessions::CreatedSession,
+        ipay_engine::lastmile::sessions::SessionView,
+        ipay_engine::lastmile::sessions::SessionDetail,
+        ipay_engine::lastmile::sessions::SessionPage,
+        ipay_engine::lastmile::sessions::SessionStatus,
+        ipay_engine::lastmile::sessions::ParcelStatus,
+        ipay_engine::lastmile::sessions::LogEntry,
+        ipay_engine::lastmile::sessions::ConsumerView,
+        ipay_engine::lastmile::sessions::ConsumerPayment,
+        ipay_engine::lastmile::sessions::StartPaymentRequest,
+        ipay_engine::lastmile::sessions::VerifyOtpRequest,
+        ipay_engine::lastmile::sessions::VerifyOtpResponse,
+        ipay_engine::lastmile::sessions::ParcelStatusRequest,
+        ipay_engine::lastmile::orders::CursorPagination,
+    )),
+    tags((name = "lastmile-auth", description = "Last-mile accounts (JWT)"),
+         (name = "lastmile-orders", description = "Last-mile orders and bulk upload"),
+         (name = "lastmile-sessions", description = "Payment sessions (18-digit reference), parcel states, event stream"),
+         (name = "lastmile-consumer", description = "The consumer's pay page (no login)"),
+         (name = "lastmile-driver", description = "Driver OTP check at the door"))
+)]
 pub struct Doc;

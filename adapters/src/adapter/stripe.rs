@@ -1,0 +1,326 @@
+//! Stripe as a `ChannelAdapter`: a PaymentIntent created over the form-encoded API with the
+//! secret key (our intent id in `metadata[ipay_intent_id]` and as the `Idempotency-Key`, so a
+//! retried creation returns the same PaymentIntent), and webhooks verified from
+//! `Stripe-Signature` with a 300 s tolerance.
+//!
+//! A bare PaymentIntent has no scannable payload. The adapter uses, in order: a QR payload in
+//! `next_action` (`*_display_qr_code.data`, e.g. PromptPay or WeChat Pay through Stripe), a
+//! redirect URL in `next_action`, else the `client_secret` the pay page hands to Stripe.js.
+
+use async_trait::async_trait;
+use ipay_engine::channel::{
+    CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelPayment,
+    ChannelPaymentRequest,
+};
+use ipay_engine::clock::Timestamp;
+use ipay_engine::model::Secret;
+use ipay_engine::money::Currency;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Fields, header, intent_id, money};
+use crate::http::HttpClient;
+use crate::stripe as wire;
+
+/// Channel name.
+pub const NAME: &str = "stripe";
+/// Production base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+/// Path of PaymentIntent creation.
+pub const PAYMENT_INTENTS_PATH: &str = "/v1/payment_intents";
+/// Metadata key carrying our intent id.
+pub const METADATA_KEY: &str = "ipay_intent_id";
+const FIELDS: &[&str] = &["secret_key", "webhook_secret"];
+
+/// A merchant's Stripe credentials: `secret_key` (`sk_test_…`, `sk_live_…` or a restricted
+/// `rk_…` key) and `webhook_secret` (the endpoint's `whsec_…`).
+#[derive(Clone, Debug)]
+pub struct StripeCredentials {
+    secret_key: Secret,
+    webhook_secret: Secret,
+    live: bool,
+}
+
+impl StripeCredentials {
+    /// Parses and checks the credential object.
+    pub fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::new(NAME, value, FIELDS)?;
+        let secret_key = f.req("secret_key")?;
+        let live = secret_key.starts_with("sk_live_") || secret_key.starts_with("rk_live_");
+        let test = secret_key.starts_with("sk_test_") || secret_key.starts_with("rk_test_");
+        if !(live || test)
+            || secret_key.len() < 16
+            || !secret_key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(f.bad(
+                "secret_key",
+                "must be a Stripe secret or restricted key (sk_test_…, sk_live_…, rk_…)",
+            ));
+        }
+        let webhook_secret = f.req("webhook_secret")?;
+        if !webhook_secret.starts_with("whsec_") || webhook_secret.len() < 16 {
+            return Err(f.bad("webhook_secret", "must be an endpoint secret (whsec_…)"));
+        }
+        Ok(StripeCredentials {
+            secret_key: Secret::new(secret_key.to_owned()),
+            webhook_secret: Secret::new(webhook_secret.to_owned()),
+            live,
+        })
+    }
+}
+
+/// The Stripe adapter for one merchant.
+pub struct StripeAdapter {
+    creds: StripeCredentials,
+    url: String,
+    client: HttpClient,
+}
+
+impl StripeAdapter {
+    /// An adapter calling `{base_url}/v1/payment_intents`. Stripe sends webhooks to the
+    /// endpoints configured in the merchant's Stripe account, not to a per-payment URL.
+    pub fn new(creds: StripeCredentials, base_url: &str, client: HttpClient) -> Self {
+        StripeAdapter {
+            creds,
+            url: format!("{}{PAYMENT_INTENTS_PATH}", base_url.trim_end_matches('/')),
+            client,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PaymentIntentAnswer {
+    id: String,
+    client_secret: Option<String>,
+    #[serde(default)]
+    next_action: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A QR payload or redirect URL from `next_action`, if Stripe gave one.
+fn next_action_payload(next_action: &Value) -> Option<String> {
+    let obj = next_action.as_object()?;
+    for (key, value) in obj {
+        if key.ends_with("_display_qr_code")
+            && let Some(data) = value.get("data").and_then(Value::as_str)
+        {
+            return Some(data.to_owned());
+        }
+    }
+    next_action
+        .pointer("/redirect_to_url/url")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    data: EventData,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    object: EventObject,
+}
+
+#[derive(Deserialize)]
+struct EventObject {
+    id: Option<String>,
+    #[serde(default)]
+    amount: i64,
+    #[serde(default)]
+    amount_received: i64,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    last_payment_error: Option<LastPaymentError>,
+}
+
+#[derive(Deserialize)]
+struct LastPaymentError {
+    message: Option<String>,
+}
+
+#[async_trait]
+impl ChannelAdapter for StripeAdapter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn supports_currency(&self, currency: Currency) -> bool {
+        // Stripe's smallest unit equals ISO 4217's minor unit except for these, and three-
+        // decimal currencies need amounts rounded to tens; none of them are offered.
+        matches!(currency.exponent(), 0 | 2)
+            && !matches!(currency.code(), "ISK" | "UGX" | "HUF" | "TWD")
+    }
+
+    fn allows_livemode(&self) -> bool {
+        self.creds.live
+    }
+
+    async fn create_payment(
+        &self,
+        req: &ChannelPaymentRequest,
+    ) -> Result<ChannelPayment, ChannelError> {
+        let intent = req.intent_id.to_string();
+        let amount = req.amount.value.to_string();
+        let currency = req.amount.currency.code().to_ascii_lowercase();
+        let description = format!("Payment {intent}");
+        let form = crate::alipay::encode_form(&[
+            ("amount", amount.as_str()),
+            ("currency", currency.as_str()),
+            ("automatic_payment_methods[enabled]", "true"),
+            ("description", description.as_str()),
+            ("metadata[ipay_intent_id]", intent.as_str()),
+        ]);
+        let authorization = format!("Bearer {}", self.creds.secret_key.expose());
+        let answer = self
+            .client
+            .post(
+                NAME,
+                &self.url,
+                &[
+                    ("authorization", &authorization),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("idempotency-key", &intent),
+                ],
+                form.into_bytes(),
+            )
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            let detail = serde_json::from_slice::<ErrorAnswer>(&answer.body).ok();
+            let text = match &detail {
+                Some(ErrorAnswer { error }) => format!(
+                    "stripe answered HTTP {}: {} {} {}",
+                    answer.status,
+                    error.kind,
+                    error.code.as_deref().unwrap_or(""),
+                    error.message.as_deref().unwrap_or("")
+                ),
+                None => format!("stripe answered HTTP {}", answer.status),
+            };
+            let transient =
+                answer.status == 429 || detail.is_some_and(|d| d.error.kind == "api_error");
+            return Err(if transient {
+                ChannelError::Unavailable(text)
+            } else {
+                ChannelError::Rejected(text)
+            });
+        }
+        let pi: PaymentIntentAnswer = serde_json::from_slice(&answer.body)
+            .map_err(|e| ChannelError::Unavailable(format!("stripe answer is malformed: {e}")))?;
+        let qr_code = pi
+            .next_action
+            .as_ref()
+            .and_then(next_action_payload)
+            .or(pi.client_secret)
+            .ok_or_else(|| {
+                ChannelError::Unavailable("stripe answer has no client_secret".into())
+            })?;
+        Ok(ChannelPayment {
+            qr_code,
+            channel_reference: Some(pi.id),
+        })
+    }
+
+    fn verify_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<CallbackNotice, CallbackError> {
+        let signature = header(headers, wire::HEADER_NAME)
+            .ok_or_else(|| CallbackError::Malformed("missing Stripe-Signature header".into()))?;
+        wire::verify(
+            signature,
+            body,
+            self.creds.webhook_secret.expose(),
+            now.ms().div_euclid(1000),
+            wire::DEFAULT_TOLERANCE_SECS,
+        )
+        .map_err(|e| match e {
+            wire::StripeSignatureError::MalformedHeader(_) => {
+                CallbackError::Malformed(e.to_string())
+            }
+            wire::StripeSignatureError::TimestampOutsideTolerance { .. } => {
+                CallbackError::Stale(e.to_string())
+            }
+            _ => CallbackError::SignatureMismatch(e.to_string()),
+        })?;
+        let event: Event<'_> = serde_json::from_slice(body)
+            .map_err(|e| CallbackError::Malformed(format!("stripe event: {e}")))?;
+        let object = event.data.object;
+        let intent = object.metadata.get(METADATA_KEY).ok_or_else(|| {
+            CallbackError::Malformed(format!("event has no metadata.{METADATA_KEY}"))
+        })?;
+        let intent = intent_id(METADATA_KEY, intent)?;
+        let outcome = match event.kind.as_ref() {
+            "payment_intent.succeeded" => {
+                let value = if object.amount_received > 0 {
+                    object.amount_received
+                } else {
+                    object.amount
+                };
+                CallbackOutcome::Paid {
+                    amount: money(value, &object.currency)?,
+                    channel_reference: object.id,
+                }
+            }
+            "payment_intent.payment_failed" => CallbackOutcome::Failed {
+                reason: object
+                    .last_payment_error
+                    .and_then(|e| e.message)
+                    .unwrap_or_else(|| "stripe payment failed".into()),
+            },
+            "payment_intent.canceled" => CallbackOutcome::Failed {
+                reason: "stripe payment intent canceled".into(),
+            },
+            _ => CallbackOutcome::Ignored,
+        };
+        Ok(CallbackNotice {
+            notification_id: event.id.into_owned(),
+            intent_id: intent,
+            outcome,
+        })
+    }
+}
+
+/// The intent a Stripe event names (`data.object.metadata.ipay_intent_id`), read without
+/// verifying.
+pub fn peek_intent(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        data: PeekData,
+    }
+    #[derive(Deserialize)]
+    struct PeekData {
+        object: PeekObject,
+    }
+    #[derive(Deserialize)]
+    struct PeekObject {
+        #[serde(default)]
+        metadata: std::collections::HashMap<String, String>,
+    }
+    let mut peek: Peek = serde_json::from_slice(body).ok()?;
+    peek.data.object.metadata.remove(METADATA_KEY)
+}

@@ -1,0 +1,766 @@
+//! Last-mile orders: the [`Order`] model, its validation (one function shared by the JSON API,
+//! bulk upload and shop webhooks), its storage and the filtered, cursor-paginated listing.
+//!
+//! Storage (generic ledger records and indexes):
+//! - `lm_order/{order_id}` → the order (JSON);
+//! - `lm_orders` partition `{merchant}:{YYYYMMDD}` (UTC day of creation), sort key the order
+//!   id (time-ordered) → the order again, so a list page is one scan with no lookups;
+//! - `lm_order_days` partition `{merchant}`, sort key `YYYYMMDD` → days that have orders;
+//! - `lm_order_ext/{merchant}:{namespace}:{external_id}` → order id, the duplicate check.
+//!
+//! Anything that changes an order writes [`order_write_ops`] so record and index stay equal.
+//! Sessions, parcel states and payments are not here (see the session modules).
+
+use super::LastMile;
+use crate::clock::Timestamp;
+use crate::engine::AmountInput;
+use crate::error::{EngineError, EngineResult};
+use crate::ids::MerchantId;
+use crate::model::Event;
+use crate::money::Money;
+use crate::store::{EntryRange, WriteBatch, WriteOp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::ops::Bound;
+use std::str::FromStr;
+
+const ORDER: &str = "lm_order";
+const ORDER_EXT: &str = "lm_order_ext";
+const ORDERS_BY_DAY: &str = "lm_orders";
+const ORDER_DAYS: &str = "lm_order_days";
+/// Bounds on order content.
+pub const MAX_ITEMS: usize = 100;
+const MAX_TEXT: usize = 200;
+const MAX_EXTERNAL_ID: usize = 100;
+const MAX_QTY: u32 = 100_000;
+
+/// An order id: `ord_` + a ULID (sorts by creation time).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderId(ulid::Ulid);
+
+impl OrderId {
+    const PREFIX: &'static str = "ord_";
+
+    /// A fresh id created at `unix_ms`.
+    pub fn new_at(unix_ms: i64) -> OrderId {
+        OrderId(ulid::Ulid::from_parts(
+            u64::try_from(unix_ms).unwrap_or(0),
+            rand::random(),
+        ))
+    }
+
+    /// The smallest id created at `unix_ms` (range bounds).
+    pub fn min_at(unix_ms: i64) -> OrderId {
+        OrderId(ulid::Ulid::from_parts(u64::try_from(unix_ms).unwrap_or(0), 0))
+    }
+
+    /// Parses `ord_` + 26 base32 characters.
+    pub fn parse(s: &str) -> Option<OrderId> {
+        s.strip_prefix(Self::PREFIX)
+            .and_then(|r| ulid::Ulid::from_string(r).ok())
+            .map(OrderId)
+    }
+
+    /// Creation time, ms.
+    pub fn timestamp_ms(&self) -> i64 {
+        self.0.timestamp_ms() as i64
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.0)
+    }
+}
+
+impl fmt::Debug for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for OrderId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        OrderId::parse(&s).ok_or_else(|| serde::de::Error::custom("not an order id"))
+    }
+}
+
+/// Where an order is in its life. Payment sessions and parcels move it forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Accepted, no payment session yet.
+    Created,
+    /// A payment session (18-digit reference) exists.
+    SessionCreated,
+    /// The consumer paid.
+    Paid,
+    /// The parcel was delivered.
+    Delivered,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl FromStr for OrderStatus {
+    type Err = EngineError;
+    fn from_str(s: &str) -> EngineResult<OrderStatus> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).map_err(|_| {
+            EngineError::invalid(
+                "parameter_invalid",
+                "status",
+                "status must be one of CREATED, SESSION_CREATED, PAID, DELIVERED, CANCELLED",
+            )
+        })
+    }
+}
+
+/// A postal address. `country` is an ISO 3166-1 alpha-2 code, upper case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[schema(example = "NL")]
+    pub country: String,
+}
+
+/// The person receiving the parcel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    pub address: Address,
+}
+
+/// One order line. `unit_price` is in minor units of the order's currency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItem {
+    pub sku: String,
+    pub name: String,
+    pub qty: u32,
+    pub unit_price: i64,
+}
+
+/// A stored order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Order {
+    #[schema(value_type = String, example = "ord_01J7XZ1A2B3C4D5E6F7G8H9IKM")]
+    pub id: OrderId,
+    #[schema(value_type = String)]
+    pub merchant_id: MerchantId,
+    /// The shop's or file's own order number, when given (duplicates are refused).
+    pub external_id: Option<String>,
+    /// `api`, `csv`, `xlsx`, or the shop platform (`shopify`, `woocommerce`, …).
+    pub source: String,
+    pub status: OrderStatus,
+    pub customer: Customer,
+    pub items: Vec<OrderItem>,
+    /// What the consumer pays on delivery.
+    pub amount: Money,
+    /// Carrier code, upper case (`DHL`, `POSTNL`, …).
+    pub carrier_code: String,
+    /// Whether the order is collected through IPAY.
+    pub ipay_flag: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated: Timestamp,
+}
+
+/// `POST /api/orders` body (also what uploads and shop mappings produce).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderInput {
+    #[serde(default)]
+    pub external_id: Option<String>,
+    pub customer: Customer,
+    /// Up to 100 lines; may be empty.
+    #[serde(default)]
+    pub items: Vec<OrderItem>,
+    pub amount: AmountInput,
+    pub carrier_code: String,
+    /// Default `true`.
+    #[serde(default)]
+    pub ipay_flag: Option<bool>,
+}
+
+/// Why one field of an order was refused: `field` is the parameter path
+/// (`customer.address.country`); uploads turn it into a column name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    fn new(field: &str, reason: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<FieldError> for EngineError {
+    fn from(e: FieldError) -> EngineError {
+        EngineError::invalid("parameter_invalid", e.field, e.reason)
+    }
+}
+
+/// A validated order, ready to store.
+#[derive(Debug, Clone)]
+pub struct ValidOrder {
+    external_id: Option<String>,
+    customer: Customer,
+    items: Vec<OrderItem>,
+    amount: Money,
+    carrier_code: String,
+    ipay_flag: bool,
+}
+
+impl ValidOrder {
+    /// The external id, if any.
+    pub fn external_id(&self) -> Option<&str> {
+        self.external_id.as_deref()
+    }
+}
+
+fn text(field: &str, v: &str, required: bool) -> Result<Option<String>, FieldError> {
+    let t = v.trim();
+    if t.is_empty() {
+        return if required {
+            Err(FieldError::new(field, "is required"))
+        } else {
+            Ok(None)
+        };
+    }
+    if t.chars().count() > MAX_TEXT {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "must not contain control characters"));
+    }
+    Ok(Some(t.to_string()))
+}
+
+fn required(field: &str, v: &str) -> Result<String, FieldError> {
+    text(field, v, true).map(Option::unwrap_or_default)
+}
+
+fn optional(field: &str, v: Option<&str>) -> Result<Option<String>, FieldError> {
+    text(field, v.unwrap_or(""), false)
+}
+
+/// Validates an order and puts it in canonical form (trimmed text, upper-case country and
+/// carrier, lower-case email).
+pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
+    let external_id = match input.external_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) if e.chars().count() > MAX_EXTERNAL_ID || e.chars().any(char::is_control) => {
+            return Err(FieldError::new(
+                "external_id",
+                format!("must be at most {MAX_EXTERNAL_ID} printable characters"),
+            ));
+        }
+        Some(e) => Some(e.to_string()),
+    };
+    let c = &input.customer;
+    let name = required("customer.name", &c.name)?;
+    let email = match optional("customer.email", c.email.as_deref())? {
+        None => None,
+        Some(e) => {
+            let e = e.to_lowercase();
+            let ok = e.split_once('@').is_some_and(|(l, d)| {
+                !l.is_empty() && d.contains('.') && !d.contains('@') && !d.ends_with('.')
+            }) && !e.contains(char::is_whitespace);
+            if !ok {
+                return Err(FieldError::new(
+                    "customer.email",
+                    "must be an address like name@example.com",
+                ));
+            }
+            Some(e)
+        }
+    };
+    let phone = match optional("customer.phone", c.phone.as_deref())? {
+        None => None,
+        Some(p) => {
+            let digits = p.chars().filter(char::is_ascii_digit).count();
+            let ok = p
+                .chars()
+                .all(|ch| ch.is_ascii_digit() || " +-().".contains(ch))
+                && (6..=20).contains(&digits);
+            if !ok {
+                return Err(FieldError::new(
+                    "customer.phone",
+                    "must be a phone number of 6 to 20 digits (+, spaces, dashes and brackets allowed)",
+                ));
+            }
+            Some(p)
+        }
+    };
+    let a = &c.address;
+    let country = a.country.trim().to_ascii_uppercase();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError::new(
+            "customer.address.country",
+            "must be an ISO 3166-1 alpha-2 country code such as NL or DE",
+        ));
+    }
+    let address = Address {
+        line1: required("customer.address.line1", &a.line1)?,
+        line2: optional("customer.address.line2", a.line2.as_deref())?,
+        city: required("customer.address.city", &a.city)?,
+        postal_code: required("customer.address.postal_code", &a.postal_code)?,
+        region: optional("customer.address.region", a.region.as_deref())?,
+        country,
+    };
+    let amount = Money::from_parts(input.amount.value, input.amount.currency.trim())
+        .map_err(|e| {
+            let field = if matches!(e, crate::money::MoneyError::UnknownCurrency(_)) {
+                "amount.currency"
+            } else {
+                "amount.value"
+            };
+            FieldError::new(field, e.to_string())
+        })?;
+    if input.items.len() > MAX_ITEMS {
+        return Err(FieldError::new(
+            "items",
+            format!("at most {MAX_ITEMS} items per order"),
+        ));
+    }
+    let mut items = Vec::with_capacity(input.items.len());
+    for (i, it) in input.items.iter().enumerate() {
+        let f = |n: &str| format!("items[{i}].{n}");
+        if it.qty == 0 || it.qty > MAX_QTY {
+            return Err(FieldError::new(
+                &f("qty"),
+                format!("must be between 1 and {MAX_QTY}"),
+            ));
+        }
+        if it.unit_price < 0 || it.unit_price > crate::money::MAX_MINOR_UNITS {
+            return Err(FieldError::new(
+                &f("unit_price"),
+                "must be a non-negative whole number of minor units",
+            ));
+        }
+        items.push(OrderItem {
+            sku: required(&f("sku"), &it.sku)?,
+            name: required(&f("name"), &it.name)?,
+            qty: it.qty,
+            unit_price: it.unit_price,
+        });
+    }
+    let carrier_code = input.carrier_code.trim().to_ascii_uppercase();
+    if carrier_code.is_empty()
+        || carrier_code.len() > 32
+        || !carrier_code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(FieldError::new(
+            "carrier_code",
+            "must be 1 to 32 letters, digits, `_` or `-` (e.g. DHL, POSTNL)",
+        ));
+    }
+    Ok(ValidOrder {
+        external_id,
+        customer: Customer {
+            name,
+            email,
+            phone,
+            address,
+        },
+        items,
+        amount,
+        carrier_code,
+        ipay_flag: input.ipay_flag.unwrap_or(true),
+    })
+}
+
+/// The outcome of storing one order.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    Created(Box<Order>),
+    /// An order with the same external id exists (or came earlier in the same call).
+    Duplicate { existing: Option<OrderId> },
+}
+
+/// The ops that (re)write an order's record and its index entry; include them in any batch
+/// that changes an order.
+pub fn order_write_ops(order: &Order) -> EngineResult<[WriteOp; 2]> {
+    let json = serde_json::to_vec(order).map_err(|e| EngineError::Internal(e.to_string()))?;
+    Ok([
+        WriteOp::PutRecord {
+            kind: ORDER,
+            key: order.id.to_string(),
+            value: json.clone(),
+        },
+        WriteOp::PutEntry {
+            index: ORDERS_BY_DAY,
+            partition: day_partition(order.merchant_id, order.created.ms()),
+            sort: order.id.to_string(),
+            value: json,
+        },
+    ])
+}
+
+fn day(ms: i64) -> String {
+    Timestamp(ms).to_datetime().format("%Y%m%d").to_string()
+}
+
+fn day_partition(merchant: MerchantId, ms: i64) -> String {
+    format!("{merchant}:{}", day(ms))
+}
+
+fn ext_key(merchant: MerchantId, namespace: &str, external_id: &str) -> String {
+    format!("{merchant}:{namespace}:{external_id}")
+}
+
+/// Query of `GET /api/orders`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrderListParams {
+    /// 1 to 100, default 20.
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// CREATED | SESSION_CREATED | PAID | DELIVERED | CANCELLED
+    pub status: Option<String>,
+    /// ISO 3166-1 alpha-2 code of the delivery address.
+    pub country: Option<String>,
+    pub carrier_code: Option<String>,
+    /// `api`, `csv`, `xlsx`, `shopify`, …
+    pub source: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD` (inclusive).
+    pub created_after: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD` (exclusive).
+    pub created_before: Option<String>,
+}
+
+/// One page of orders, newest first.
+#[derive(Debug, Serialize)]
+pub struct OrderPage {
+    pub data: Vec<Order>,
+    pub pagination: CursorPagination,
+}
+
+/// Keyset pagination.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CursorPagination {
+    pub limit: usize,
+    /// Pass as `cursor` for the next page; `null` when there is none.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+struct Filter {
+    status: Option<OrderStatus>,
+    country: Option<String>,
+    carrier: Option<String>,
+    source: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, o: &Order) -> bool {
+        self.status.is_none_or(|s| o.status == s)
+            && self.country.as_deref().is_none_or(|c| o.customer.address.country == c)
+            && self.carrier.as_deref().is_none_or(|c| o.carrier_code == c)
+            && self.source.as_deref().is_none_or(|s| o.source == s)
+    }
+}
+
+fn time_param(name: &str, v: Option<&str>) -> EngineResult<Option<i64>> {
+    v.map(|s| {
+        Timestamp::parse_flexible(s).map(|t| t.ms()).ok_or_else(|| {
+            EngineError::invalid(
+                "parameter_invalid",
+                name.to_string(),
+                format!("{name} must be an RFC 3339 time or YYYY-MM-DD"),
+            )
+        })
+    })
+    .transpose()
+}
+
+impl LastMile {
+    /// Validates and stores one order (`POST /api/orders`).
+    pub async fn create_order(
+        &self,
+        merchant: MerchantId,
+        input: OrderInput,
+        source: &str,
+    ) -> EngineResult<Order> {
+        let valid = validate(input)?;
+        let ext = valid.external_id.clone();
+        let out = self
+            .insert_orders(merchant, source, "manual", vec![valid], vec![])
+            .await?;
+        match out.into_iter().next() {
+            Some(Inserted::Created(o)) => Ok(*o),
+            Some(Inserted::Duplicate { existing }) => Err(EngineError::Conflict {
+                code: "order_duplicate",
+                message: format!(
+                    "an order with external_id `{}` exists{}",
+                    ext.unwrap_or_default(),
+                    existing.map(|e| format!(" ({e})")).unwrap_or_default()
+                ),
+            }),
+            None => Err(EngineError::Internal("no insert outcome".into())),
+        }
+    }
+
+    /// A merchant's order; another merchant's order is "not found".
+    pub async fn get_order(&self, merchant: MerchantId, order_id: &str) -> EngineResult<Order> {
+        let nf = || EngineError::not_found("order", order_id);
+        let id = OrderId::parse(order_id).ok_or_else(nf)?;
+        let raw = self
+            .engine
+            .ledger()
+            .get_record(ORDER, &id.to_string())
+            .await?
+            .ok_or_else(nf)?;
+        let order: Order =
+            serde_json::from_slice(&raw).map_err(|e| EngineError::Internal(e.to_string()))?;
+        if order.merchant_id != merchant {
+            return Err(nf());
+        }
+        Ok(order)
+    }
+
+    /// Finds the order a merchant stored under an external id in `namespace` (`manual` for
+    /// API and uploads, the provider name for shop webhooks).
+    pub async fn find_order_by_external_id(
+        &self,
+        merchant: MerchantId,
+        namespace: &str,
+        external_id: &str,
+    ) -> EngineResult<Option<OrderId>> {
+        let raw = self
+            .engine
+            .ledger()
+            .get_record(ORDER_EXT, &ext_key(merchant, namespace, external_id))
+            .await?;
+        Ok(raw.and_then(|r| OrderId::parse(&String::from_utf8_lossy(&r))))
+    }
+
+    /// Stores validated orders in one batch with their `order.created` events, skipping those
+    /// whose external id (in `namespace`) exists. `extra` ops join the same batch.
+    pub(crate) async fn insert_orders(
+        &self,
+        merchant: MerchantId,
+        source: &str,
+        namespace: &str,
+        orders: Vec<ValidOrder>,
+        extra: Vec<WriteOp>,
+    ) -> EngineResult<Vec<Inserted>> {
+        let lock = self.order_lock(merchant);
+        let _guard = lock.lock().await;
+        let now = self.engine.clock().now();
+        let mut batch = WriteBatch {
+            ops: Vec::with_capacity(orders.len() * 5 + extra.len() + 1),
+        };
+        let mut seen = HashSet::new();
+        let mut days = BTreeSet::new();
+        let mut out = Vec::with_capacity(orders.len());
+        for v in orders {
+            if let Some(ext) = v.external_id.as_deref() {
+                if !seen.insert(ext.to_string()) {
+                    out.push(Inserted::Duplicate { existing: None });
+                    continue;
+                }
+                if let Some(existing) = self
+                    .find_order_by_external_id(merchant, namespace, ext)
+                    .await?
+                {
+                    out.push(Inserted::Duplicate {
+                        existing: Some(existing),
+                    });
+                    continue;
+                }
+            }
+            let order = Order {
+                id: OrderId::new_at(now.ms()),
+                merchant_id: merchant,
+                external_id: v.external_id,
+                source: source.to_string(),
+                status: OrderStatus::Created,
+                customer: v.customer,
+                items: v.items,
+                amount: v.amount,
+                carrier_code: v.carrier_code,
+                ipay_flag: v.ipay_flag,
+                created: now,
+                updated: now,
+            };
+            batch.ops.extend(order_write_ops(&order)?);
+            if let Some(ext) = order.external_id.as_deref() {
+                batch.push(WriteOp::PutRecord {
+                    kind: ORDER_EXT,
+                    key: ext_key(merchant, namespace, ext),
+                    value: order.id.to_string().into_bytes(),
+                });
+            }
+            days.insert(day(now.ms()));
+            batch.push(WriteOp::PutEvent(Event::new(
+                merchant,
+                self.cfg.events_livemode,
+                "order.created",
+                now,
+                order.id.to_string(),
+                &order,
+            )));
+            out.push(Inserted::Created(Box::new(order)));
+        }
+        for d in days {
+            batch.push(WriteOp::PutEntry {
+                index: ORDER_DAYS,
+                partition: merchant.to_string(),
+                sort: d,
+                value: vec![],
+            });
+        }
+        batch.ops.extend(extra);
+        if !batch.ops.is_empty() {
+            self.engine.ledger().submit(batch).await?;
+        }
+        Ok(out)
+    }
+
+    /// A merchant's orders, newest first, filtered; keyset-paginated. A page may hold fewer
+    /// than `limit` orders while `has_more` is true when the scan budget ran out (filters that
+    /// match rarely); follow `next_cursor`.
+    pub async fn list_orders(
+        &self,
+        merchant: MerchantId,
+        p: &OrderListParams,
+    ) -> EngineResult<OrderPage> {
+        let limit = p.limit.unwrap_or(20);
+        if limit == 0 || limit > 100 {
+            return Err(EngineError::invalid(
+                "parameter_invalid",
+                "limit",
+                "limit must be between 1 and 100",
+            ));
+        }
+        let cursor = match p.cursor.as_deref() {
+            Some(c) => Some(OrderId::parse(c).ok_or_else(|| {
+                EngineError::invalid(
+                    "parameter_invalid",
+                    "cursor",
+                    "cursor must be the next_cursor of a previous page",
+                )
+            })?),
+            None => None,
+        };
+        let filter = Filter {
+            status: p.status.as_deref().map(str::parse).transpose()?,
+            country: p.country.as_deref().map(|c| c.trim().to_ascii_uppercase()),
+            carrier: p
+                .carrier_code
+                .as_deref()
+                .map(|c| c.trim().to_ascii_uppercase()),
+            source: p.source.as_deref().map(|s| s.trim().to_ascii_lowercase()),
+        };
+        let after = time_param("created_after", p.created_after.as_deref())?;
+        let before = time_param("created_before", p.created_before.as_deref())?;
+        // Upper bound (exclusive) on ids: the cursor or `created_before`, whichever is lower.
+        let mut upper: Option<String> = before.map(|ms| OrderId::min_at(ms).to_string());
+        if let Some(c) = cursor {
+            let c = c.to_string();
+            upper = Some(match upper {
+                Some(u) if u < c => u,
+                _ => c,
+            });
+        }
+        let lower: Option<String> = after.map(|ms| OrderId::min_at(ms).to_string());
+        let ledger = self.engine.ledger();
+        let day_range = EntryRange {
+            start: after.map_or(Bound::Unbounded, |ms| Bound::Included(day(ms))),
+            end: upper
+                .as_deref()
+                .and_then(OrderId::parse)
+                .map_or(Bound::Unbounded, |id| Bound::Included(day(id.timestamp_ms()))),
+            limit: 100_000,
+            descending: true,
+        };
+        let days = ledger
+            .scan_entries(ORDER_DAYS, &merchant.to_string(), &day_range)
+            .await?;
+        let mut budget = self.cfg.list_scan_budget;
+        let mut data = Vec::with_capacity(limit + 1);
+        let mut last_seen: Option<String> = None;
+        'days: for (d, _) in days {
+            let partition = format!("{merchant}:{d}");
+            let mut end = upper.clone();
+            loop {
+                if budget == 0 {
+                    break 'days;
+                }
+                let chunk = budget.min(500);
+                let range = EntryRange {
+                    start: lower.clone().map_or(Bound::Unbounded, Bound::Included),
+                    end: end.clone().map_or(Bound::Unbounded, Bound::Excluded),
+                    limit: chunk,
+                    descending: true,
+                };
+                let rows = ledger.scan_entries(ORDERS_BY_DAY, &partition, &range).await?;
+                let n = rows.len();
+                budget -= n.min(budget);
+                for (sort, value) in rows {
+                    last_seen = Some(sort.clone());
+                    end = Some(sort);
+                    let o: Order = serde_json::from_slice(&value)
+                        .map_err(|e| EngineError::Internal(e.to_string()))?;
+                    if filter.matches(&o) {
+                        data.push(o);
+                        if data.len() > limit {
+                            break 'days;
+                        }
+                    }
+                }
+                if n < chunk {
+                    break;
+                }
+            }
+        }
+        let (has_more, next_cursor) = if data.len() > limit {
+            data.truncate(limit);
+            (true, data.last().map(|o| o.id.to_string()))
+        } else if budget == 0 {
+            (true, last_seen)
+        } else {
+            (false, None)
+        };
+        Ok(OrderPage {
+            data,
+            pagination: CursorPagination {
+                limit,
+                next_cursor,
+                has_more,
+            },
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Shop-platform webhooks. Being built.

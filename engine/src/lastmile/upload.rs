@@ -1,0 +1,905 @@
+//! Bulk order upload: CSV (streamed) and XLSX, with columns mapped from header synonyms.
+//!
+//! A CSV is never held whole: the body arrives as a stream of chunks, a blocking thread parses
+//! it record by record and hands batches of `upload_batch_size` validated orders to the async
+//! side, which stores each batch as one ledger write while the next one is parsed. Memory is
+//! bounded by a few batches whatever the file size. An XLSX is a zip whose directory sits at
+//! its end, so it is read whole (up to `xlsx_max_bytes`) and then goes through the same path.
+//!
+//! Valid rows become orders; invalid rows are reported as `{row, column, reason}`; rows whose
+//! external id exists (or repeats within the file) are skipped and reported. Rows are numbered
+//! as a spreadsheet or editor shows them: the header is row 1 (CSV: the line a record ends on).
+
+use super::LastMile;
+use super::orders::{
+    Address, Customer, FieldError, Inserted, OrderInput, OrderItem, ValidOrder, validate,
+};
+use crate::engine::AmountInput;
+use crate::error::{EngineError, EngineResult};
+use crate::ids::MerchantId;
+use crate::money::Currency;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read};
+use tokio::sync::mpsc;
+
+/// The file kinds accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadFormat {
+    Csv,
+    Xlsx,
+}
+
+impl UploadFormat {
+    /// The format named by a content type or, failing that, a file name.
+    pub fn detect(content_type: Option<&str>, file_name: Option<&str>) -> Option<UploadFormat> {
+        let ct = content_type
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ct.as_str() {
+            "text/csv" | "application/csv" | "text/comma-separated-values" => {
+                return Some(UploadFormat::Csv);
+            }
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => {
+                return Some(UploadFormat::Xlsx);
+            }
+            _ => {}
+        }
+        let name = file_name?.to_ascii_lowercase();
+        if name.ends_with(".csv") || name.ends_with(".txt") {
+            Some(UploadFormat::Csv)
+        } else if name.ends_with(".xlsx") {
+            Some(UploadFormat::Xlsx)
+        } else {
+            None
+        }
+    }
+
+    fn source(&self) -> &'static str {
+        match self {
+            UploadFormat::Csv => "csv",
+            UploadFormat::Xlsx => "xlsx",
+        }
+    }
+}
+
+/// One refused row.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowError {
+    /// Spreadsheet row number (the header is row 1).
+    pub row: u64,
+    /// The column as named in the file's header (or the field, when no column maps to it).
+    pub column: String,
+    pub reason: String,
+}
+
+/// One skipped duplicate row.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DuplicateRow {
+    pub row: u64,
+    pub external_id: String,
+    /// The order that already has this external id (absent when the duplicate is earlier in
+    /// the same file and not yet stored at the time).
+    pub existing_order_id: Option<String>,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct UploadReport {
+    /// Data rows read (blank rows are not counted).
+    pub rows: u64,
+    pub created: u64,
+    pub duplicates: u64,
+    pub failed: u64,
+    /// The first `upload_max_reported_rows` refused rows.
+    pub errors: Vec<RowError>,
+    /// The first `upload_max_reported_rows` duplicate rows.
+    pub duplicate_rows: Vec<DuplicateRow>,
+    /// Whether `errors` or `duplicate_rows` were cut short (the counts stay exact).
+    pub truncated: bool,
+    /// Header → field, for every column that was recognised.
+    pub column_mapping: BTreeMap<String, String>,
+    /// Columns that map to no field.
+    pub ignored_columns: Vec<String>,
+    /// Set when the upload stopped early (body too large, unreadable file); rows before that
+    /// point were processed as reported.
+    pub aborted: Option<String>,
+}
+
+/// The fields a column can fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Field {
+    ExternalId,
+    Name,
+    Email,
+    Phone,
+    Line1,
+    Line2,
+    City,
+    PostalCode,
+    Region,
+    Country,
+    Amount,
+    AmountMinor,
+    Currency,
+    Carrier,
+    IpayFlag,
+    Sku,
+    ItemName,
+    Qty,
+    UnitPrice,
+}
+
+/// Header synonyms, compared after lower-casing and dropping everything but letters and
+/// digits (`Postal Code`, `postal_code` and `POSTCODE` all read `postalcode`).
+const SYNONYMS: &[(Field, &str, &[&str])] = &[
+    (Field::ExternalId, "external_id", &["externalid", "orderid", "ordernumber", "orderno", "ordernr", "order", "reference", "ref", "externalreference", "shoporderid", "bestelnummer"]),
+    (Field::Name, "customer_name", &["customername", "name", "fullname", "customer", "recipient", "recipientname", "consignee", "consigneename", "shiptoname", "naam"]),
+    (Field::Email, "email", &["email", "emailaddress", "customeremail", "mail"]),
+    (Field::Phone, "phone", &["phone", "phonenumber", "telephone", "tel", "mobile", "customerphone", "telefoon"]),
+    (Field::Line1, "address_line1", &["addressline1", "address1", "address", "street", "streetaddress", "line1", "shiptoaddress", "adres"]),
+    (Field::Line2, "address_line2", &["addressline2", "address2", "line2", "addition"]),
+    (Field::City, "city", &["city", "town", "plaats", "woonplaats", "shiptocity"]),
+    (Field::PostalCode, "postal_code", &["postalcode", "postcode", "zip", "zipcode", "postcodezip", "shiptozip"]),
+    (Field::Region, "region", &["region", "state", "province", "county", "provincie"]),
+    (Field::Country, "country", &["country", "countrycode", "countryiso", "land", "shiptocountry"]),
+    (Field::Amount, "amount", &["amount", "total", "totalamount", "ordertotal", "grandtotal", "codamount", "value", "bedrag"]),
+    (Field::AmountMinor, "amount_minor", &["amountminor", "amountcents", "totalcents", "amountminorunits"]),
+    (Field::Currency, "currency", &["currency", "currencycode", "cur", "valuta"]),
+    (Field::Carrier, "carrier_code", &["carriercode", "carrier", "shippingcarrier", "courier", "shipper", "vervoerder"]),
+    (Field::IpayFlag, "ipay_flag", &["ipayflag", "ipay", "useipay", "cod", "payondelivery"]),
+    (Field::Sku, "item_sku", &["sku", "itemsku", "productsku", "articlenumber", "artikelnummer"]),
+    (Field::ItemName, "item_name", &["itemname", "productname", "product", "item", "description", "artikel"]),
+    (Field::Qty, "item_qty", &["qty", "quantity", "itemqty", "aantal", "units"]),
+    (Field::UnitPrice, "item_unit_price", &["unitprice", "itemprice", "priceperunit", "price", "prijs"]),
+];
+
+fn normalize_header(h: &str) -> String {
+    h.trim_start_matches('\u{feff}')
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The column layout of one file.
+struct Mapper {
+    /// For each column, the field it fills.
+    cols: Vec<Option<Field>>,
+    /// For each field, the column's header text.
+    header_of: BTreeMap<Field, String>,
+    default_currency: Option<Currency>,
+    mapping: BTreeMap<String, String>,
+    ignored: Vec<String>,
+}
+
+impl Mapper {
+    fn new(headers: &[String], default_currency: Option<Currency>) -> EngineResult<Mapper> {
+        let mut cols = Vec::with_capacity(headers.len());
+        let mut header_of = BTreeMap::new();
+        let mut mapping = BTreeMap::new();
+        let mut ignored = Vec::new();
+        for h in headers {
+            let n = normalize_header(h);
+            let found = SYNONYMS
+                .iter()
+                .find(|(f, _, syn)| syn.contains(&n.as_str()) && !header_of.contains_key(f));
+            match found {
+                Some((f, name, _)) => {
+                    header_of.insert(*f, h.trim().to_string());
+                    mapping.insert(h.trim().to_string(), (*name).to_string());
+                    cols.push(Some(*f));
+                }
+                None => {
+                    if !h.trim().is_empty() {
+                        ignored.push(h.trim().to_string());
+                    }
+                    cols.push(None);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for (f, what) in [
+            (Field::Name, "customer_name"),
+            (Field::Line1, "address_line1"),
+            (Field::City, "city"),
+            (Field::PostalCode, "postal_code"),
+            (Field::Country, "country"),
+            (Field::Carrier, "carrier_code"),
+        ] {
+            if !header_of.contains_key(&f) {
+                missing.push(what);
+            }
+        }
+        if !header_of.contains_key(&Field::Amount) && !header_of.contains_key(&Field::AmountMinor)
+        {
+            missing.push("amount");
+        }
+        if !header_of.contains_key(&Field::Currency) && default_currency.is_none() {
+            missing.push("currency (or ?currency=EUR)");
+        }
+        if !missing.is_empty() {
+            return Err(EngineError::invalid(
+                "upload_columns_missing",
+                "file",
+                format!(
+                    "the header lacks required columns: {} (see GET /api/orders/sample.csv; \
+                     synonyms are listed in docs/lastmile-orders.md)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(Mapper {
+            cols,
+            header_of,
+            default_currency,
+            mapping,
+            ignored,
+        })
+    }
+
+    fn column(&self, f: Field) -> String {
+        self.header_of.get(&f).cloned().unwrap_or_else(|| {
+            SYNONYMS
+                .iter()
+                .find(|(g, _, _)| *g == f)
+                .map(|(_, n, _)| (*n).to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The column an order field path (`customer.address.country`, `items[0].qty`) came from.
+    fn column_of_path(&self, path: &str) -> String {
+        let f = match path {
+            "external_id" => Field::ExternalId,
+            "customer.name" => Field::Name,
+            "customer.email" => Field::Email,
+            "customer.phone" => Field::Phone,
+            "customer.address.line1" => Field::Line1,
+            "customer.address.line2" => Field::Line2,
+            "customer.address.city" => Field::City,
+            "customer.address.postal_code" => Field::PostalCode,
+            "customer.address.region" => Field::Region,
+            "customer.address.country" => Field::Country,
+            "amount.currency" => Field::Currency,
+            "amount.value" if self.header_of.contains_key(&Field::Amount) => Field::Amount,
+            "amount.value" => Field::AmountMinor,
+            "carrier_code" => Field::Carrier,
+            p if p.ends_with(".sku") => Field::Sku,
+            p if p.ends_with(".name") => Field::ItemName,
+            p if p.ends_with(".qty") => Field::Qty,
+            p if p.ends_with(".unit_price") => Field::UnitPrice,
+            other => return other.to_string(),
+        };
+        self.column(f)
+    }
+
+    /// Turns one row into a validated order.
+    fn map_row<'a>(
+        &self,
+        row: u64,
+        fields: impl Iterator<Item = &'a str>,
+    ) -> Result<ValidOrder, RowError> {
+        let mut v: BTreeMap<Field, &str> = BTreeMap::new();
+        for (i, s) in fields.enumerate() {
+            if let Some(Some(f)) = self.cols.get(i) {
+                v.insert(*f, s.trim());
+            }
+        }
+        let get = |f: Field| v.get(&f).copied().filter(|s| !s.is_empty());
+        let err = |f: Field, reason: String| RowError {
+            row,
+            column: self.column(f),
+            reason,
+        };
+        let currency = match get(Field::Currency) {
+            Some(c) => Currency::parse(&c.to_ascii_uppercase())
+                .map_err(|e| err(Field::Currency, e.to_string()))?,
+            None => self
+                .default_currency
+                .ok_or_else(|| err(Field::Currency, "is required".into()))?,
+        };
+        let exp = currency.exponent();
+        let amount = match (get(Field::AmountMinor), get(Field::Amount)) {
+            (Some(m), _) => m
+                .parse::<i64>()
+                .map_err(|_| err(Field::AmountMinor, "must be a whole number of minor units".into()))?,
+            (None, Some(a)) => parse_major(a, exp).map_err(|r| err(Field::Amount, r))?,
+            (None, None) => {
+                let f = if self.header_of.contains_key(&Field::Amount) {
+                    Field::Amount
+                } else {
+                    Field::AmountMinor
+                };
+                return Err(err(f, "is required".into()));
+            }
+        };
+        let ipay_flag = match get(Field::IpayFlag).map(str::to_ascii_lowercase).as_deref() {
+            None => None,
+            Some("1" | "true" | "yes" | "y" | "ja" | "x") => Some(true),
+            Some("0" | "false" | "no" | "n" | "nee") => Some(false),
+            Some(_) => return Err(err(Field::IpayFlag, "must be true/false, yes/no or 1/0".into())),
+        };
+        let mut items = Vec::new();
+        if get(Field::Sku).is_some() || get(Field::ItemName).is_some() {
+            let qty = match get(Field::Qty) {
+                None => 1,
+                Some(q) => q
+                    .parse::<u32>()
+                    .map_err(|_| err(Field::Qty, "must be a whole number".into()))?,
+            };
+            let unit_price = match get(Field::UnitPrice) {
+                Some(p) => parse_major(p, exp).map_err(|r| err(Field::UnitPrice, r))?,
+                None => amount / i64::from(qty.max(1)),
+            };
+            let sku = get(Field::Sku).or(get(Field::ItemName)).unwrap_or_default();
+            let name = get(Field::ItemName).or(get(Field::Sku)).unwrap_or_default();
+            items.push(OrderItem {
+                sku: sku.to_string(),
+                name: name.to_string(),
+                qty,
+                unit_price,
+            });
+        }
+        let s = |f: Field| get(f).unwrap_or_default().to_string();
+        let o = |f: Field| get(f).map(str::to_string);
+        let input = OrderInput {
+            external_id: o(Field::ExternalId),
+            customer: Customer {
+                name: s(Field::Name),
+                email: o(Field::Email),
+                phone: o(Field::Phone),
+                address: Address {
+                    line1: s(Field::Line1),
+                    line2: o(Field::Line2),
+                    city: s(Field::City),
+                    postal_code: s(Field::PostalCode),
+                    region: o(Field::Region),
+                    country: s(Field::Country),
+                },
+            },
+            items,
+            amount: AmountInput {
+                value: amount,
+                currency: currency.code().to_string(),
+            },
+            carrier_code: s(Field::Carrier),
+            ipay_flag,
+        };
+        validate(input).map_err(|FieldError { field, reason }| RowError {
+            row,
+            column: self.column_of_path(&field),
+            reason,
+        })
+    }
+}
+
+/// Parses a decimal amount in major units (`12.50`, `12,5`, `1250`) into minor units of a
+/// currency with `exp` decimals. No thousands separators, no signs, no exponents.
+fn parse_major(s: &str, exp: u8) -> Result<i64, String> {
+    let bad = || format!("`{}` is not an amount like 12.50", s.chars().take(40).collect::<String>());
+    let s = s.trim();
+    let (int, frac) = match s.find(['.', ',']) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    };
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || int.len() > 15
+    {
+        return Err(bad());
+    }
+    if frac.len() > exp as usize {
+        return Err(format!("has more than {exp} decimals for this currency"));
+    }
+    let mut v: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    for _ in 0..exp {
+        v = v.checked_mul(10).ok_or_else(bad)?;
+    }
+    if !frac.is_empty() {
+        let f: i64 = frac.parse().map_err(|_| bad())?;
+        v = v
+            .checked_add(f * 10i64.pow(u32::from(exp) - frac.len() as u32))
+            .ok_or_else(bad)?;
+    }
+    Ok(v)
+}
+
+/// What the parser thread sends to the writer.
+enum Msg {
+    /// The header was read.
+    Header {
+        mapping: BTreeMap<String, String>,
+        ignored: Vec<String>,
+    },
+    /// A batch of rows.
+    Batch {
+        rows: u64,
+        orders: Vec<(u64, ValidOrder)>,
+        errors: Vec<RowError>,
+    },
+    /// A fatal problem before any row (bad header): the whole upload is refused.
+    Refused(EngineError),
+    /// A fatal problem after some rows: stop, report what was done.
+    Aborted(String),
+}
+
+/// Collects rows into batches and sends them to the writer; `false` once the writer is gone.
+struct Batcher {
+    tx: mpsc::Sender<Msg>,
+    size: usize,
+    rows: u64,
+    orders: Vec<(u64, ValidOrder)>,
+    errors: Vec<RowError>,
+}
+
+impl Batcher {
+    fn push(&mut self, row: u64, r: Result<ValidOrder, RowError>) -> bool {
+        self.rows += 1;
+        match r {
+            Ok(o) => self.orders.push((row, o)),
+            Err(e) => self.errors.push(e),
+        }
+        if self.orders.len() + self.errors.len() >= self.size {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        let msg = Msg::Batch {
+            rows: std::mem::take(&mut self.rows),
+            orders: std::mem::take(&mut self.orders),
+            errors: std::mem::take(&mut self.errors),
+        };
+        self.tx.blocking_send(msg).is_ok()
+    }
+}
+
+fn is_blank<'a>(mut fields: impl Iterator<Item = &'a str>) -> bool {
+    fields.all(|f| f.trim().is_empty())
+}
+
+/// Parses a CSV from `r` (blocking), sending batches to `tx`.
+fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, size: usize) {
+    let mut r = io::BufReader::with_capacity(64 * 1024, r);
+    // Sniff the delimiter from the header line: `,`, `;` (Excel in many EU locales) or tab.
+    let delimiter = match r.fill_buf() {
+        Ok(buf) => {
+            let line = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
+            let count = |d: u8| line.iter().filter(|b| **b == d).count();
+            [b',', b';', b'\t']
+                .into_iter()
+                .max_by_key(|d| count(*d))
+                .unwrap_or(b',')
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Msg::Refused(read_error(&e)));
+            return;
+        }
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(r);
+    let mut record = csv::ByteRecord::new();
+    let headers: Vec<String> = match csv.read_byte_record(&mut record) {
+        Ok(true) => record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect(),
+        Ok(false) => {
+            let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
+                "upload_empty",
+                "file",
+                "the file is empty; send a header row and data rows",
+            )));
+            return;
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Msg::Refused(csv_error(&e)));
+            return;
+        }
+    };
+    let mapper = match Mapper::new(&headers, currency) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = tx.blocking_send(Msg::Refused(e));
+            return;
+        }
+    };
+    if tx
+        .blocking_send(Msg::Header {
+            mapping: mapper.mapping.clone(),
+            ignored: mapper.ignored.clone(),
+        })
+        .is_err()
+    {
+        return;
+    }
+    let mut b = Batcher {
+        tx: tx.clone(),
+        size,
+        rows: 0,
+        orders: Vec::with_capacity(size),
+        errors: Vec::new(),
+    };
+    let mut row: u64 = 1;
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                // The line the record ends on (the input always ends with a newline, see
+                // `ChannelReader`), so blank lines count as in an editor.
+                row = csv.position().line().saturating_sub(1).max(row + 1);
+                let fields: Result<Vec<&str>, usize> = record
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| std::str::from_utf8(f).map_err(|_| i))
+                    .collect();
+                let result = match fields {
+                    Ok(fields) => {
+                        if is_blank(fields.iter().copied()) {
+                            continue;
+                        }
+                        mapper.map_row(row, fields.into_iter())
+                    }
+                    Err(i) => Err(RowError {
+                        row,
+                        column: headers.get(i).cloned().unwrap_or_default(),
+                        reason: "is not valid UTF-8; save the file as UTF-8".into(),
+                    }),
+                };
+                if !b.push(row, result) {
+                    return;
+                }
+            }
+            Err(e) => {
+                // An I/O error (body too large, connection lost) ends the upload; a CSV syntax
+                // error only costs its row.
+                if e.is_io_error() {
+                    b.flush();
+                    let _ = tx.blocking_send(Msg::Aborted(csv_error(&e).to_string()));
+                    return;
+                }
+                row += 1;
+                if !b.push(
+                    row,
+                    Err(RowError {
+                        row,
+                        column: String::new(),
+                        reason: format!("unreadable CSV row: {e}"),
+                    }),
+                ) {
+                    return;
+                }
+            }
+        }
+    }
+    b.flush();
+}
+
+/// Parses an XLSX held in memory (blocking): the first worksheet, first row the header.
+fn parse_xlsx(bytes: Vec<u8>, currency: Option<Currency>, tx: mpsc::Sender<Msg>, size: usize) {
+    use calamine::{Data, Reader, Xlsx};
+    let refuse = |why: String| {
+        let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
+            "upload_unreadable",
+            "file",
+            why,
+        )));
+    };
+    let mut wb: Xlsx<_> = match calamine::open_workbook_from_rs(io::Cursor::new(bytes)) {
+        Ok(wb) => wb,
+        Err(e) => return refuse(format!("not a readable XLSX workbook: {e}")),
+    };
+    let range = match wb.worksheet_range_at(0) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return refuse(format!("cannot read the first worksheet: {e}")),
+        None => return refuse("the workbook has no worksheet".into()),
+    };
+    let cell = |d: &Data| match d {
+        Data::Empty => String::new(),
+        other => other.to_string(),
+    };
+    // Row numbers follow the sheet, which may not start at A1.
+    let first_row = u64::from(range.start().map_or(0, |(r, _)| r)) + 1;
+    let mut rows = range.rows();
+    let headers: Vec<String> = match rows.next() {
+        Some(h) => h.iter().map(cell).collect(),
+        None => {
+            let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
+                "upload_empty",
+                "file",
+                "the first worksheet is empty; put a header row and data rows in it",
+            )));
+            return;
+        }
+    };
+    let mapper = match Mapper::new(&headers, currency) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = tx.blocking_send(Msg::Refused(e));
+            return;
+        }
+    };
+    if tx
+        .blocking_send(Msg::Header {
+            mapping: mapper.mapping.clone(),
+            ignored: mapper.ignored.clone(),
+        })
+        .is_err()
+    {
+        return;
+    }
+    let mut b = Batcher {
+        tx,
+        size,
+        rows: 0,
+        orders: Vec::with_capacity(size),
+        errors: Vec::new(),
+    };
+    for (i, r) in rows.enumerate() {
+        let row = first_row + 1 + i as u64;
+        let fields: Vec<String> = r.iter().map(cell).collect();
+        if is_blank(fields.iter().map(String::as_str)) {
+            continue;
+        }
+        if !b.push(row, mapper.map_row(row, fields.iter().map(String::as_str))) {
+            return;
+        }
+    }
+    b.flush();
+}
+
+fn read_error(e: &io::Error) -> EngineError {
+    if e.kind() == io::ErrorKind::FileTooLarge {
+        EngineError::invalid("upload_too_large", "file", e.to_string())
+    } else {
+        EngineError::invalid(
+            "upload_unreadable",
+            "file",
+            format!("could not read the upload: {e}"),
+        )
+    }
+}
+
+fn csv_error(e: &csv::Error) -> EngineError {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => read_error(io),
+        _ => EngineError::invalid("upload_unreadable", "file", format!("unreadable CSV: {e}")),
+    }
+}
+
+/// A blocking reader over byte chunks sent from the async side. It adds a newline at the end,
+/// so that every record ends with one and its line number is exact.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+    ended: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None if self.ended => return Ok(0),
+                None => {
+                    self.ended = true;
+                    self.cur = Bytes::from_static(b"\n");
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+fn too_large(max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("the upload is larger than {max} bytes; split it into several files"),
+    )
+}
+
+impl LastMile {
+    /// Ingests a CSV or XLSX of orders for `merchant` from a stream of body chunks.
+    /// `default_currency` applies to rows when the file has no currency column.
+    ///
+    /// Errors (nothing stored): unreadable or empty file, missing required columns, unknown
+    /// default currency. Otherwise the report says what each row became.
+    pub async fn upload_orders<S, E>(
+        &self,
+        merchant: MerchantId,
+        format: UploadFormat,
+        default_currency: Option<&str>,
+        body: S,
+    ) -> EngineResult<UploadReport>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let currency = default_currency
+            .map(|c| {
+                Currency::parse(&c.trim().to_ascii_uppercase())
+                    .map_err(|e| EngineError::money("currency", e))
+            })
+            .transpose()?;
+        let size = self.cfg.upload_batch_size;
+        let (tx, mut rx) = mpsc::channel::<Msg>(2);
+        let (pump, parser) = match format {
+            UploadFormat::Csv => {
+                let (btx, brx) = mpsc::channel::<io::Result<Bytes>>(16);
+                let reader = ChannelReader {
+                    rx: brx,
+                    cur: Bytes::new(),
+                    ended: false,
+                };
+                let parser = tokio::task::spawn_blocking(move || {
+                    parse_csv(reader, currency, tx, size);
+                });
+                let max = self.cfg.upload_max_bytes;
+                let pump = async move {
+                    let mut body = std::pin::pin!(body);
+                    let mut total: u64 = 0;
+                    while let Some(chunk) = body.next().await {
+                        let item = match chunk {
+                            Ok(b) => {
+                                total += b.len() as u64;
+                                if total > max { Err(too_large(max)) } else { Ok(b) }
+                            }
+                            Err(e) => Err(io::Error::other(format!("reading the body failed: {e}"))),
+                        };
+                        let stop = item.is_err();
+                        if btx.send(item).await.is_err() || stop {
+                            break;
+                        }
+                    }
+                };
+                (futures::future::Either::Left(pump), parser)
+            }
+            UploadFormat::Xlsx => {
+                let max = self.cfg.xlsx_max_bytes;
+                let mut buf = Vec::new();
+                let mut body = std::pin::pin!(body);
+                while let Some(chunk) = body.next().await {
+                    let b = chunk.map_err(|e| {
+                        EngineError::invalid(
+                            "upload_unreadable",
+                            "file",
+                            format!("reading the body failed: {e}"),
+                        )
+                    })?;
+                    if buf.len() + b.len() > max {
+                        return Err(EngineError::invalid(
+                            "upload_too_large",
+                            "file",
+                            format!(
+                                "an XLSX upload may be at most {max} bytes; upload large files as CSV"
+                            ),
+                        ));
+                    }
+                    buf.extend_from_slice(&b);
+                }
+                let parser = tokio::task::spawn_blocking(move || {
+                    parse_xlsx(buf, currency, tx, size);
+                });
+                (futures::future::Either::Right(async {}), parser)
+            }
+        };
+        let source = format.source();
+        let max_reported = self.cfg.upload_max_reported_rows;
+        // `move`: the writer owns `rx`, so when it stops early the channel closes and the
+        // parser thread (blocked on a full channel) ends too.
+        let writer = async move {
+            let mut rep = UploadReport::default();
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Header { mapping, ignored } => {
+                        rep.column_mapping = mapping;
+                        rep.ignored_columns = ignored;
+                    }
+                    Msg::Refused(e) => return Err(e),
+                    Msg::Aborted(why) => {
+                        rep.aborted = Some(why);
+                        break;
+                    }
+                    Msg::Batch {
+                        rows,
+                        orders,
+                        errors,
+                    } => {
+                        rep.rows += rows;
+                        rep.failed += errors.len() as u64;
+                        for e in errors {
+                            if rep.errors.len() < max_reported {
+                                rep.errors.push(e);
+                            } else {
+                                rep.truncated = true;
+                            }
+                        }
+                        let (row_nos, valid): (Vec<u64>, Vec<ValidOrder>) =
+                            orders.into_iter().unzip();
+                        let exts: Vec<Option<String>> = valid
+                            .iter()
+                            .map(|v| v.external_id().map(str::to_string))
+                            .collect();
+                        let out = self
+                            .insert_orders(merchant, source, "manual", valid, vec![])
+                            .await?;
+                        for ((row, ext), o) in row_nos.into_iter().zip(exts).zip(out) {
+                            match o {
+                                Inserted::Created(_) => rep.created += 1,
+                                Inserted::Duplicate { existing } => {
+                                    rep.duplicates += 1;
+                                    if rep.duplicate_rows.len() < max_reported {
+                                        rep.duplicate_rows.push(DuplicateRow {
+                                            row,
+                                            external_id: ext.unwrap_or_default(),
+                                            existing_order_id: existing.map(|e| e.to_string()),
+                                        });
+                                    } else {
+                                        rep.truncated = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(rep)
+        };
+        let (_, rep) = futures::join!(pump, writer);
+        let _ = parser.await;
+        rep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_amounts_parse_with_the_currency_exponent() {
+        assert_eq!(parse_major("12.50", 2), Ok(1250));
+        assert_eq!(parse_major("12,5", 2), Ok(1250));
+        assert_eq!(parse_major("12", 2), Ok(1200));
+        assert_eq!(parse_major("500", 0), Ok(500));
+        assert_eq!(parse_major("1.250", 3), Ok(1250));
+        assert!(parse_major("1.234", 2).is_err());
+        assert!(parse_major("1,234.50", 2).is_err());
+        assert!(parse_major("-3", 2).is_err());
+        assert!(parse_major("abc", 2).is_err());
+        assert!(parse_major(".", 2).is_err());
+    }
+
+    #[test]
+    fn headers_map_through_synonyms() {
+        let h: Vec<String> = ["Order Number", "Recipient", "Street", "Zip", "Town", "Country Code", "Total", "Currency", "Courier", "Colour"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let m = Mapper::new(&h, None).unwrap();
+        assert_eq!(m.mapping["Order Number"], "external_id");
+        assert_eq!(m.mapping["Zip"], "postal_code");
+        assert_eq!(m.ignored, vec!["Colour".to_string()]);
+        let o = m
+            .map_row(2, ["A1", "Jan", "Damrak 1", "1012LG", "Amsterdam", "nl", "19.99", "EUR", "dhl", "red"].into_iter())
+            .unwrap();
+        assert_eq!(o.external_id(), Some("A1"));
+    }
+
+    #[test]
+    fn missing_required_columns_refuse_the_file() {
+        let h = vec!["name".to_string(), "city".to_string()];
+        let e = Mapper::new(&h, None).err().unwrap();
+        assert_eq!(e.code(), "upload_columns_missing");
+    }
+}

@@ -1,0 +1,1051 @@
+//! The dispatcher: one task per owned shard reads what is due from the due index, fans events
+//! out into deliveries, sends them, and records each outcome.
+//!
+//! A shard's bookkeeping is serial: each step gathers finished attempts and due entries,
+//! writes every change they cause as ONE ledger batch, waits for it, and only then starts the
+//! sends it decided on. So a step always reads what earlier steps wrote, and nothing is sent
+//! that is not durably recorded as pending first. Sends run concurrently (bounded per shard and
+//! per endpoint); their outcomes come back to the shard's task on a channel.
+//!
+//! Memory per pending delivery is zero: pending work lives only in the due index. In memory
+//! are the deliveries being sent (bounded by `max_in_flight_per_shard`) and the endpoint cache.
+
+use super::WebhookConfig;
+use super::model::{
+    self, AttemptLog, AttemptStatus, CHAIN, CURSOR, DELIVERY, DROPPED, DUE, Delivery,
+    DeliveryStatus, ENDPOINT, LOGS, LOGS_BY_EVENT, MANIFEST_DISABLED, MAX_ATTEMPTS, Payload,
+    RETRY_SCHEDULE_SECS,
+};
+use super::outbox::Signal;
+use super::resolve::{self, Resolver, Target};
+use crate::clock::{Clock, Timestamp};
+use crate::error::StoreError;
+use crate::ids::RequestId;
+use crate::model::Event;
+use crate::store::{EntryRange, HotState, Ledger, WriteBatch, WriteOp};
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// A scan cursor only moves past a minute this long after it ended, so a marker committed late
+/// (by a slow write, or by another node whose clock is behind) is still found.
+const CURSOR_GRACE_MS: i64 = 5 * 60_000;
+/// Most response-body bytes read (and discarded) so the connection can be reused.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How far a delivery to a saturated endpoint is pushed back, ms.
+const DEFER_MS: i64 = 1_000;
+
+/// State shared by the shards of one node.
+pub struct Shared {
+    pub ledger: Arc<dyn Ledger>,
+    pub clock: Arc<dyn Clock>,
+    pub cfg: WebhookConfig,
+    pub http: reqwest::Client,
+    pub signal: Arc<Signal>,
+    pub resolver: Resolver,
+    endpoint_limits: DashMap<String, Arc<Semaphore>>,
+}
+
+impl Shared {
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        clock: Arc<dyn Clock>,
+        cfg: WebhookConfig,
+        signal: Arc<Signal>,
+    ) -> Result<Shared, StoreError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(cfg.max_concurrency_per_endpoint.max(1))
+            .tcp_nodelay(true)
+            .user_agent("ItPay-Webhook/1.0")
+            .build()
+            .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
+        Ok(Shared {
+            resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms)),
+            ledger,
+            clock,
+            cfg,
+            http,
+            signal,
+            endpoint_limits: DashMap::new(),
+        })
+    }
+
+    fn endpoint_limit(&self, id: &str) -> Arc<Semaphore> {
+        if let Some(s) = self.endpoint_limits.get(id) {
+            return s.clone();
+        }
+        self.endpoint_limits
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.cfg.max_concurrency_per_endpoint.max(1)))
+            })
+            .clone()
+    }
+}
+
+/// A delivery on its way out.
+struct Job {
+    delivery: Delivery,
+    event: Arc<Event>,
+    target: Option<Arc<Target>>,
+}
+
+enum Kind {
+    Success,
+    Failure {
+        retry_after_secs: Option<u64>,
+    },
+    /// 410 Gone: disable the endpoint.
+    Gone,
+    /// Not sent: the endpoint is disabled.
+    Disabled,
+    /// Not sent: the endpoint no longer exists.
+    Cancelled,
+}
+
+struct Outcome {
+    job: Job,
+    kind: Kind,
+    status_code: Option<u16>,
+    error: Option<String>,
+    latency_ms: u64,
+    request_id: String,
+    at: i64,
+}
+
+/// Everything one step writes, and what it decided to send.
+#[derive(Default)]
+struct Step {
+    ops: Vec<WriteOp>,
+    deliveries: HashMap<String, Delivery>,
+    send: Vec<Job>,
+    chain_added: HashMap<String, Vec<String>>,
+    chain_deleted: HashSet<(String, String)>,
+    cursor: Option<i64>,
+}
+
+impl Step {
+    fn put_due(&mut self, d: &Delivery) {
+        self.ops.push(WriteOp::PutEntry {
+            index: DUE,
+            partition: model::due_partition(d.shard, model::minute_of(d.due_ms)),
+            sort: model::due_sort(d.due_ms, 'd', &d.id),
+            value: d.id.as_bytes().to_vec(),
+        });
+    }
+
+    fn delete_due(&mut self, shard: u32, due_ms: i64, kind: char, reference: &str) {
+        self.ops.push(WriteOp::DeleteEntry {
+            index: DUE,
+            partition: model::due_partition(shard, model::minute_of(due_ms)),
+            sort: model::due_sort(due_ms, kind, reference),
+        });
+    }
+
+    fn save(&mut self, d: Delivery) {
+        self.deliveries.insert(d.id.clone(), d);
+    }
+}
+
+fn chain_partition(endpoint_id: &str, object_id: &str) -> Option<String> {
+    let p = format!("{endpoint_id}:{object_id}");
+    crate::store::valid_name(&p).then_some(p)
+}
+
+/// One shard's dispatcher.
+pub struct ShardTask {
+    sh: Arc<Shared>,
+    shard: u32,
+    cursor: i64,
+    inflight: HashSet<String>,
+    per_endpoint: HashMap<String, usize>,
+    tx: mpsc::UnboundedSender<Outcome>,
+}
+
+/// Runs shard `shard` until `stop` turns true.
+pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    let now = sh.clock.now_ms();
+    let cursor = loop {
+        match sh.ledger.get_record(CURSOR, &shard.to_string()).await {
+            Ok(Some(b)) => {
+                break std::str::from_utf8(&b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| model::minute_of(now - CURSOR_GRACE_MS));
+            }
+            Ok(None) => break model::minute_of(now - CURSOR_GRACE_MS),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "webhooks: cannot read the scan cursor; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    };
+    let mut t = ShardTask {
+        sh: sh.clone(),
+        shard,
+        cursor,
+        inflight: HashSet::new(),
+        per_endpoint: HashMap::new(),
+        tx,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(sh.cfg.poll_interval_ms.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scan = true;
+    let mut outcomes = Vec::new();
+    loop {
+        if outcomes.is_empty() && (!scan || t.budget() == 0) {
+            tokio::select! {
+                _ = stop.changed() => {}
+                o = rx.recv() => if let Some(o) = o { outcomes.push(o) },
+                _ = sh.signal.notified(shard) => scan = true,
+                _ = tick.tick() => scan = true,
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        while outcomes.len() < sh.cfg.max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(o) => outcomes.push(o),
+                Err(_) => break,
+            }
+        }
+        let mut step = Step::default();
+        let mut failed = false;
+        for o in outcomes.drain(..) {
+            if let Err(e) = t.complete(o, &mut step).await {
+                tracing::warn!(shard, error = %e, "webhooks: recording an attempt failed");
+                failed = true;
+            }
+        }
+        if scan && !failed {
+            match t.scan(&mut step).await {
+                Ok(more) => scan = more,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "webhooks: scanning due deliveries failed");
+                    scan = false;
+                }
+            }
+        }
+        if failed || !t.commit(step).await {
+            // Nothing of this step was recorded: what was being sent is sent again once its
+            // lease lapses (at-least-once). Back off before the next step.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+            scan = true;
+        }
+    }
+}
+
+impl ShardTask {
+    fn budget(&self) -> usize {
+        self.sh
+            .cfg
+            .max_in_flight_per_shard
+            .saturating_sub(self.inflight.len())
+    }
+
+    /// Writes the step; on success starts its sends. False when the write failed.
+    async fn commit(&mut self, mut step: Step) -> bool {
+        for (_, d) in step.deliveries.drain() {
+            match serde_json::to_vec(&d) {
+                Ok(v) => step.ops.push(WriteOp::PutRecord {
+                    kind: DELIVERY,
+                    key: d.id.clone(),
+                    value: v,
+                }),
+                Err(e) => tracing::error!(error = %e, "webhooks: cannot encode a delivery"),
+            }
+        }
+        if let Some(c) = step.cursor
+            && c != self.cursor
+        {
+            step.ops.push(WriteOp::PutRecord {
+                kind: CURSOR,
+                key: self.shard.to_string(),
+                value: c.to_string().into_bytes(),
+            });
+        }
+        if !step.ops.is_empty() {
+            let n = step.ops.len();
+            let mut batch = WriteBatch::new();
+            batch.ops = step.ops;
+            if let Err(e) = self.sh.ledger.submit(batch).await {
+                tracing::warn!(shard = self.shard, ops = n, error = %e, "webhooks: bookkeeping write failed");
+                for j in &step.send {
+                    self.release(&j.delivery);
+                }
+                return false;
+            }
+        }
+        if let Some(c) = step.cursor {
+            self.cursor = c;
+        }
+        for job in step.send {
+            let sh = self.sh.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let o = send(&sh, job).await;
+                let _ = tx.send(o);
+            });
+        }
+        true
+    }
+
+    fn take(&mut self, d: &Delivery) {
+        self.inflight.insert(d.id.clone());
+        *self.per_endpoint.entry(d.endpoint_id.clone()).or_default() += 1;
+    }
+
+    fn release(&mut self, d: &Delivery) {
+        self.inflight.remove(&d.id);
+        if let Some(n) = self.per_endpoint.get_mut(&d.endpoint_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_endpoint.remove(&d.endpoint_id);
+            }
+        }
+    }
+
+    fn saturated(&self, endpoint_id: &str) -> bool {
+        self.per_endpoint.get(endpoint_id).copied().unwrap_or(0)
+            >= self.sh.cfg.max_in_flight_per_endpoint.max(1)
+    }
+
+    /// Makes a pending delivery go out now if there is room (its due entry moves to the lease
+    /// expiry, so a crash mid-send resends it then), else leaves it due now for a later scan.
+    fn ready(
+        &mut self,
+        mut d: Delivery,
+        event: Arc<Event>,
+        target: Option<Arc<Target>>,
+        step: &mut Step,
+        now: i64,
+    ) {
+        let send = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        d.status = DeliveryStatus::Pending;
+        d.due_ms = if send {
+            now + self.sh.cfg.inflight_lease_ms as i64
+        } else {
+            now
+        };
+        d.next_attempt = Some(Timestamp(now));
+        step.put_due(&d);
+        if send {
+            self.take(&d);
+            step.send.push(Job {
+                delivery: d.clone(),
+                event,
+                target,
+            });
+        }
+        step.save(d);
+    }
+
+    /// Reads due entries of this shard and turns them into work. True if more is due.
+    async fn scan(&mut self, step: &mut Step) -> Result<bool, StoreError> {
+        let now = self.sh.clock.now_ms();
+        if let Some(m) = self.sh.signal.take_min_minute(self.shard) {
+            self.cursor = self.cursor.min(m);
+        }
+        let now_min = model::minute_of(now);
+        let end = Bound::Excluded(format!("{:013}", now + 1));
+        let mut new_cursor = self.cursor;
+        let mut contiguous = true;
+        let mut more = false;
+        let mut taken = 0usize;
+        let max_items = self.sh.cfg.max_batch.max(1);
+        let mut m = self.cursor;
+        while m <= now_min {
+            let room = max_items.saturating_sub(taken);
+            if room == 0 {
+                more = true;
+                break;
+            }
+            let partition = model::due_partition(self.shard, m);
+            let range = EntryRange {
+                start: Bound::Unbounded,
+                end: end.clone(),
+                limit: room + self.inflight.len().min(1024),
+                descending: false,
+            };
+            let entries = self.sh.ledger.scan_entries(DUE, &partition, &range).await?;
+            let mut left = entries.len() == range.limit;
+            for (sort, value) in entries {
+                if taken >= max_items {
+                    left = true;
+                    more = true;
+                    break;
+                }
+                let Some((due_ms, kind, reference)) = parse_due(&sort) else {
+                    step.ops.push(WriteOp::DeleteEntry {
+                        index: DUE,
+                        partition: partition.clone(),
+                        sort,
+                    });
+                    continue;
+                };
+                let done = match kind {
+                    'f' => self.fan_out(due_ms, reference, &value, step, now).await?,
+                    'd' => self.due_delivery(due_ms, reference, step, now).await?,
+                    _ => {
+                        step.delete_due(self.shard, due_ms, kind, reference);
+                        true
+                    }
+                };
+                if done {
+                    taken += 1;
+                } else {
+                    left = true;
+                }
+            }
+            let ended = (m + 1) * 60_000 + CURSOR_GRACE_MS <= now;
+            if contiguous && ended && !left {
+                new_cursor = m + 1;
+            } else {
+                contiguous = false;
+            }
+            if left && self.budget() == 0 {
+                // Out of room for sends: look again once attempts finish.
+                more = true;
+            }
+            m += 1;
+        }
+        if new_cursor != self.cursor {
+            step.cursor = Some(new_cursor);
+        }
+        Ok(more)
+    }
+
+    /// A fan-out marker: one delivery per endpoint that wants the event. Returns false when the
+    /// marker must stay (its endpoints could not be resolved).
+    async fn fan_out(
+        &mut self,
+        due_ms: i64,
+        event_id: &str,
+        value: &[u8],
+        step: &mut Step,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        step.delete_due(self.shard, due_ms, 'f', event_id);
+        let event: Event = match serde_json::from_slice(value) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(event_id, error = %e, "webhooks: unreadable fan-out marker dropped");
+                return Ok(true);
+            }
+        };
+        let resolved = self
+            .sh
+            .resolver
+            .get(
+                self.sh.ledger.as_ref(),
+                event.merchant_id,
+                event.livemode,
+                false,
+            )
+            .await?;
+        let event = Arc::new(event);
+        for t in resolved.targets.iter() {
+            if !t.enabled || !t.wants(&event.event_type) {
+                continue;
+            }
+            let id = format!("{}:{}", event.id, t.id);
+            let chain = chain_partition(&t.id, &event.object_id);
+            let waiting = match &chain {
+                Some(c) => self.chain_busy(c, &id, step).await?,
+                None => false,
+            };
+            let d = Delivery {
+                id: id.clone(),
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                endpoint_id: t.id.clone(),
+                endpoint: t.url.clone(),
+                merchant_id: event.merchant_id,
+                livemode: event.livemode,
+                object_id: event.object_id.clone(),
+                shard: self.shard,
+                ordered: chain.is_some(),
+                status: DeliveryStatus::Waiting,
+                attempts: 0,
+                due_ms: 0,
+                last_status_code: None,
+                last_error: None,
+                last_attempt: None,
+                next_attempt: None,
+                created: Timestamp(now),
+            };
+            if let Some(c) = chain {
+                step.ops.push(WriteOp::PutEntry {
+                    index: CHAIN,
+                    partition: c.clone(),
+                    sort: id.clone(),
+                    value: Vec::new(),
+                });
+                step.chain_added.entry(c).or_default().push(id.clone());
+            }
+            if waiting {
+                step.save(d);
+            } else {
+                self.ready(d, event.clone(), Some(t.clone()), step, now);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether an earlier delivery of the same object to the same endpoint is unfinished.
+    async fn chain_busy(&self, chain: &str, id: &str, step: &Step) -> Result<bool, StoreError> {
+        if step
+            .chain_added
+            .get(chain)
+            .is_some_and(|v| v.iter().any(|s| s.as_str() < id))
+        {
+            return Ok(true);
+        }
+        let range = EntryRange {
+            start: Bound::Unbounded,
+            end: Bound::Excluded(id.to_string()),
+            limit: 4,
+            descending: false,
+        };
+        let before = self.sh.ledger.scan_entries(CHAIN, chain, &range).await?;
+        Ok(before
+            .iter()
+            .any(|(s, _)| !step.chain_deleted.contains(&(chain.to_string(), s.clone()))))
+    }
+
+    /// A due delivery entry (a retry, a replay, or one whose lease lapsed). Returns false when
+    /// it must stay where it is for now.
+    async fn due_delivery(
+        &mut self,
+        due_ms: i64,
+        id: &str,
+        step: &mut Step,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if self.inflight.contains(id) || step.deliveries.contains_key(id) {
+            return Ok(false);
+        }
+        let Some(d) = load_delivery(self.sh.ledger.as_ref(), id).await? else {
+            step.delete_due(self.shard, due_ms, 'd', id);
+            return Ok(true);
+        };
+        if d.status != DeliveryStatus::Pending || d.due_ms != due_ms {
+            step.delete_due(self.shard, due_ms, 'd', id);
+            return Ok(true);
+        }
+        if self.budget() == 0 {
+            return Ok(false);
+        }
+        let mut d = d;
+        step.delete_due(self.shard, due_ms, 'd', id);
+        if self.saturated(&d.endpoint_id) {
+            d.due_ms = now + DEFER_MS;
+            step.put_due(&d);
+            step.save(d);
+            return Ok(true);
+        }
+        let Some(event) = self.sh.ledger.get_event(d.event_id).await? else {
+            d.status = DeliveryStatus::Cancelled;
+            d.last_error = Some("the event no longer exists".into());
+            self.finish(d, step, now).await?;
+            return Ok(true);
+        };
+        let target = self
+            .sh
+            .resolver
+            .get(self.sh.ledger.as_ref(), d.merchant_id, d.livemode, false)
+            .await?
+            .find(&d.endpoint_id);
+        self.ready(d, Arc::new(event), target, step, now);
+        Ok(true)
+    }
+
+    /// Records one attempt's outcome.
+    async fn complete(&mut self, o: Outcome, step: &mut Step) -> Result<(), StoreError> {
+        self.release(&o.job.delivery);
+        let mut d = o.job.delivery.clone();
+        let now = o.at;
+        let attempted = matches!(o.kind, Kind::Success | Kind::Failure { .. } | Kind::Gone);
+        if attempted {
+            d.attempts += 1;
+            d.last_attempt = Some(Timestamp(now));
+            d.last_status_code = o.status_code;
+            d.last_error = o.error.clone();
+            if let Some(t) = &o.job.target {
+                d.endpoint = t.url.clone();
+            }
+        }
+        let status = match o.kind {
+            Kind::Success => {
+                metrics::counter!("ipay_webhook_attempts_total", "outcome" => "succeeded")
+                    .increment(1);
+                d.status = DeliveryStatus::Succeeded;
+                d.next_attempt = None;
+                AttemptStatus::Succeeded
+            }
+            Kind::Failure { retry_after_secs } if d.attempts < MAX_ATTEMPTS => {
+                metrics::counter!("ipay_webhook_attempts_total", "outcome" => "failed")
+                    .increment(1);
+                let idx = (d.attempts as usize - 1).min(RETRY_SCHEDULE_SECS.len() - 1);
+                let mut delay = RETRY_SCHEDULE_SECS[idx] * 1000;
+                if let Some(ra) = retry_after_secs {
+                    let ra = ra.min(self.sh.cfg.retry_after_max_secs) as i64 * 1000;
+                    delay = delay.max(ra);
+                }
+                step.delete_due(d.shard, d.due_ms, 'd', &d.id);
+                d.due_ms = now + delay;
+                d.next_attempt = Some(Timestamp(d.due_ms));
+                step.put_due(&d);
+                self.log(&d, &o.job.target, AttemptStatus::Failed, &o, step);
+                step.save(d);
+                return Ok(());
+            }
+            Kind::Failure { .. } => {
+                metrics::counter!("ipay_webhook_attempts_total", "outcome" => "dropped")
+                    .increment(1);
+                d.status = DeliveryStatus::Dropped;
+                d.next_attempt = None;
+                AttemptStatus::Dropped
+            }
+            Kind::Gone => {
+                metrics::counter!("ipay_webhook_attempts_total", "outcome" => "gone").increment(1);
+                d.status = DeliveryStatus::Dropped;
+                d.next_attempt = None;
+                if let Some(t) = &o.job.target {
+                    self.disable(t, &d, step, now).await?;
+                }
+                AttemptStatus::Dropped
+            }
+            Kind::Disabled => {
+                d.status = DeliveryStatus::Dropped;
+                d.next_attempt = None;
+                d.last_error = o.error.clone();
+                AttemptStatus::Dropped
+            }
+            Kind::Cancelled => {
+                d.status = DeliveryStatus::Cancelled;
+                d.next_attempt = None;
+                d.last_error = o.error.clone();
+                self.finish(d, step, now).await?;
+                return Ok(());
+            }
+        };
+        self.log(&d, &o.job.target, status, &o, step);
+        if d.status == DeliveryStatus::Dropped {
+            if let Ok(v) = serde_json::to_vec(&d) {
+                step.ops.push(WriteOp::PutEntry {
+                    index: DROPPED,
+                    partition: model::day_partition(d.merchant_id, d.livemode, now),
+                    sort: d.id.clone(),
+                    value: v,
+                });
+            }
+        }
+        self.finish(d, step, now).await
+    }
+
+    fn log(
+        &self,
+        d: &Delivery,
+        target: &Option<Arc<Target>>,
+        status: AttemptStatus,
+        o: &Outcome,
+        step: &mut Step,
+    ) {
+        let log = AttemptLog {
+            id: model::new_id("wha_", o.at),
+            delivery_id: d.id.clone(),
+            event_id: d.event_id,
+            event_type: d.event_type.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            endpoint: target
+                .as_ref()
+                .map(|t| t.url.clone())
+                .unwrap_or_else(|| d.endpoint.clone()),
+            attempt: d.attempts,
+            status,
+            status_code: o.status_code,
+            latency_ms: o.latency_ms,
+            error: o.error.clone(),
+            request_id: o.request_id.clone(),
+            next_attempt: d.next_attempt,
+            created: Timestamp(o.at),
+        };
+        let Ok(v) = serde_json::to_vec(&log) else {
+            return;
+        };
+        step.ops.push(WriteOp::PutEntry {
+            index: LOGS,
+            partition: model::day_partition(d.merchant_id, d.livemode, o.at),
+            sort: log.id.clone(),
+            value: v.clone(),
+        });
+        step.ops.push(WriteOp::PutEntry {
+            index: LOGS_BY_EVENT,
+            partition: d.event_id.to_string(),
+            sort: log.id,
+            value: v,
+        });
+    }
+
+    /// 410 Gone: no more deliveries to this endpoint until it is enabled again.
+    async fn disable(
+        &self,
+        t: &Target,
+        d: &Delivery,
+        step: &mut Step,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match t.source {
+            model::EndpointSource::Api => {
+                if let Some(mut e) = resolve::get_endpoint(self.sh.ledger.as_ref(), &t.id).await? {
+                    e.status = model::EndpointStatus::Disabled;
+                    e.disabled_reason = Some("answered 410 Gone".into());
+                    e.updated = Timestamp(now);
+                    if let Ok(v) = serde_json::to_vec(&e) {
+                        step.ops.push(WriteOp::PutRecord {
+                            kind: ENDPOINT,
+                            key: e.id.clone(),
+                            value: v,
+                        });
+                    }
+                }
+            }
+            model::EndpointSource::Manifest => step.ops.push(WriteOp::PutRecord {
+                kind: MANIFEST_DISABLED,
+                key: t.id.clone(),
+                value: t.url.as_bytes().to_vec(),
+            }),
+        }
+        tracing::warn!(endpoint = %t.id, merchant = %d.merchant_id, "webhooks: endpoint answered 410 Gone; disabled");
+        self.sh.resolver.invalidate(d.merchant_id, d.livemode);
+        Ok(())
+    }
+
+    /// A delivery reached a final state: drop its due entry, leave its chain, and start the
+    /// next delivery of the chain.
+    async fn finish(&mut self, d: Delivery, step: &mut Step, now: i64) -> Result<(), StoreError> {
+        debug_assert!(d.status.is_final());
+        step.delete_due(d.shard, d.due_ms, 'd', &d.id);
+        let chain = d
+            .ordered
+            .then(|| chain_partition(&d.endpoint_id, &d.object_id))
+            .flatten();
+        let id = d.id.clone();
+        step.save(d);
+        let Some(chain) = chain else {
+            return Ok(());
+        };
+        step.ops.push(WriteOp::DeleteEntry {
+            index: CHAIN,
+            partition: chain.clone(),
+            sort: id.clone(),
+        });
+        step.chain_deleted.insert((chain.clone(), id.clone()));
+        let next = self
+            .sh
+            .ledger
+            .scan_entries(CHAIN, &chain, &EntryRange::after(&id, 4))
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .find(|s| !step.chain_deleted.contains(&(chain.clone(), s.clone())));
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let d = match step.deliveries.get(&next) {
+            Some(d) => Some(d.clone()),
+            None => load_delivery(self.sh.ledger.as_ref(), &next).await?,
+        };
+        let Some(d) = d else {
+            return Ok(());
+        };
+        if d.status != DeliveryStatus::Waiting {
+            return Ok(());
+        }
+        let Some(event) = self.sh.ledger.get_event(d.event_id).await? else {
+            let mut d = d;
+            d.status = DeliveryStatus::Cancelled;
+            d.last_error = Some("the event no longer exists".into());
+            return Box::pin(self.finish(d, step, now)).await;
+        };
+        let target = self
+            .sh
+            .resolver
+            .get(self.sh.ledger.as_ref(), d.merchant_id, d.livemode, false)
+            .await?
+            .find(&d.endpoint_id);
+        self.ready(d, Arc::new(event), target, step, now);
+        Ok(())
+    }
+}
+
+/// Reads a delivery record.
+pub async fn load_delivery(ledger: &dyn Ledger, id: &str) -> Result<Option<Delivery>, StoreError> {
+    match ledger.get_record(DELIVERY, id).await? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError(format!("bad webhook delivery record {id}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn parse_due(sort: &str) -> Option<(i64, char, &str)> {
+    let (due, rest) = sort.split_once(':')?;
+    let (kind, reference) = rest.split_once(':')?;
+    let mut k = kind.chars();
+    let c = k.next()?;
+    if k.next().is_some() {
+        return None;
+    }
+    Some((due.parse().ok()?, c, reference))
+}
+
+/// Makes one attempt.
+async fn send(sh: &Shared, job: Job) -> Outcome {
+    let request_id = RequestId::new_at(sh.clock.now_ms()).to_string();
+    let outcome = |job: Job, kind, code, error: Option<String>, latency_ms| Outcome {
+        job,
+        kind,
+        status_code: code,
+        error,
+        latency_ms,
+        request_id: request_id.clone(),
+        at: sh.clock.now_ms(),
+    };
+    let Some(t) = job.target.clone() else {
+        return outcome(
+            job,
+            Kind::Cancelled,
+            None,
+            Some("the endpoint was deleted".into()),
+            0,
+        );
+    };
+    if !t.enabled {
+        return outcome(
+            job,
+            Kind::Disabled,
+            None,
+            Some("the endpoint is disabled".into()),
+            0,
+        );
+    }
+    if !resolve::url_allowed(&t.url, sh.cfg.allow_insecure_loopback) {
+        return outcome(
+            job,
+            Kind::Failure {
+                retry_after_secs: None,
+            },
+            None,
+            Some("the endpoint URL is not https".into()),
+            0,
+        );
+    }
+    let limit = sh.endpoint_limit(&t.id);
+    let Ok(_permit) = limit.acquire_owned().await else {
+        return outcome(
+            job,
+            Kind::Failure {
+                retry_after_secs: None,
+            },
+            None,
+            Some("shutting down".into()),
+            0,
+        );
+    };
+    let e = &job.event;
+    let body = match serde_json::to_vec(&Payload {
+        id: &e.id,
+        event_type: &e.event_type,
+        created: &e.created,
+        data: &e.data,
+    }) {
+        Ok(b) => b,
+        Err(err) => {
+            return outcome(
+                job,
+                Kind::Failure {
+                    retry_after_secs: None,
+                },
+                None,
+                Some(format!("encode: {err}")),
+                0,
+            );
+        }
+    };
+    let now_ms = sh.clock.now_ms();
+    let ts = now_ms.div_euclid(1000);
+    let secrets = t.signing_secrets(now_ms);
+    let event_id = e.id.to_string();
+    let itpay = super::sign::itpay_signature(ts, &body, &secrets);
+    let standard = super::sign::standard_signature(&event_id, ts, &body, &secrets);
+    let started = Instant::now();
+    let res = sh
+        .http
+        .post(&t.url)
+        .header("content-type", "application/json")
+        .header("x-itpay-signature", itpay)
+        .header("x-itpay-request-id", &request_id)
+        .header("webhook-id", &event_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", standard)
+        .body(body)
+        .send()
+        .await;
+    let (kind, code, error) = match res {
+        Ok(mut resp) => {
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now_ms));
+            // Read (and discard) a bounded body so the connection can be reused.
+            let mut read = 0usize;
+            let mut body_err = None;
+            while read < MAX_RESPONSE_BYTES {
+                match resp.chunk().await {
+                    Ok(Some(c)) => read += c.len(),
+                    Ok(None) => break,
+                    Err(e) => {
+                        body_err = Some(describe(&e));
+                        break;
+                    }
+                }
+            }
+            let code = status.as_u16();
+            if status.is_success() {
+                match body_err {
+                    // The receiver said 2xx; a broken body after that does not undo it.
+                    _ => (Kind::Success, Some(code), None),
+                }
+            } else if code == 410 {
+                (
+                    Kind::Gone,
+                    Some(code),
+                    Some("HTTP 410 Gone: endpoint disabled".into()),
+                )
+            } else {
+                let ra = matches!(code, 429 | 503).then_some(retry_after).flatten();
+                (
+                    Kind::Failure {
+                        retry_after_secs: ra,
+                    },
+                    Some(code),
+                    Some(format!("HTTP {code}")),
+                )
+            }
+        }
+        Err(e) => (
+            Kind::Failure {
+                retry_after_secs: None,
+            },
+            None,
+            Some(describe(&e)),
+        ),
+    };
+    let latency = started.elapsed().as_millis() as u64;
+    outcome(job, kind, code, error, latency)
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_request() || e.is_body() {
+        "request failed".into()
+    } else {
+        "HTTP error".into()
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+fn parse_retry_after(v: &str, now_ms: i64) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(s);
+    }
+    let t = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(((t.timestamp_millis() - now_ms).max(0) / 1000) as u64)
+}
+
+/// Keeps the shards this node holds leases for running: tries to take every shard's lease,
+/// renews those it holds, and stops a shard the moment its lease is lost.
+pub async fn run_leases(
+    sh: Arc<Shared>,
+    hot: Arc<dyn HotState>,
+    node: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ttl = Duration::from_millis(sh.cfg.lease_ttl_ms.max(100));
+    let mut owned: HashMap<u32, watch::Sender<bool>> = HashMap::new();
+    loop {
+        for shard in 0..model::SHARDS {
+            let key = format!("webhooks:shard:{shard}");
+            if owned.contains_key(&shard) {
+                let ok = matches!(hot.renew_lease(&key, &node, ttl).await, Ok(true));
+                if !ok {
+                    tracing::info!(shard, "webhooks: lost the shard lease; stopping it");
+                    if let Some(tx) = owned.remove(&shard) {
+                        let _ = tx.send(true);
+                    }
+                }
+            } else if matches!(hot.acquire_lease(&key, &node, ttl).await, Ok(true)) {
+                let (tx, rx) = watch::channel(false);
+                owned.insert(shard, tx);
+                tokio::spawn(run_shard(sh.clone(), shard, rx));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for (shard, tx) in owned {
+        let _ = tx.send(true);
+        let _ = hot
+            .release_lease(&format!("webhooks:shard:{shard}"), &node)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_sort_keys_parse_back() {
+        let s = model::due_sort(1_700_000_000_123, 'd', "evt_X:we_Y");
+        assert_eq!(parse_due(&s), Some((1_700_000_000_123, 'd', "evt_X:we_Y")));
+        assert_eq!(parse_due("junk"), None);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("120", 0), Some(120));
+        let now = chrono::DateTime::parse_from_rfc2822("Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(parse_retry_after("soon", 0), None);
+    }
+}

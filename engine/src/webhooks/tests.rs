@@ -1,0 +1,405 @@
+//! Engine-level tests of the outbox and the dispatcher: an embedded ledger, an injected clock
+//! that the tests move, and a loopback HTTP receiver whose answers each test scripts.
+
+use super::api::{EndpointInput, LogParams};
+use super::model::{self, DeliveryStatus, EndpointStatus, RETRY_SCHEDULE_SECS};
+use super::{WebhookConfig, Webhooks};
+use crate::clock::{Clock, ManualClock};
+use crate::engine::{AuthContext, create_merchant};
+use crate::ids::EventId;
+use crate::model::Event;
+use crate::store::embedded::{EmbeddedLedger, EmbeddedOptions};
+use crate::store::memory_hot::MemoryHotState;
+use crate::store::{EntryRange, WriteBatch, WriteOp};
+use crate::{Engine, EngineConfig};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Hit {
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// What the receiver answers to the n-th request (0-based): status, extra headers, delay ms.
+type Script = Arc<dyn Fn(usize, &Hit) -> (u16, Vec<(&'static str, String)>, u64) + Send + Sync>;
+
+struct Receiver {
+    url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Receiver {
+    async fn start(script: Script) -> Receiver {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(serve_conn(sock, script.clone(), h.clone()));
+            }
+        });
+        Receiver { url, hits }
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.hits.lock().len()
+    }
+}
+
+async fn serve_conn(mut sock: tokio::net::TcpStream, script: Script, hits: Arc<Mutex<Vec<Hit>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut headers = HashMap::new();
+        for line in head.lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+        buf.drain(..head_end + len);
+        let hit = Hit { headers, body };
+        let n = {
+            let mut h = hits.lock();
+            h.push(hit.clone());
+            h.len() - 1
+        };
+        let (status, extra, delay) = script(n, &hit);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n");
+        for (k, v) in extra {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\n{}");
+        if sock.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Env {
+    clock: ManualClock,
+    engine: Engine,
+    webhooks: Arc<Webhooks>,
+    ctx: AuthContext,
+    _dir: tempfile::TempDir,
+}
+
+async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let engine = Engine::start(
+        ledger,
+        Arc::new(MemoryHotState::new()),
+        Arc::new(clock.clone()),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let creds = create_merchant(engine.ledger().as_ref(), &clock, "Hooks")
+        .await
+        .unwrap();
+    let ctx = engine
+        .authenticate(&creds.test_secret_key, None)
+        .await
+        .unwrap();
+    let mut cfg = WebhookConfig {
+        allow_insecure_loopback: true,
+        poll_interval_ms: 10,
+        timeout_ms: 300,
+        inflight_lease_ms: 2_000,
+        ..WebhookConfig::default()
+    };
+    tweak(&mut cfg);
+    let webhooks = Webhooks::start(&engine, cfg).await.unwrap();
+    Env {
+        clock,
+        engine,
+        webhooks,
+        ctx,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn endpoint(&self, url: &str) -> String {
+        self.webhooks
+            .create_endpoint(
+                &self.ctx,
+                EndpointInput {
+                    url: url.to_string(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .endpoint
+            .id
+    }
+
+    /// Commits one event through the engine's (outbox-wrapped) ledger.
+    async fn emit(&self, object: &str, event_type: &str) -> EventId {
+        let e = Event::new(
+            self.ctx.merchant_id,
+            false,
+            event_type,
+            self.clock.now(),
+            object.to_string(),
+            &serde_json::json!({"id": object}),
+        );
+        let id = e.id;
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(e));
+        self.engine.ledger().submit(b).await.unwrap();
+        id
+    }
+
+    async fn delivery(&self, id: &str) -> Option<model::Delivery> {
+        super::dispatch::load_delivery(self.engine.ledger().as_ref(), id)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (polling, bounded) until the delivery satisfies `f`.
+    async fn wait_delivery(
+        &self,
+        id: &str,
+        what: &str,
+        f: impl Fn(&model::Delivery) -> bool,
+    ) -> model::Delivery {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(d) = self.delivery(id).await
+                && f(&d)
+            {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_marker_is_written_in_the_events_batch() {
+    let e = env(|c| c.dispatch = false).await;
+    let id = e.emit("pi_x", "payment_intent.succeeded").await;
+    let shard = model::shard_of(e.ctx.merchant_id, "pi_x");
+    let part = model::due_partition(shard, model::minute_of(e.clock.now_ms()));
+    let rows = e
+        .engine
+        .ledger()
+        .scan_entries(model::DUE, &part, &EntryRange::all(10))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].0.ends_with(&format!(":f:{id}")));
+    let ev: Event = serde_json::from_slice(&rows[0].1).unwrap();
+    assert_eq!(ev.id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_follow_the_retry_schedule_and_are_dropped_after_the_sixth_retry() {
+    let e = env(|_| {}).await;
+    let rx = Receiver::start(Arc::new(|_, _| (500, vec![], 0))).await;
+    let ep = e.endpoint(&rx.url).await;
+    let evt = e.emit("pi_sched", "payment_intent.succeeded").await;
+    let did = format!("{evt}:{ep}");
+    for (i, delay) in RETRY_SCHEDULE_SECS.iter().enumerate() {
+        let attempts = i as u32 + 1;
+        let d = e
+            .wait_delivery(&did, "a failed attempt", |d| d.attempts == attempts)
+            .await;
+        assert_eq!(d.status, DeliveryStatus::Pending);
+        let last = d.last_attempt.unwrap().ms();
+        assert_eq!(d.next_attempt.unwrap().ms(), last + delay * 1000);
+        assert_eq!(d.last_status_code, Some(500));
+        // One millisecond early: nothing is sent.
+        e.clock.advance_ms(delay * 1000 - 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rx.count(), attempts as usize, "sent before it was due");
+        e.clock.advance_ms(1);
+    }
+    let d = e
+        .wait_delivery(&did, "the drop", |d| d.status == DeliveryStatus::Dropped)
+        .await;
+    assert_eq!(d.attempts, 7);
+    assert_eq!(rx.count(), 7);
+    let dropped = e
+        .webhooks
+        .dropped(&e.ctx, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(dropped.data.len(), 1);
+    assert_eq!(dropped.data[0].id, did);
+    let logs = e
+        .webhooks
+        .logs(
+            &e.ctx,
+            LogParams {
+                event_id: Some(evt.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs.data.len(), 7);
+    assert_eq!(logs.data[0].status, model::AttemptStatus::Dropped);
+    assert!(
+        logs.data[1..]
+            .iter()
+            .all(|l| l.status == model::AttemptStatus::Failed && l.status_code == Some(500))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_object_wait_for_the_earlier_one_but_other_objects_do_not() {
+    let e = env(|_| {}).await;
+    // The first request fails, everything after succeeds.
+    let rx = Receiver::start(Arc::new(|n, _| (if n == 0 { 503 } else { 200 }, vec![], 0))).await;
+    let _ep = e.endpoint(&rx.url).await;
+    let a1 = e.emit("pi_A", "payment_intent.created").await;
+    let id_of = |h: &Hit| {
+        serde_json::from_str::<serde_json::Value>(&h.body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    wait_until("the first attempt", || rx.count() == 1).await;
+    let a2 = e.emit("pi_A", "payment_intent.succeeded").await;
+    let b1 = e.emit("pi_B", "payment_intent.succeeded").await;
+    wait_until("the other object's event", || rx.count() == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rx.count(), 2, "a2 was sent before a1 succeeded");
+    e.clock.advance_ms(10_000);
+    wait_until("a1 retried, then a2", || rx.count() == 4).await;
+    let hits = rx.hits();
+    assert_eq!(hits[0].headers["user-agent"], "ItPay-Webhook/1.0");
+    assert_eq!(hits[0].headers["webhook-id"], a1.to_string());
+    let order: Vec<String> = hits.iter().map(id_of).collect();
+    assert_eq!(
+        order,
+        vec![
+            a1.to_string(),
+            b1.to_string(),
+            a1.to_string(),
+            a2.to_string()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_honoured_up_to_the_configured_bound() {
+    let e = env(|c| c.retry_after_max_secs = 600).await;
+    let rx = Receiver::start(Arc::new(|n, _| {
+        let ra = if n == 0 { "120" } else { "99999" };
+        (429, vec![("retry-after", ra.to_string())], 0)
+    }))
+    .await;
+    let ep = e.endpoint(&rx.url).await;
+    let evt = e.emit("pi_ra", "payment_intent.succeeded").await;
+    let did = format!("{evt}:{ep}");
+    let d = e
+        .wait_delivery(&did, "attempt 1", |d| d.attempts == 1)
+        .await;
+    assert_eq!(
+        d.next_attempt.unwrap().ms(),
+        d.last_attempt.unwrap().ms() + 120_000
+    );
+    e.clock.advance_ms(120_000);
+    let d = e
+        .wait_delivery(&did, "attempt 2", |d| d.attempts == 2)
+        .await;
+    // Asked for 99999 s, bounded at 600 s (longer than the schedule's 60 s).
+    assert_eq!(
+        d.next_attempt.unwrap().ms(),
+        d.last_attempt.unwrap().ms() + 600_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_and_later_events_are_not_sent() {
+    let e = env(|_| {}).await;
+    let rx = Receiver::start(Arc::new(|_, _| (410, vec![], 0))).await;
+    let ep = e.endpoint(&rx.url).await;
+    let evt = e.emit("pi_gone", "payment_intent.succeeded").await;
+    let d = e
+        .wait_delivery(&format!("{evt}:{ep}"), "the drop", |d| {
+            d.status == DeliveryStatus::Dropped
+        })
+        .await;
+    assert_eq!(d.last_status_code, Some(410));
+    let view = e.webhooks.get_endpoint(&e.ctx, &ep).await.unwrap();
+    assert_eq!(view.status, EndpointStatus::Disabled);
+    let logs = e.webhooks.logs(&e.ctx, Default::default()).await.unwrap();
+    assert!(logs.data[0].error.as_deref().unwrap().contains("410"));
+    let later = e.emit("pi_gone2", "payment_intent.succeeded").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rx.count(), 1);
+    assert!(e.delivery(&format!("{later}:{ep}")).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_times_out_and_is_retried() {
+    let e = env(|c| c.timeout_ms = 200).await;
+    let rx = Receiver::start(Arc::new(|n, _| {
+        (200, vec![], if n == 0 { 1_000 } else { 0 })
+    }))
+    .await;
+    let ep = e.endpoint(&rx.url).await;
+    let evt = e.emit("pi_slow", "payment_intent.succeeded").await;
+    let did = format!("{evt}:{ep}");
+    let d = e
+        .wait_delivery(&did, "the timeout", |d| d.attempts == 1)
+        .await;
+    assert_eq!(d.last_error.as_deref(), Some("timeout"));
+    assert_eq!(d.last_status_code, None);
+    e.clock.advance_ms(10_000);
+    let d = e
+        .wait_delivery(&did, "the retry", |d| d.status == DeliveryStatus::Succeeded)
+        .await;
+    assert_eq!(d.attempts, 2);
+}
