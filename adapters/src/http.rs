@@ -5,6 +5,10 @@
 //! It owns transport only. It never logs or returns URLs, headers or bodies in its error texts:
 //! some channels put secrets in the URL (MultiSafepay's `api_key` query parameter) or headers
 //! (Stripe's bearer key). Parsing what a channel answers is the channel's business.
+//!
+//! `https://` endpoints go through rustls on `ring` with the webpki (Mozilla) root
+//! certificates, enabled by the workspace's `reqwest` features; no system OpenSSL and no
+//! aws-lc are involved.
 
 use std::time::Duration;
 
@@ -142,4 +146,47 @@ fn transport_error(channel: &str, e: &reqwest::Error) -> ChannelError {
         "failed at the transport level"
     };
     ChannelError::Unavailable(format!("{channel} {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn https_endpoint_fails_to_connect_rather_than_refusing_the_scheme() {
+        let client = HttpClient::new(HttpTimeouts::default()).unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}/v3/pay/transactions/native",
+            closed_port()
+        );
+
+        // Without a TLS backend reqwest refuses an `https` URL as a builder error before it
+        // opens any socket; with one it tries to connect and fails to.
+        let err = client.inner.post(&url).send().await.unwrap_err();
+        assert!(!err.is_builder(), "https refused by the client: {err:?}");
+        assert!(err.is_connect(), "expected a connection error: {err:?}");
+
+        match client.post("wechat", &url, &[], Vec::new()).await {
+            Err(ChannelError::Unavailable(why)) => assert_eq!(why, "wechat could not be reached"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_scheme_is_a_rejected_configuration() {
+        let client = HttpClient::new(HttpTimeouts::default()).unwrap();
+        match client
+            .post("stripe", "ftp://127.0.0.1/", &[], Vec::new())
+            .await
+        {
+            Err(ChannelError::Rejected(why)) => assert_eq!(why, "stripe endpoint URL is invalid"),
+            other => panic!("expected Rejected, got {other:?}"),
+        }
+    }
 }

@@ -46,7 +46,8 @@ async fn tampered_bodies_are_signature_mismatches() {
             text.replacen("\"id\":\"EV-", "\"id\":\"EX-", 1)
         } else {
             // Raise the amount the way a forger would.
-            text.replacen("43.21", "99.21", 1).replacen("4321", "9921", 1)
+            text.replacen("43.21", "99.21", 1)
+                .replacen("4321", "9921", 1)
         };
         assert_ne!(forged, text, "{channel}: nothing to tamper with");
         let err = adapter

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{World, now, request};
-use ipay_engine::channel::{CallbackOutcome, ChannelAdapter, ChannelFactory};
+use ipay_engine::channel::{CallbackOutcome, ChannelFactory};
 use ipay_engine::money::Money;
 
 async fn paid_round_trip(channel: &str, value: i64, currency: &str) {

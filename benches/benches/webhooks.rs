@@ -38,10 +38,7 @@ async fn sink(count: Arc<AtomicUsize>) -> String {
                 let mut chunk = vec![0u8; 16384];
                 loop {
                     // Handle every complete request in the buffer.
-                    loop {
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            break;
-                        };
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = std::str::from_utf8(&buf[..end]).unwrap_or("");
                         let len = head
                             .lines()

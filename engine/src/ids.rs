@@ -238,6 +238,11 @@ impl<'de> Deserialize<'de> for ServiceId {
     }
 }
 
+/// A fresh random node id (`node_` + 26 base32 characters), new on every process start.
+pub fn new_node_id() -> String {
+    format!("node_{}", ulid::Ulid::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,9 +303,4 @@ mod tests {
             let _ = ServiceId::parse(&s);
         }
     }
-}
-
-/// A fresh random node id (`node_` + 26 base32 characters), new on every process start.
-pub fn new_node_id() -> String {
-    format!("node_{}", ulid::Ulid::new())
 }

@@ -332,3 +332,88 @@ async fn a_simulated_outage_is_retried_then_answered_503_with_alternatives_and_r
     );
     w.stop().await;
 }
+
+#[tokio::test]
+async fn garbage_callbacks_and_credentials_never_cause_a_server_error() {
+    let w = world(|_| {}).await;
+    let mut ids = Vec::new();
+    for (channel, value, currency) in CASES {
+        w.configure(channel).await;
+        let r = w.intent(channel, *value, currency).await;
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = 0;
+    for (i, (channel, _, _)) in CASES.iter().enumerate() {
+        let id = &ids[i];
+        let bodies: Vec<String> = vec![
+            String::new(),
+            format!("out_trade_no={id}&trade_status=TRADE_SUCCESS&total_amount=1.00&sign=AAAA"),
+            json!({"id": "evt_x", "type": "payment_intent.succeeded", "data": {"object": {"metadata": {"ipay_intent": id}}}}).to_string(),
+            json!({"transactionid": id, "order_id": id, "resource": {"ciphertext": "!!"}}).to_string(),
+            (0..(next() % 200)).map(|_| char::from(b' ' + (next() % 90) as u8)).collect(),
+            format!("{}{}", "{\"a\":".repeat(100), "}".repeat(100)),
+        ];
+        let paths = [
+            format!("/callbacks/{channel}"),
+            format!("/callbacks/{channel}/{id}"),
+            "/api/payments/webhook".to_string(),
+            "/api/webhooks/multisafepay".to_string(),
+        ];
+        for body in &bodies {
+            for path in &paths {
+                let r = w
+                    .srv
+                    .http
+                    .post(format!("{}{}", w.srv.base, path))
+                    .header("stripe-signature", format!("t=1,v1={}", "0".repeat(64)))
+                    .header("auth", "bm9wZQ==")
+                    .header("wechatpay-signature", "AAAA")
+                    .header("wechatpay-timestamp", "1")
+                    .header("wechatpay-nonce", "n")
+                    .header("wechatpay-serial", "s")
+                    .header("x-ipay-callback-path", format!("/callbacks/wechat/{id}"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let text = r.text().await.unwrap();
+                assert!(
+                    status.is_client_error(),
+                    "{path} {body:?} → {status} {text}"
+                );
+                assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+                sent += 1;
+            }
+        }
+        for creds in [
+            json!({}),
+            json!({"anything": "x"}),
+            json!("a string"),
+            json!({"apiv3_key": "short", "api_key": 1, "private_key_pem": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"}),
+        ] {
+            let r = w
+                .srv
+                .post(
+                    "/v1/channels",
+                    w.key(channel),
+                    json!({"channel": channel, "credentials": creds, "notify_url": "https://x.example/cb"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{channel}: {:?}", r.body);
+            sent += 1;
+        }
+    }
+    assert!(sent > 100);
+    for (i, (channel, _, _)) in CASES.iter().enumerate() {
+        assert_eq!(w.status_of(channel, &ids[i]).await, "pending", "{channel}");
+    }
+    w.stop().await;
+}

@@ -31,6 +31,10 @@ const FAULT_ANSWER_BOUND: Duration = Duration::from_millis(2_500);
 /// Concurrent clients creating and settling intents.
 const CLIENTS: usize = 4;
 
+/// The tests of this file run one at a time: they check time bounds, and a Cassandra starting
+/// on the same two cores would slow the other test's stores past them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 // ------------------------------------------------------------------ private servers
 
 fn free_port() -> u16 {
@@ -136,6 +140,15 @@ impl PrivateRedis {
         );
     }
 
+    fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("redis is not running")
+            .id()
+    }
+
     /// `kill -9`, and waits until it is gone.
     fn kill(&self) {
         let child = self.child.lock().map(|mut c| c.take());
@@ -184,6 +197,10 @@ impl PrivateCassandra {
             .env("IPAY_SERVICES_DIR", self.dir.path())
             .env("IPAY_CASSANDRA_PORT", self.port.to_string())
             .env("IPAY_CASSANDRA_HEAP", "512M")
+            // Acknowledged writes and the schema must survive kill -9 of this single node:
+            // sync the commit log before acknowledging, and keep the schema in it too.
+            .env("IPAY_CASSANDRA_COMMITLOG_SYNC", "batch")
+            .env("IPAY_CASSANDRA_UNSAFE_SYSTEM", "0")
             .env("IPAY_CASSANDRA_START_TIMEOUT", "90")
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
@@ -328,14 +345,17 @@ impl Node {
     /// Panics (with the log's tail) unless the process is still running.
     fn assert_alive(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             panic!(
                 "ipay serve exited ({status}); last log lines:\n{}",
-                tail.join("\n")
+                self.log_tail()
             );
         }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Panics if the log shows a panic.
@@ -350,6 +370,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("last lines of the node's log:\n{}", self.log_tail());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -491,21 +514,17 @@ impl Traffic {
     ) {
         let deadline = Instant::now() + limit;
         loop {
-            let seen = self.log.lock().unwrap().count(since, &f);
+            let (seen, last) = {
+                let log = self.log.lock().unwrap();
+                let last: Vec<Seen> = log.answers.iter().rev().take(5).cloned().collect();
+                (log.count(since, &f), last)
+            };
             if seen >= n {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "only {seen} of {n} {what} within {limit:?}; last answers: {:?}",
-                self.log
-                    .lock()
-                    .unwrap()
-                    .answers
-                    .iter()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
+                "only {seen} of {n} {what} within {limit:?}; last answers: {last:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -567,12 +586,13 @@ async fn check_acknowledged(base: &str, key: &str, log: &Log) {
             .send()
             .await
             .unwrap();
+        let code = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(
-            r.status(),
+            code,
             StatusCode::OK,
-            "acknowledged intent {id} is not readable"
+            "acknowledged intent {id} ({acked:?}) is not readable: {v}"
         );
-        let v: Value = r.json().await.unwrap();
         let status = v["status"].as_str().unwrap();
         let ok = match acked {
             Acked::Pending => status == "pending",
@@ -588,37 +608,54 @@ async fn check_acknowledged(base: &str, key: &str, log: &Log) {
 
 /// A merchant with an active sandbox service, made through the node: (secret key, service id).
 async fn merchant_and_service(base: &str) -> (String, String) {
-    let http = reqwest::Client::new();
-    let creds: Value = http
-        .post(format!("{base}/v1/admin/merchants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Faults"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let creds = setup_call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/admin/merchants"),
+        ADMIN_TOKEN,
+        Some(json!({"name": "Faults"})),
+    )
+    .await;
     let key = creds["test_secret_key"].as_str().unwrap().to_string();
-    let svc: Value = http
-        .post(format!("{base}/v1/services"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "faults", "accepted_channels": ["sandbox"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let svc = setup_call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/services"),
+        &key,
+        Some(json!({"name": "faults", "accepted_channels": ["sandbox"]})),
+    )
+    .await;
     let sid = svc["id"].as_str().unwrap().to_string();
-    let act = http
-        .patch(format!("{base}/v1/services/{sid}/activate"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(act.status(), StatusCode::OK);
+    let url = format!("{base}/v1/services/{sid}/activate");
+    setup_call(reqwest::Method::PATCH, &url, &key, None).await;
     (key, sid)
+}
+
+/// A set-up request that must succeed; 503s (a store slow to answer while the other test's
+/// Cassandra starts on the same two cores) are retried for up to 30 s.
+async fn setup_call(
+    method: reqwest::Method,
+    url: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> Value {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut req = http.request(method.clone(), url).bearer_auth(bearer);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return v;
+        }
+        assert!(
+            status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline,
+            "{method} {url}: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs one fault against running traffic: `break_it`, wait for 503s, `repair`, wait until
@@ -688,7 +725,9 @@ async fn fault(
 // ------------------------------------------------------------------ tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stopped_under_traffic_gives_503_and_recovers_without_losing_acknowledged_intents() {
+async fn redis_hung_or_killed_under_traffic_gives_503_and_recovers_without_losing_acknowledged_intents()
+ {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let redis = PrivateRedis::start();
     let cql = shared_cassandra();
     let keyspace = format!("ipay_faults_redis_{}", std::process::id());
@@ -697,6 +736,17 @@ async fn redis_stopped_under_traffic_gives_503_and_recovers_without_losing_ackno
     let (key, service) = merchant_and_service(&node.base).await;
 
     let traffic = Traffic::start(&node.base, &key, &service);
+    // A hang: connections stay open, nothing answers.
+    let pid = redis.pid();
+    fault(
+        "redis SIGSTOP",
+        &traffic,
+        &mut node,
+        || signal(pid, "STOP"),
+        || signal(pid, "CONT"),
+    )
+    .await;
+    // A crash: connections are refused until it is back, empty, on the same port.
     fault(
         "redis kill -9",
         &traffic,
@@ -714,6 +764,7 @@ async fn redis_stopped_under_traffic_gives_503_and_recovers_without_losing_ackno
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cassandra_hung_or_killed_under_traffic_gives_503_and_recovers_without_losing_acknowledged_intents()
  {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let redis = PrivateRedis::start();
     let cassandra = PrivateCassandra::start();
     let keyspace = "ipay_faults";

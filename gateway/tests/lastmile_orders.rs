@@ -88,13 +88,22 @@ async fn wrong_password_unknown_email_and_bad_tokens_are_401() {
         assert_eq!(r.code(), "invalid_credentials");
     }
     let r = srv.call(Method::GET, "/api/auth/me", None, None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_missing"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "token_missing")
+    );
     let r = srv.get("/api/auth/me", "not.a.jwt").await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_invalid"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "token_invalid")
+    );
     // A token signed with another key.
     let forged = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c3JfMDFKN1haMUEyQjNDNEQ1RTZGN0c4SDlJS00iLCJyb2xlIjoib3BlcmF0b3IiLCJpc3MiOiJpcGF5LWxhc3RtaWxlIiwiYXVkIjoiaXBheS1sYXN0bWlsZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAwMDAwMDAwfQ.c2lnbmF0dXJlLW9mLWFub3RoZXIta2V5LXh4eHh4eHh4eA";
     let r = srv.get("/api/auth/me", forged).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_invalid"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "token_invalid")
+    );
     srv.stop().await;
 }
 
@@ -103,10 +112,16 @@ async fn tokens_expire_after_seven_days() {
     let srv = server().await;
     let u = srv.lastmile_merchant("Shop").await;
     srv.clock.advance_ms(7 * 86_400_000 - 60_000);
-    assert_eq!(srv.get("/api/auth/me", &u.token).await.status, StatusCode::OK);
+    assert_eq!(
+        srv.get("/api/auth/me", &u.token).await.status,
+        StatusCode::OK
+    );
     srv.clock.advance_ms(120_000);
     let r = srv.get("/api/auth/me", &u.token).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_invalid"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "token_invalid")
+    );
     srv.stop().await;
 }
 
@@ -126,13 +141,19 @@ async fn registration_rules_are_enforced() {
         None,
     )
     .await;
-    assert_eq!((dup.status, dup.code()), (StatusCode::CONFLICT, "email_taken"));
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "email_taken")
+    );
     let weak = reg(
         json!({"email": "weak@example.test", "password": "short", "name": "X"}),
         None,
     )
     .await;
-    assert_eq!((weak.status, weak.code()), (StatusCode::BAD_REQUEST, "password_too_weak"));
+    assert_eq!(
+        (weak.status, weak.code()),
+        (StatusCode::BAD_REQUEST, "password_too_weak")
+    );
     let bad_email = reg(
         json!({"email": "not-an-email", "password": "long enough pw", "name": "X"}),
         None,
@@ -145,7 +166,10 @@ async fn registration_rules_are_enforced() {
         None,
     )
     .await;
-    assert_eq!((op.status, op.code()), (StatusCode::FORBIDDEN, "operator_required"));
+    assert_eq!(
+        (op.status, op.code()),
+        (StatusCode::FORBIDDEN, "operator_required")
+    );
     // A merchant's token does not make it an operator.
     let op2 = srv
         .call(
@@ -168,7 +192,10 @@ async fn registration_rules_are_enforced() {
     assert_eq!(me.body["role"], "driver");
     // Drivers and operators are not merchants.
     let r = srv.get("/api/orders", &driver.token).await;
-    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "role_forbidden"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "role_forbidden")
+    );
     srv.stop().await;
 }
 
@@ -214,7 +241,10 @@ async fn create_and_get_order_emits_order_created() {
     assert_eq!(data["id"], id.as_str());
 
     let dup = create(&srv, &u, order_body(Some("A-1001"), "NL", "DHL", 500)).await;
-    assert_eq!((dup.status, dup.code()), (StatusCode::CONFLICT, "order_duplicate"));
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "order_duplicate")
+    );
     srv.stop().await;
 }
 
@@ -228,7 +258,10 @@ async fn a_merchant_never_sees_another_merchants_orders() {
     let r = create(&srv, &a, order_body(Some("X1"), "NL", "DHL", 100)).await;
     let id = r.body["id"].as_str().unwrap();
     let g = srv.get(&format!("/api/orders/{id}"), &b.token).await;
-    assert_eq!((g.status, g.code()), (StatusCode::NOT_FOUND, "resource_missing"));
+    assert_eq!(
+        (g.status, g.code()),
+        (StatusCode::NOT_FOUND, "resource_missing")
+    );
     let l = srv.get("/api/orders", &b.token).await;
     assert_eq!(l.body["data"], json!([]));
     // B may use the same external id: the namespace is per merchant.
@@ -243,17 +276,60 @@ async fn a_merchant_never_sees_another_merchants_orders() {
 async fn bad_order_inputs_are_400_with_the_parameter() {
     let srv = server().await;
     let u = srv.lastmile_merchant("Shop").await;
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
-        (Box::new(|b| b["customer"]["address"]["country"] = json!("NLD")), "customer.address.country", "parameter_invalid"),
-        (Box::new(|b| b["amount"]["currency"] = json!("EURO")), "amount.currency", "parameter_invalid"),
-        (Box::new(|b| b["amount"]["value"] = json!(0)), "amount.value", "parameter_invalid"),
-        (Box::new(|b| b["customer"]["name"] = json!("  ")), "customer.name", "parameter_invalid"),
-        (Box::new(|b| b["customer"]["email"] = json!("jan-at-example")), "customer.email", "parameter_invalid"),
-        (Box::new(|b| b["customer"]["phone"] = json!("call me")), "customer.phone", "parameter_invalid"),
-        (Box::new(|b| b["items"][0]["qty"] = json!(0)), "items[0].qty", "parameter_invalid"),
-        (Box::new(|b| b["carrier_code"] = json!("D H L")), "carrier_code", "parameter_invalid"),
-        (Box::new(|b| { b["customer"].as_object_mut().unwrap().remove("address"); }), "customer.address", "parameter_missing"),
-        (Box::new(|b| b["surprise"] = json!(1)), "surprise", "parameter_unknown"),
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Mutation, &str, &str)> = vec![
+        (
+            Box::new(|b| b["customer"]["address"]["country"] = json!("NLD")),
+            "customer.address.country",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["amount"]["currency"] = json!("EURO")),
+            "amount.currency",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["amount"]["value"] = json!(0)),
+            "amount.value",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["customer"]["name"] = json!("  ")),
+            "customer.name",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["customer"]["email"] = json!("jan-at-example")),
+            "customer.email",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["customer"]["phone"] = json!("call me")),
+            "customer.phone",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["items"][0]["qty"] = json!(0)),
+            "items[0].qty",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| b["carrier_code"] = json!("D H L")),
+            "carrier_code",
+            "parameter_invalid",
+        ),
+        (
+            Box::new(|b| {
+                b["customer"].as_object_mut().unwrap().remove("address");
+            }),
+            "customer.address",
+            "parameter_missing",
+        ),
+        (
+            Box::new(|b| b["surprise"] = json!(1)),
+            "surprise",
+            "parameter_unknown",
+        ),
     ];
     for (mutate, param, code) in cases {
         let mut b = order_body(None, "NL", "DHL", 100);
@@ -274,7 +350,11 @@ async fn orders_list_filters_and_paginates_newest_first() {
     let u = srv.lastmile_merchant("Shop").await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        let (country, carrier) = if i % 2 == 0 { ("NL", "DHL") } else { ("DE", "POSTNL") };
+        let (country, carrier) = if i % 2 == 0 {
+            ("NL", "DHL")
+        } else {
+            ("DE", "POSTNL")
+        };
         let r = create(&srv, &u, order_body(None, country, carrier, 100 + i)).await;
         assert_eq!(r.status, StatusCode::CREATED);
         ids.push(r.body["id"].as_str().unwrap().to_string());
@@ -298,14 +378,24 @@ async fn orders_list_filters_and_paginates_newest_first() {
             assert!(r.body["pagination"]["next_cursor"].is_null());
             break;
         }
-        cursor = r.body["pagination"]["next_cursor"].as_str().map(str::to_string);
+        cursor = r.body["pagination"]["next_cursor"]
+            .as_str()
+            .map(str::to_string);
     }
     assert_eq!(seen, ids);
 
     let de = srv.get("/api/orders?country=de&limit=100", &u.token).await;
     assert_eq!(de.body["data"].as_array().unwrap().len(), 3);
-    assert!(de.body["data"].as_array().unwrap().iter().all(|o| o["customer"]["address"]["country"] == "DE"));
-    let dhl = srv.get("/api/orders?carrier_code=DHL&status=created", &u.token).await;
+    assert!(
+        de.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["customer"]["address"]["country"] == "DE")
+    );
+    let dhl = srv
+        .get("/api/orders?carrier_code=DHL&status=created", &u.token)
+        .await;
     assert_eq!(dhl.body["data"].as_array().unwrap().len(), 4);
     let none = srv.get("/api/orders?status=PAID", &u.token).await;
     assert_eq!(none.body["data"], json!([]));
@@ -313,9 +403,15 @@ async fn orders_list_filters_and_paginates_newest_first() {
     // Created range: the three oldest orders (created 0h, 10h, 20h after the first).
     let first = srv.get(&format!("/api/orders/{}", ids[6]), &u.token).await;
     let t0 = first.body["created"].as_str().unwrap().to_string();
-    let t0ms = chrono::DateTime::parse_from_rfc3339(&t0).unwrap().timestamp_millis();
-    let before = chrono::DateTime::from_timestamp_millis(t0ms + 25 * 3_600_000).unwrap().to_rfc3339();
-    let after = chrono::DateTime::from_timestamp_millis(t0ms + 5 * 3_600_000).unwrap().to_rfc3339();
+    let t0ms = chrono::DateTime::parse_from_rfc3339(&t0)
+        .unwrap()
+        .timestamp_millis();
+    let before = chrono::DateTime::from_timestamp_millis(t0ms + 25 * 3_600_000)
+        .unwrap()
+        .to_rfc3339();
+    let after = chrono::DateTime::from_timestamp_millis(t0ms + 5 * 3_600_000)
+        .unwrap()
+        .to_rfc3339();
     let r = srv
         .get(
             &format!(
@@ -326,10 +422,22 @@ async fn orders_list_filters_and_paginates_newest_first() {
             &u.token,
         )
         .await;
-    let got: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[4].as_str(), ids[5].as_str()], "{:?}", r.body);
 
-    for bad in ["limit=0", "limit=101", "status=LOST", "cursor=abc", "created_after=yesterday", "colour=red"] {
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "status=LOST",
+        "cursor=abc",
+        "created_after=yesterday",
+        "colour=red",
+    ] {
         let r = srv.get(&format!("/api/orders?{bad}"), &u.token).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
     }
@@ -377,7 +485,9 @@ async fn csv_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
     let u = srv.lastmile_merchant("Shop").await;
     // An order made through the API first: its external id makes row 6 a duplicate.
     assert_eq!(
-        create(&srv, &u, order_body(Some("EXISTING-1"), "NL", "DHL", 100)).await.status,
+        create(&srv, &u, order_body(Some("EXISTING-1"), "NL", "DHL", 100))
+            .await
+            .status,
         StatusCode::CREATED
     );
     // Semicolons (Excel, EU locale), synonyms, a BOM, a blank line and an unknown column.
@@ -408,7 +518,12 @@ async fn csv_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
     let dups = b["duplicate_rows"].as_array().unwrap();
     assert_eq!(dups[0]["row"], 6);
     assert_eq!(dups[0]["external_id"], "EXISTING-1");
-    assert!(dups[0]["existing_order_id"].as_str().unwrap().starts_with("ord_"));
+    assert!(
+        dups[0]["existing_order_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ord_")
+    );
     assert_eq!(dups[1]["row"], 8);
     assert_eq!(dups[1]["external_id"], "A-1");
     assert_eq!(b["column_mapping"]["Zip"], "postal_code");
@@ -435,16 +550,50 @@ async fn csv_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
 async fn csv_upload_refuses_files_without_required_columns_or_format() {
     let srv = server().await;
     let u = srv.lastmile_merchant("Shop").await;
-    let r = upload(&srv, &u, "", "text/csv", b"name,city\nJan,Amsterdam\n".to_vec()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "upload_columns_missing"), "{:?}", r.body);
+    let r = upload(
+        &srv,
+        &u,
+        "",
+        "text/csv",
+        b"name,city\nJan,Amsterdam\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "upload_columns_missing"),
+        "{:?}",
+        r.body
+    );
     let msg = r.body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("address_line1") && msg.contains("carrier_code") && msg.contains("currency"), "{msg}");
+    assert!(
+        msg.contains("address_line1") && msg.contains("carrier_code") && msg.contains("currency"),
+        "{msg}"
+    );
     let r = upload(&srv, &u, "", "text/csv", Vec::new()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "upload_empty"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "upload_empty")
+    );
     let r = upload(&srv, &u, "", "application/pdf", b"%PDF".to_vec()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "upload_format_unsupported"));
-    let r = upload(&srv, &u, "?format=xlsx", "application/octet-stream", b"not a zip".to_vec()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "upload_unreadable"));
+    assert_eq!(
+        (r.status, r.code()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "upload_format_unsupported"
+        )
+    );
+    let r = upload(
+        &srv,
+        &u,
+        "?format=xlsx",
+        "application/octet-stream",
+        b"not a zip".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "upload_unreadable")
+    );
     assert!(all_orders(&srv, &u).await.is_empty());
     srv.stop().await;
 }
@@ -453,9 +602,19 @@ async fn csv_upload_refuses_files_without_required_columns_or_format() {
 async fn sample_csv_uploads_cleanly_and_multipart_works() {
     let srv = server().await;
     let u = srv.lastmile_merchant("Shop").await;
-    let s = srv.http.get(format!("{}/api/orders/sample.csv", srv.base)).send().await.unwrap();
+    let s = srv
+        .http
+        .get(format!("{}/api/orders/sample.csv", srv.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(s.status(), StatusCode::OK);
-    assert!(s.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        s.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let sample = s.bytes().await.unwrap().to_vec();
     let form = reqwest::multipart::Form::new().part(
         "file",
@@ -471,11 +630,21 @@ async fn sample_csv_uploads_cleanly_and_multipart_works() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let b: Value = r.json().await.unwrap();
-    assert_eq!((b["created"].as_u64(), b["failed"].as_u64()), (Some(2), Some(0)), "{b}");
+    assert_eq!(
+        (b["created"].as_u64(), b["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{b}"
+    );
     assert_eq!(b["ignored_columns"], json!([]));
     let orders = all_orders(&srv, &u).await;
-    let lena = orders.iter().find(|o| o["external_id"] == "SHOP-10002").unwrap();
-    assert_eq!(lena["items"], json!([{"sku": "SNEAKER-42", "name": "Sneakers size 42", "qty": 2, "unit_price": 2995}]));
+    let lena = orders
+        .iter()
+        .find(|o| o["external_id"] == "SHOP-10002")
+        .unwrap();
+    assert_eq!(
+        lena["items"],
+        json!([{"sku": "SNEAKER-42", "name": "Sneakers size 42", "qty": 2, "unit_price": 2995}])
+    );
     assert_eq!(lena["customer"]["address"]["line2"], "2. OG");
     srv.stop().await;
 }
@@ -485,23 +654,97 @@ async fn xlsx_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
     let srv = server().await;
     let u = srv.lastmile_merchant("Shop").await;
     let rows = json!([
-        ["Order ID", "Customer Name", "Address", "Postcode", "City", "Country", "Amount", "Carrier", "SKU", "Quantity"],
-        ["X-1", "Piet Jansen", "Coolsingel 40", "3011 AD", "Rotterdam", "NL", 19.99, "PostNL", "MUG", 2],
-        ["X-2", "Marie Dubois", "Rue de Rivoli 1", "75001", "Paris", "FR", 45, "Colissimo", "", ""],
-        ["X-3", "", "Somewhere 1", "1000", "Brussel", "BE", 10, "BPOST", "", ""],
-        ["X-1", "Piet Again", "Coolsingel 40", "3011 AD", "Rotterdam", "NL", 5, "PostNL", "", ""],
-        ["X-4", "Too Precise", "Street 9", "1000", "Town", "NL", 1.234, "DHL", "", ""]
+        [
+            "Order ID",
+            "Customer Name",
+            "Address",
+            "Postcode",
+            "City",
+            "Country",
+            "Amount",
+            "Carrier",
+            "SKU",
+            "Quantity"
+        ],
+        [
+            "X-1",
+            "Piet Jansen",
+            "Coolsingel 40",
+            "3011 AD",
+            "Rotterdam",
+            "NL",
+            19.99,
+            "PostNL",
+            "MUG",
+            2
+        ],
+        [
+            "X-2",
+            "Marie Dubois",
+            "Rue de Rivoli 1",
+            "75001",
+            "Paris",
+            "FR",
+            45,
+            "Colissimo",
+            "",
+            ""
+        ],
+        [
+            "X-3",
+            "",
+            "Somewhere 1",
+            "1000",
+            "Brussel",
+            "BE",
+            10,
+            "BPOST",
+            "",
+            ""
+        ],
+        [
+            "X-1",
+            "Piet Again",
+            "Coolsingel 40",
+            "3011 AD",
+            "Rotterdam",
+            "NL",
+            5,
+            "PostNL",
+            "",
+            ""
+        ],
+        [
+            "X-4",
+            "Too Precise",
+            "Street 9",
+            "1000",
+            "Town",
+            "NL",
+            1.234,
+            "DHL",
+            "",
+            ""
+        ]
     ]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.xlsx");
     let mut child = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lastmile/make_xlsx.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/lastmile/make_xlsx.py"
+        ))
         .arg(&path)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(rows.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rows.to_string().as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let bytes = std::fs::read(&path).unwrap();
     let r = upload(
@@ -514,15 +757,30 @@ async fn xlsx_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let b = &r.body;
-    assert_eq!((b["rows"].as_u64(), b["created"].as_u64(), b["failed"].as_u64(), b["duplicates"].as_u64()), (Some(5), Some(2), Some(2), Some(1)), "{b}");
-    assert_eq!(b["errors"][0], json!({"row": 4, "column": "Customer Name", "reason": "is required"}));
+    assert_eq!(
+        (
+            b["rows"].as_u64(),
+            b["created"].as_u64(),
+            b["failed"].as_u64(),
+            b["duplicates"].as_u64()
+        ),
+        (Some(5), Some(2), Some(2), Some(1)),
+        "{b}"
+    );
+    assert_eq!(
+        b["errors"][0],
+        json!({"row": 4, "column": "Customer Name", "reason": "is required"})
+    );
     assert_eq!(b["errors"][1]["row"], 6);
     assert_eq!(b["errors"][1]["column"], "Amount");
     assert_eq!(b["duplicate_rows"][0]["row"], 5);
     let orders = all_orders(&srv, &u).await;
     let x1 = orders.iter().find(|o| o["external_id"] == "X-1").unwrap();
     assert_eq!(x1["amount"], json!({"value": 1999, "currency": "EUR"}));
-    assert_eq!(x1["items"], json!([{"sku": "MUG", "name": "MUG", "qty": 2, "unit_price": 999}]));
+    assert_eq!(
+        x1["items"],
+        json!([{"sku": "MUG", "name": "MUG", "qty": 2, "unit_price": 999}])
+    );
     assert_eq!(x1["source"], "xlsx");
     srv.stop().await;
 }

@@ -13,8 +13,8 @@ use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::MerchantId;
 use crate::store::{WriteBatch, WriteOp};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -519,17 +519,18 @@ impl LastMile {
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[ISSUER]);
         v.leeway = 0;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.dec, &v).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => bad_token("token expired"),
-                _ => bad_token("token is not valid"),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.dec, &v).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => bad_token("token expired"),
+            _ => bad_token("token is not valid"),
         })?;
         // `exp` is checked against the system clock by the library; check the engine clock too.
         if data.claims.exp <= self.engine.clock().now().ms() / 1000 {
             return Err(bad_token("token expired"));
         }
-        let user_id = UserId::parse(&data.claims.sub).map_err(|_| bad_token("token is not valid"))?;
+        let user_id =
+            UserId::parse(&data.claims.sub).map_err(|_| bad_token("token is not valid"))?;
         let merchant_id = match data.claims.mid {
             Some(m) => Some(MerchantId::parse(&m).map_err(|_| bad_token("token is not valid"))?),
             None => None,

@@ -49,8 +49,6 @@ pub struct LastMileConfig {
     pub list_scan_budget: usize,
     /// `livemode` of the events last-mile objects emit.
     pub events_livemode: bool,
-    /// Largest shop-webhook body, bytes.
-    pub webhook_max_bytes: usize,
     /// Payment sessions, driver OTP and the live stream (`[lastmile.sessions]`).
     pub sessions: sessions::SessionsConfig,
 }
@@ -66,7 +64,6 @@ impl Default for LastMileConfig {
             upload_max_reported_rows: 1_000,
             list_scan_budget: 20_000,
             events_livemode: false,
-            webhook_max_bytes: 1024 * 1024,
             sessions: sessions::SessionsConfig::default(),
         }
     }
@@ -83,7 +80,6 @@ impl fmt::Debug for LastMileConfig {
             .field("upload_max_reported_rows", &self.upload_max_reported_rows)
             .field("list_scan_budget", &self.list_scan_budget)
             .field("events_livemode", &self.events_livemode)
-            .field("webhook_max_bytes", &self.webhook_max_bytes)
             .field("sessions", &self.sessions)
             .finish()
     }

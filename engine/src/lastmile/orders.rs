@@ -52,7 +52,10 @@ impl OrderId {
 
     /// The smallest id created at `unix_ms` (range bounds).
     pub fn min_at(unix_ms: i64) -> OrderId {
-        OrderId(ulid::Ulid::from_parts(u64::try_from(unix_ms).unwrap_or(0), 0))
+        OrderId(ulid::Ulid::from_parts(
+            u64::try_from(unix_ms).unwrap_or(0),
+            0,
+        ))
     }
 
     /// Parses `ord_` + 26 base32 characters.
@@ -259,7 +262,10 @@ fn text(field: &str, v: &str, required: bool) -> Result<Option<String>, FieldErr
         ));
     }
     if t.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(Some(t.to_string()))
 }
@@ -336,8 +342,8 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
         region: optional("customer.address.region", a.region.as_deref())?,
         country,
     };
-    let amount = Money::from_parts(input.amount.value, input.amount.currency.trim())
-        .map_err(|e| {
+    let amount =
+        Money::from_parts(input.amount.value, input.amount.currency.trim()).map_err(|e| {
             let field = if matches!(e, crate::money::MoneyError::UnknownCurrency(_)) {
                 "amount.currency"
             } else {
@@ -405,7 +411,9 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
 pub enum Inserted {
     Created(Box<Order>),
     /// An order with the same external id exists (or came earlier in the same call).
-    Duplicate { existing: Option<OrderId> },
+    Duplicate {
+        existing: Option<OrderId>,
+    },
 }
 
 /// The ops that (re)write an order's record and its index entry; include them in any batch
@@ -486,7 +494,10 @@ struct Filter {
 impl Filter {
     fn matches(&self, o: &Order) -> bool {
         self.status.is_none_or(|s| o.status == s)
-            && self.country.as_deref().is_none_or(|c| o.customer.address.country == c)
+            && self
+                .country
+                .as_deref()
+                .is_none_or(|c| o.customer.address.country == c)
             && self.carrier.as_deref().is_none_or(|c| o.carrier_code == c)
             && self.source.as_deref().is_none_or(|s| o.source == s)
     }
@@ -516,7 +527,7 @@ impl LastMile {
         let valid = validate(input)?;
         let ext = valid.external_id.clone();
         let out = self
-            .insert_orders(merchant, source, "manual", vec![valid], vec![])
+            .insert_orders(merchant, source, "manual", vec![valid], &|_| vec![])
             .await?;
         match out.into_iter().next() {
             Some(Inserted::Created(o)) => Ok(*o),
@@ -567,20 +578,21 @@ impl LastMile {
     }
 
     /// Stores validated orders in one batch with their `order.created` events, skipping those
-    /// whose external id (in `namespace`) exists. `extra` ops join the same batch.
+    /// whose external id (in `namespace`) exists. The ops `extra` returns join the same batch;
+    /// it is given the id of the first order (created, or the existing duplicate).
     pub(crate) async fn insert_orders(
         &self,
         merchant: MerchantId,
         source: &str,
         namespace: &str,
         orders: Vec<ValidOrder>,
-        extra: Vec<WriteOp>,
+        extra: &(dyn Fn(Option<OrderId>) -> Vec<WriteOp> + Sync),
     ) -> EngineResult<Vec<Inserted>> {
         let lock = self.order_lock(merchant);
         let _guard = lock.lock().await;
         let now = self.engine.clock().now();
         let mut batch = WriteBatch {
-            ops: Vec::with_capacity(orders.len() * 5 + extra.len() + 1),
+            ops: Vec::with_capacity(orders.len() * 5 + 4),
         };
         let mut seen = HashSet::new();
         let mut days = BTreeSet::new();
@@ -642,7 +654,11 @@ impl LastMile {
                 value: vec![],
             });
         }
-        batch.ops.extend(extra);
+        let first = out.first().and_then(|o| match o {
+            Inserted::Created(o) => Some(o.id),
+            Inserted::Duplicate { existing } => *existing,
+        });
+        batch.ops.extend(extra(first));
         if !batch.ops.is_empty() {
             self.engine.ledger().submit(batch).await?;
         }
@@ -702,7 +718,9 @@ impl LastMile {
             end: upper
                 .as_deref()
                 .and_then(OrderId::parse)
-                .map_or(Bound::Unbounded, |id| Bound::Included(day(id.timestamp_ms()))),
+                .map_or(Bound::Unbounded, |id| {
+                    Bound::Included(day(id.timestamp_ms()))
+                }),
             limit: 100_000,
             descending: true,
         };
@@ -726,7 +744,9 @@ impl LastMile {
                     limit: chunk,
                     descending: true,
                 };
-                let rows = ledger.scan_entries(ORDERS_BY_DAY, &partition, &range).await?;
+                let rows = ledger
+                    .scan_entries(ORDERS_BY_DAY, &partition, &range)
+                    .await?;
                 let n = rows.len();
                 budget -= n.min(budget);
                 for (sort, value) in rows {

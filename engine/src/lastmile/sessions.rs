@@ -638,25 +638,25 @@ impl Change {
 }
 
 impl LastMile {
-    fn scfg(&self) -> &SessionsConfig {
+    fn ps_scfg(&self) -> &SessionsConfig {
         &self.cfg.sessions
     }
 
-    fn livemode(&self) -> bool {
+    fn ps_livemode(&self) -> bool {
         self.cfg.events_livemode
     }
 
     /// The pay URL of a token.
-    pub fn pay_url(&self, token: &str) -> String {
+    pub fn session_pay_url(&self, token: &str) -> String {
         format!(
             "{}/pay/{token}",
-            self.scfg().pay_base_url.trim_end_matches('/')
+            self.ps_scfg().pay_base_url.trim_end_matches('/')
         )
     }
 
     /// The merchant's view of a session.
-    pub fn view(&self, s: &PaymentSession) -> SessionView {
-        let pay_url = self.pay_url(&s.pay_token);
+    pub fn session_view(&self, s: &PaymentSession) -> SessionView {
+        let pay_url = self.session_pay_url(&s.pay_token);
         SessionView {
             id: s.id,
             merchant_id: s.merchant_id,
@@ -687,9 +687,9 @@ impl LastMile {
 
     /// An engine caller acting for `merchant` in last-mile's mode (never stored, never
     /// usable as an API key: it has no secret).
-    fn engine_ctx(&self, merchant: MerchantId) -> AuthContext {
+    fn ps_engine_ctx(&self, merchant: MerchantId) -> AuthContext {
         let now = self.engine.clock().now();
-        let livemode = self.livemode();
+        let livemode = self.ps_livemode();
         AuthContext {
             merchant_id: merchant,
             livemode,
@@ -714,14 +714,14 @@ impl LastMile {
     }
 
     /// The merchant's active last-mile service, created on first use.
-    async fn service_for(&self, ctx: &AuthContext) -> EngineResult<ServiceId> {
+    async fn ps_service_for(&self, ctx: &AuthContext) -> EngineResult<ServiceId> {
         if let Some(id) = self.sessions.services.get(&ctx.merchant_id) {
             return Ok(*id);
         }
         let input = ServiceInput {
             name: Some(SERVICE_NAME.into()),
             description: Some("Pay-on-delivery parcels (IPAY last mile)".into()),
-            accepted_channels: Some(self.scfg().channels.clone()),
+            accepted_channels: Some(self.ps_scfg().channels.clone()),
             ..Default::default()
         };
         let (svc, _) = self.engine.upsert_service(ctx, input).await?;
@@ -753,7 +753,7 @@ impl LastMile {
     }
 
     /// The merchant's OTP key, created once (under a reservation, so nodes agree).
-    async fn otp_key(&self, merchant: MerchantId) -> EngineResult<OtpKey> {
+    async fn ps_otp_key(&self, merchant: MerchantId) -> EngineResult<OtpKey> {
         if let Some(k) = self.sessions.otp_keys.get(&merchant) {
             return Ok(k.clone());
         }
@@ -768,7 +768,7 @@ impl LastMile {
         let key = match ledger.get_record(OTP_KEY, &merchant.to_string()).await? {
             Some(raw) => read(raw)?,
             None => {
-                let guard = self.hold(&format!("lm:otpkey:{merchant}")).await?;
+                let guard = self.ps_hold(&format!("lm:otpkey:{merchant}")).await?;
                 let out = match ledger.get_record(OTP_KEY, &merchant.to_string()).await? {
                     Some(raw) => read(raw),
                     None => {
@@ -792,7 +792,7 @@ impl LastMile {
     }
 
     /// Takes the reservation `scope` (waiting up to 5 s for another holder).
-    async fn hold(&self, scope: &str) -> EngineResult<Held> {
+    async fn ps_hold(&self, scope: &str) -> EngineResult<Held> {
         let hot = self.engine.hot();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -811,7 +811,7 @@ impl LastMile {
         }
     }
 
-    async fn load(&self, id: SessionId) -> EngineResult<Option<PaymentSession>> {
+    async fn ps_load(&self, id: SessionId) -> EngineResult<Option<PaymentSession>> {
         match self
             .engine
             .ledger()
@@ -823,19 +823,23 @@ impl LastMile {
         }
     }
 
-    async fn lookup(&self, kind: &'static str, key: &str) -> EngineResult<Option<PaymentSession>> {
+    async fn ps_lookup(
+        &self,
+        kind: &'static str,
+        key: &str,
+    ) -> EngineResult<Option<PaymentSession>> {
         let Some(raw) = self.engine.ledger().get_record(kind, key).await? else {
             return Ok(None);
         };
         match SessionId::parse(&String::from_utf8_lossy(&raw)) {
-            Some(id) => self.load(id).await,
+            Some(id) => self.ps_load(id).await,
             None => Ok(None),
         }
     }
 
     /// Commits a change to a held session: record, list entry, log, events; then tells live
     /// subscribers.
-    async fn commit(&self, s: &mut PaymentSession, mut c: Change) -> EngineResult<()> {
+    async fn ps_commit(&self, s: &mut PaymentSession, mut c: Change) -> EngineResult<()> {
         s.updated = self.engine.clock().now();
         let json = serde_json::to_vec(&*s).map_err(internal)?;
         c.batch.push(WriteOp::PutRecord {
@@ -858,21 +862,21 @@ impl LastMile {
     }
 
     /// Runs `f` on the session while holding it; `f` records its changes in the `Change`.
-    async fn mutate<T>(
+    async fn ps_mutate<T>(
         &self,
         id: SessionId,
         f: impl AsyncFnOnce(&mut PaymentSession, &mut Change) -> EngineResult<T>,
     ) -> EngineResult<(PaymentSession, T)> {
-        let guard = self.hold(&format!("lm:ps:{id}")).await?;
+        let guard = self.ps_hold(&format!("lm:ps:{id}")).await?;
         let out = async {
             let mut s = self
-                .load(id)
+                .ps_load(id)
                 .await?
                 .ok_or_else(|| EngineError::not_found("payment session", id))?;
             let mut c = Change::new();
             let v = f(&mut s, &mut c).await?;
             if !c.batch.ops.is_empty() || !c.events.is_empty() {
-                self.commit(&mut s, c).await?;
+                self.ps_commit(&mut s, c).await?;
             }
             Ok((s, v))
         }
@@ -882,7 +886,7 @@ impl LastMile {
     }
 
     /// Moves the session's order to `status` in the same batch (never backwards).
-    async fn order_status_ops(&self, s: &PaymentSession, status: OrderStatus, c: &mut Change) {
+    async fn ps_order_status_ops(&self, s: &PaymentSession, status: OrderStatus, c: &mut Change) {
         match self.get_order(s.merchant_id, &s.order_id).await {
             Ok(mut o) => {
                 if o.status == status || o.status == OrderStatus::Cancelled {
@@ -907,12 +911,17 @@ impl LastMile {
         order_id: &str,
     ) -> EngineResult<(SessionView, bool)> {
         let order = self.get_order(merchant, order_id).await?;
-        if let Some(s) = self.lookup(SESSION_BY_ORDER, &order.id.to_string()).await? {
-            return Ok((self.view(&s), false));
+        if let Some(s) = self
+            .ps_lookup(SESSION_BY_ORDER, &order.id.to_string())
+            .await?
+        {
+            return Ok((self.session_view(&s), false));
         }
         check_order_payable(&order)?;
         // One creation per order at a time, on any node.
-        let guard = self.hold(&format!("lm:order-session:{}", order.id)).await?;
+        let guard = self
+            .ps_hold(&format!("lm:order-session:{}", order.id))
+            .await?;
         let out = self.create_session_held(&order).await;
         guard.release(self).await;
         out
@@ -920,13 +929,16 @@ impl LastMile {
 
     async fn create_session_held(&self, order: &Order) -> EngineResult<(SessionView, bool)> {
         let ledger = self.engine.ledger();
-        if let Some(s) = self.lookup(SESSION_BY_ORDER, &order.id.to_string()).await? {
-            return Ok((self.view(&s), false));
+        if let Some(s) = self
+            .ps_lookup(SESSION_BY_ORDER, &order.id.to_string())
+            .await?
+        {
+            return Ok((self.session_view(&s), false));
         }
         // A fresh random reference, reserved so no two sessions can take the same one.
         let (reference, ref_guard) = loop {
             let r = IpayReference::generate();
-            let g = self.hold(&format!("lm:ref:{r}")).await?;
+            let g = self.ps_hold(&format!("lm:ref:{r}")).await?;
             if ledger
                 .get_record(SESSION_BY_REF, &r.to_string())
                 .await?
@@ -941,7 +953,7 @@ impl LastMile {
         let mut s = PaymentSession {
             id: SessionId::new_at(now.ms()),
             merchant_id: order.merchant_id,
-            livemode: self.livemode(),
+            livemode: self.ps_livemode(),
             order_id: order.id.to_string(),
             reference,
             pay_token: token.clone(),
@@ -984,22 +996,22 @@ impl LastMile {
             sort: day(s.id.timestamp_ms()),
             value: vec![],
         });
-        let view = self.view(&s);
+        let view = self.session_view(&s);
         c.event(&mut s, now, "session.created", &view);
-        self.order_status_ops(&s, OrderStatus::SessionCreated, &mut c)
+        self.ps_order_status_ops(&s, OrderStatus::SessionCreated, &mut c)
             .await;
-        let out = self.commit(&mut s, c).await;
+        let out = self.ps_commit(&mut s, c).await;
         ref_guard.release(self).await;
         out?;
-        Ok((self.view(&s), true))
+        Ok((self.session_view(&s), true))
     }
 
     // ------------------------------------------------------------------ reads
 
-    async fn visible(&self, who: Actor, id: &str) -> EngineResult<PaymentSession> {
+    async fn ps_visible(&self, who: Actor, id: &str) -> EngineResult<PaymentSession> {
         let nf = || EngineError::not_found("payment session", id);
         let sid = SessionId::parse(id).ok_or_else(nf)?;
-        let s = self.load(sid).await?.ok_or_else(nf)?;
+        let s = self.ps_load(sid).await?.ok_or_else(nf)?;
         match who {
             Actor::Merchant(m) if m != s.merchant_id => Err(nf()),
             _ => Ok(s),
@@ -1008,7 +1020,7 @@ impl LastMile {
 
     /// A session with its event log (oldest first).
     pub async fn session_detail(&self, who: Actor, id: &str) -> EngineResult<SessionDetail> {
-        let s = self.visible(who, id).await?;
+        let s = self.ps_visible(who, id).await?;
         let s = self.settle_from_intent(s).await?;
         let rows = self
             .engine
@@ -1024,7 +1036,7 @@ impl LastMile {
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect();
         Ok(SessionDetail {
-            session: self.view(&s),
+            session: self.session_view(&s),
             events,
         })
     }
@@ -1126,7 +1138,7 @@ impl LastMile {
         let days = ledger
             .scan_entries(SESSION_DAYS, &merchant.to_string(), &day_range)
             .await?;
-        let mut budget = self.scfg().list_scan_budget.max(100);
+        let mut budget = self.ps_scfg().list_scan_budget.max(100);
         let mut data: Vec<PaymentSession> = Vec::with_capacity(limit + 1);
         let mut last_seen: Option<String> = None;
         'days: for (d, _) in days {
@@ -1173,7 +1185,7 @@ impl LastMile {
             (false, None)
         };
         Ok(SessionPage {
-            data: data.iter().map(|s| self.view(s)).collect(),
+            data: data.iter().map(|s| self.session_view(s)).collect(),
             pagination: CursorPagination {
                 limit,
                 next_cursor,
@@ -1197,9 +1209,9 @@ impl LastMile {
             return Ok(s);
         }
         let (s, ()) = self
-            .mutate(s.id, async |s, c| {
+            .ps_mutate(s.id, async |s, c| {
                 if s.status == SessionStatus::PaymentPending && s.payment_intent == Some(pi) {
-                    self.apply_intent_outcome(s, c, &intent).await?;
+                    self.ps_apply_intent_outcome(s, c, &intent).await?;
                 }
                 Ok(())
             })
@@ -1210,7 +1222,7 @@ impl LastMile {
         Ok(s)
     }
 
-    async fn apply_intent_outcome(
+    async fn ps_apply_intent_outcome(
         &self,
         s: &mut PaymentSession,
         c: &mut Change,
@@ -1223,9 +1235,9 @@ impl LastMile {
                 s.status = session_transition(s.status, SessionAction::PaymentSucceeded)?;
                 s.paid_intent = Some(intent.id);
                 s.paid_at = Some(now);
-                let view = self.view(s);
+                let view = self.session_view(s);
                 c.event(s, now, "session.paid", &view);
-                self.order_status_ops(s, OrderStatus::Paid, c).await;
+                self.ps_order_status_ops(s, OrderStatus::Paid, c).await;
             }
             other => {
                 s.status = session_transition(s.status, SessionAction::PaymentFailed)?;
@@ -1243,7 +1255,7 @@ impl LastMile {
 
     /// The consumer's page.
     pub async fn consumer_view(&self, token: &str) -> EngineResult<ConsumerView> {
-        let s = self.by_token(token).await?;
+        let s = self.ps_by_token(token).await?;
         let s = self.settle_from_intent(s).await?;
         let payment = match (s.status, s.payment_intent) {
             (SessionStatus::PaymentPending, Some(pi)) => self
@@ -1261,7 +1273,7 @@ impl LastMile {
         };
         let otp = match (s.status, s.paid_intent) {
             (SessionStatus::Paid, Some(pi)) => {
-                let key = self.otp_key(s.merchant_id).await?;
+                let key = self.ps_otp_key(s.merchant_id).await?;
                 Some(
                     key.derive(&s.reference, &pi.to_string())
                         .expose()
@@ -1279,19 +1291,19 @@ impl LastMile {
             currency: s.currency.clone(),
             status: s.status,
             parcel_status: s.parcel_status,
-            channels: self.scfg().channels.clone(),
+            channels: self.ps_scfg().channels.clone(),
             payment,
             otp,
         })
     }
 
-    async fn by_token(&self, token: &str) -> EngineResult<PaymentSession> {
+    async fn ps_by_token(&self, token: &str) -> EngineResult<PaymentSession> {
         // Tokens are 43 base64url characters; anything else cannot match.
         let nf = || EngineError::not_found("payment session", "(token)");
         if token.len() > 100 {
             return Err(nf());
         }
-        self.lookup(SESSION_BY_TOKEN, &token_key(token))
+        self.ps_lookup(SESSION_BY_TOKEN, &token_key(token))
             .await?
             .ok_or_else(nf)
     }
@@ -1302,11 +1314,11 @@ impl LastMile {
         token: &str,
         req: StartPaymentRequest,
     ) -> EngineResult<ConsumerView> {
-        if !self.scfg().channels.iter().any(|c| *c == req.channel) {
+        if !self.ps_scfg().channels.contains(&req.channel) {
             return Err(EngineError::invalid(
                 "channel_not_accepted",
                 "channel",
-                format!("pay with one of: {}", self.scfg().channels.join(", ")),
+                format!("pay with one of: {}", self.ps_scfg().channels.join(", ")),
             ));
         }
         let simulate = match req.simulate.as_deref() {
@@ -1321,23 +1333,23 @@ impl LastMile {
                 ));
             }
         };
-        if simulate.is_some() && (self.livemode() || req.channel != "sandbox") {
+        if simulate.is_some() && (self.ps_livemode() || req.channel != "sandbox") {
             return Err(EngineError::Forbidden {
                 code: "test_mode_only",
                 message: "simulate works in test mode with the sandbox channel only".into(),
             });
         }
-        let s = self.by_token(token).await?;
+        let s = self.ps_by_token(token).await?;
         let s = self.settle_from_intent(s).await?;
-        let ctx = self.engine_ctx(s.merchant_id);
+        let ctx = self.ps_engine_ctx(s.merchant_id);
         let (s, ()) = self
-            .mutate(s.id, async |s, c| {
+            .ps_mutate(s.id, async |s, c| {
                 // A payment still open on the same channel is reused, not duplicated.
                 if let (SessionStatus::PaymentPending, Some(pi)) = (s.status, s.payment_intent)
                     && let Some(i) = self.engine.ledger().get_intent(pi).await?
                 {
                     if i.status != IntentStatus::Pending {
-                        self.apply_intent_outcome(s, c, &i).await?;
+                        self.ps_apply_intent_outcome(s, c, &i).await?;
                     } else if i.channel == req.channel {
                         return Ok(());
                     } else {
@@ -1352,7 +1364,7 @@ impl LastMile {
                     }
                 }
                 let next = session_transition(s.status, SessionAction::StartPayment)?;
-                let service = self.service_for(&ctx).await?;
+                let service = self.ps_service_for(&ctx).await?;
                 let mut metadata = serde_json::Map::new();
                 metadata.insert("ipay_session".into(), s.id.to_string().into());
                 metadata.insert("ipay_reference".into(), s.reference.to_string().into());
@@ -1368,7 +1380,7 @@ impl LastMile {
                             },
                             channel: req.channel.clone(),
                             metadata: Some(metadata),
-                            expires_in: Some(self.scfg().payment_expires_in_secs),
+                            expires_in: Some(self.ps_scfg().payment_expires_in_secs),
                         },
                         None,
                     )
@@ -1390,19 +1402,19 @@ impl LastMile {
                         .engine
                         .sandbox_settle(&ctx, &intent.id.to_string(), ok)
                         .await?;
-                    self.apply_intent_outcome(s, c, &settled).await?;
+                    self.ps_apply_intent_outcome(s, c, &settled).await?;
                 }
                 Ok(())
             })
             .await?;
         if s.status == SessionStatus::PaymentPending {
-            self.watch(s.id);
+            self.ps_watch(s.id);
         }
         self.consumer_view(token).await
     }
 
-    fn watch(&self, id: SessionId) {
-        if self.sessions.watched.len() < self.scfg().watch_max_sessions {
+    fn ps_watch(&self, id: SessionId) {
+        if self.sessions.watched.len() < self.ps_scfg().watch_max_sessions {
             self.sessions.watched.insert(id, ());
         }
     }
@@ -1411,7 +1423,7 @@ impl LastMile {
     pub async fn check_watched(&self) {
         let ids: Vec<SessionId> = self.sessions.watched.iter().map(|e| *e.key()).collect();
         for id in ids {
-            match self.load(id).await {
+            match self.ps_load(id).await {
                 Ok(Some(s)) if s.status == SessionStatus::PaymentPending => {
                     if let Err(e) = self.settle_from_intent(s).await {
                         tracing::warn!(error = %e, session = %id, "paid check failed");
@@ -1427,7 +1439,7 @@ impl LastMile {
     /// Runs the paid-check watcher until the subsystem is dropped.
     pub fn spawn_watcher(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let every = Duration::from_millis(self.scfg().paid_check_interval_ms.max(10));
+        let every = Duration::from_millis(self.ps_scfg().paid_check_interval_ms.max(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1455,9 +1467,9 @@ impl LastMile {
                 "status must be one of PICKED_UP, IN_DELIVERY, DELIVERED",
             )
         })?;
-        let s = self.visible(who, id).await?;
+        let s = self.ps_visible(who, id).await?;
         let (s, ()) = self
-            .mutate(s.id, async |s, c| {
+            .ps_mutate(s.id, async |s, c| {
                 let released = s.status == SessionStatus::Released;
                 let next = parcel_transition(s.parcel_status, to, released)?;
                 if next == s.parcel_status {
@@ -1473,19 +1485,19 @@ impl LastMile {
                     serde_json::json!({"from": from, "to": next}),
                 );
                 if next == ParcelStatus::Delivered {
-                    self.deliver(s, c, now).await;
+                    self.ps_deliver(s, c, now).await;
                 }
                 Ok(())
             })
             .await?;
-        Ok(self.view(&s))
+        Ok(self.session_view(&s))
     }
 
-    async fn deliver(&self, s: &mut PaymentSession, c: &mut Change, now: Timestamp) {
+    async fn ps_deliver(&self, s: &mut PaymentSession, c: &mut Change, now: Timestamp) {
         s.delivered_at = Some(now);
-        let view = self.view(s);
+        let view = self.session_view(s);
         c.event(s, now, "parcel.delivered", &view);
-        self.order_status_ops(s, OrderStatus::Delivered, c).await;
+        self.ps_order_status_ops(s, OrderStatus::Delivered, c).await;
     }
 
     // ------------------------------------------------------------------ driver OTP
@@ -1519,18 +1531,18 @@ impl LastMile {
         }
         let nf = || EngineError::not_found("payment session", reference);
         let s = self
-            .lookup(SESSION_BY_REF, &reference.to_string())
+            .ps_lookup(SESSION_BY_REF, &reference.to_string())
             .await?
             .ok_or_else(nf)?;
         if driver.merchant_id.is_some_and(|m| m != s.merchant_id) {
             return Err(nf());
         }
         let s = self.settle_from_intent(s).await?;
-        let key = self.otp_key(s.merchant_id).await?;
-        let max = self.scfg().otp_max_failures.max(1);
+        let key = self.ps_otp_key(s.merchant_id).await?;
+        let max = self.ps_scfg().otp_max_failures.max(1);
         let driver_id = driver.user_id.clone();
         let (s, outcome) = self
-            .mutate(s.id, async |s, c| {
+            .ps_mutate(s.id, async |s, c| {
                 let now = self.engine.clock().now();
                 let attempt = |s: &mut PaymentSession, c: &mut Change, result: &str| {
                     c.note(
@@ -1598,7 +1610,7 @@ impl LastMile {
                 attempt(s, c, "correct");
                 s.status = session_transition(s.status, SessionAction::ReleaseWithOtp)?;
                 s.released_at = Some(now);
-                let view = self.view(s);
+                let view = self.session_view(s);
                 c.event(s, now, "session.otp_verified", &view);
                 // The parcel is in the driver's hands at the door: released means delivered.
                 let from = s.parcel_status;
@@ -1610,23 +1622,23 @@ impl LastMile {
                     "parcel.status_changed",
                     serde_json::json!({"from": from, "to": s.parcel_status}),
                 );
-                self.deliver(s, c, now).await;
+                self.ps_deliver(s, c, now).await;
                 Ok(Ok(()))
             })
             .await?;
         outcome?;
         Ok(VerifyOtpResponse {
             released: true,
-            session: self.view(&s),
+            session: self.session_view(&s),
         })
     }
 
     /// Operator: clears the wrong-OTP count and the lock of a session.
     pub async fn unlock_otp(&self, id: &str, operator: &str) -> EngineResult<SessionView> {
-        let s = self.visible(Actor::Operator, id).await?;
+        let s = self.ps_visible(Actor::Operator, id).await?;
         let operator = operator.to_string();
         let (s, ()) = self
-            .mutate(s.id, async |s, c| {
+            .ps_mutate(s.id, async |s, c| {
                 let now = self.engine.clock().now();
                 c.note(
                     s,
@@ -1640,7 +1652,7 @@ impl LastMile {
                 Ok(())
             })
             .await?;
-        Ok(self.view(&s))
+        Ok(self.session_view(&s))
     }
 
     /// A slot for one live stream, or 503 when [`SessionsConfig::stream_max_clients`] are open.
@@ -1654,14 +1666,14 @@ impl LastMile {
 
     /// The session settings in force.
     pub fn sessions_config(&self) -> &SessionsConfig {
-        self.scfg()
+        self.ps_scfg()
     }
 
     /// The OTP of a paid session (benches and tests; never logged, never in an event).
     pub async fn otp_of(&self, s: &PaymentSession) -> EngineResult<Option<Otp>> {
         match s.paid_intent {
             Some(pi) => Ok(Some(
-                self.otp_key(s.merchant_id)
+                self.ps_otp_key(s.merchant_id)
                     .await?
                     .derive(&s.reference, &pi.to_string()),
             )),

@@ -36,7 +36,13 @@ impl UploadFormat {
     /// The format named by a content type or, failing that, a file name.
     pub fn detect(content_type: Option<&str>, file_name: Option<&str>) -> Option<UploadFormat> {
         let ct = content_type
-            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         match ct.as_str() {
             "text/csv" | "application/csv" | "text/comma-separated-values" => {
@@ -135,25 +141,188 @@ enum Field {
 /// Header synonyms, compared after lower-casing and dropping everything but letters and
 /// digits (`Postal Code`, `postal_code` and `POSTCODE` all read `postalcode`).
 const SYNONYMS: &[(Field, &str, &[&str])] = &[
-    (Field::ExternalId, "external_id", &["externalid", "orderid", "ordernumber", "orderno", "ordernr", "order", "reference", "ref", "externalreference", "shoporderid", "bestelnummer"]),
-    (Field::Name, "customer_name", &["customername", "name", "fullname", "customer", "recipient", "recipientname", "consignee", "consigneename", "shiptoname", "naam"]),
-    (Field::Email, "email", &["email", "emailaddress", "customeremail", "mail"]),
-    (Field::Phone, "phone", &["phone", "phonenumber", "telephone", "tel", "mobile", "customerphone", "telefoon"]),
-    (Field::Line1, "address_line1", &["addressline1", "address1", "address", "street", "streetaddress", "line1", "shiptoaddress", "adres"]),
-    (Field::Line2, "address_line2", &["addressline2", "address2", "line2", "addition"]),
-    (Field::City, "city", &["city", "town", "plaats", "woonplaats", "shiptocity"]),
-    (Field::PostalCode, "postal_code", &["postalcode", "postcode", "zip", "zipcode", "postcodezip", "shiptozip"]),
-    (Field::Region, "region", &["region", "state", "province", "county", "provincie"]),
-    (Field::Country, "country", &["country", "countrycode", "countryiso", "land", "shiptocountry"]),
-    (Field::Amount, "amount", &["amount", "total", "totalamount", "ordertotal", "grandtotal", "codamount", "value", "bedrag"]),
-    (Field::AmountMinor, "amount_minor", &["amountminor", "amountcents", "totalcents", "amountminorunits"]),
-    (Field::Currency, "currency", &["currency", "currencycode", "cur", "valuta"]),
-    (Field::Carrier, "carrier_code", &["carriercode", "carrier", "shippingcarrier", "courier", "shipper", "vervoerder"]),
-    (Field::IpayFlag, "ipay_flag", &["ipayflag", "ipay", "useipay", "cod", "payondelivery"]),
-    (Field::Sku, "item_sku", &["sku", "itemsku", "productsku", "articlenumber", "artikelnummer"]),
-    (Field::ItemName, "item_name", &["itemname", "productname", "product", "item", "description", "artikel"]),
-    (Field::Qty, "item_qty", &["qty", "quantity", "itemqty", "aantal", "units"]),
-    (Field::UnitPrice, "item_unit_price", &["unitprice", "itemprice", "priceperunit", "price", "prijs"]),
+    (
+        Field::ExternalId,
+        "external_id",
+        &[
+            "externalid",
+            "orderid",
+            "ordernumber",
+            "orderno",
+            "ordernr",
+            "order",
+            "reference",
+            "ref",
+            "externalreference",
+            "shoporderid",
+            "bestelnummer",
+        ],
+    ),
+    (
+        Field::Name,
+        "customer_name",
+        &[
+            "customername",
+            "name",
+            "fullname",
+            "customer",
+            "recipient",
+            "recipientname",
+            "consignee",
+            "consigneename",
+            "shiptoname",
+            "naam",
+        ],
+    ),
+    (
+        Field::Email,
+        "email",
+        &["email", "emailaddress", "customeremail", "mail"],
+    ),
+    (
+        Field::Phone,
+        "phone",
+        &[
+            "phone",
+            "phonenumber",
+            "telephone",
+            "tel",
+            "mobile",
+            "customerphone",
+            "telefoon",
+        ],
+    ),
+    (
+        Field::Line1,
+        "address_line1",
+        &[
+            "addressline1",
+            "address1",
+            "address",
+            "street",
+            "streetaddress",
+            "line1",
+            "shiptoaddress",
+            "adres",
+        ],
+    ),
+    (
+        Field::Line2,
+        "address_line2",
+        &["addressline2", "address2", "line2", "addition"],
+    ),
+    (
+        Field::City,
+        "city",
+        &["city", "town", "plaats", "woonplaats", "shiptocity"],
+    ),
+    (
+        Field::PostalCode,
+        "postal_code",
+        &[
+            "postalcode",
+            "postcode",
+            "zip",
+            "zipcode",
+            "postcodezip",
+            "shiptozip",
+        ],
+    ),
+    (
+        Field::Region,
+        "region",
+        &["region", "state", "province", "county", "provincie"],
+    ),
+    (
+        Field::Country,
+        "country",
+        &[
+            "country",
+            "countrycode",
+            "countryiso",
+            "land",
+            "shiptocountry",
+        ],
+    ),
+    (
+        Field::Amount,
+        "amount",
+        &[
+            "amount",
+            "total",
+            "totalamount",
+            "ordertotal",
+            "grandtotal",
+            "codamount",
+            "value",
+            "bedrag",
+        ],
+    ),
+    (
+        Field::AmountMinor,
+        "amount_minor",
+        &[
+            "amountminor",
+            "amountcents",
+            "totalcents",
+            "amountminorunits",
+        ],
+    ),
+    (
+        Field::Currency,
+        "currency",
+        &["currency", "currencycode", "cur", "valuta"],
+    ),
+    (
+        Field::Carrier,
+        "carrier_code",
+        &[
+            "carriercode",
+            "carrier",
+            "shippingcarrier",
+            "courier",
+            "shipper",
+            "vervoerder",
+        ],
+    ),
+    (
+        Field::IpayFlag,
+        "ipay_flag",
+        &["ipayflag", "ipay", "useipay", "cod", "payondelivery"],
+    ),
+    (
+        Field::Sku,
+        "item_sku",
+        &[
+            "sku",
+            "itemsku",
+            "productsku",
+            "articlenumber",
+            "artikelnummer",
+        ],
+    ),
+    (
+        Field::ItemName,
+        "item_name",
+        &[
+            "itemname",
+            "productname",
+            "product",
+            "item",
+            "description",
+            "artikel",
+        ],
+    ),
+    (
+        Field::Qty,
+        "item_qty",
+        &["qty", "quantity", "itemqty", "aantal", "units"],
+    ),
+    (
+        Field::UnitPrice,
+        "item_unit_price",
+        &["unitprice", "itemprice", "priceperunit", "price", "prijs"],
+    ),
 ];
 
 fn normalize_header(h: &str) -> String {
@@ -213,8 +382,7 @@ impl Mapper {
                 missing.push(what);
             }
         }
-        if !header_of.contains_key(&Field::Amount) && !header_of.contains_key(&Field::AmountMinor)
-        {
+        if !header_of.contains_key(&Field::Amount) && !header_of.contains_key(&Field::AmountMinor) {
             missing.push("amount");
         }
         if !header_of.contains_key(&Field::Currency) && default_currency.is_none() {
@@ -303,9 +471,12 @@ impl Mapper {
         };
         let exp = currency.exponent();
         let amount = match (get(Field::AmountMinor), get(Field::Amount)) {
-            (Some(m), _) => m
-                .parse::<i64>()
-                .map_err(|_| err(Field::AmountMinor, "must be a whole number of minor units".into()))?,
+            (Some(m), _) => m.parse::<i64>().map_err(|_| {
+                err(
+                    Field::AmountMinor,
+                    "must be a whole number of minor units".into(),
+                )
+            })?,
             (None, Some(a)) => parse_major(a, exp).map_err(|r| err(Field::Amount, r))?,
             (None, None) => {
                 let f = if self.header_of.contains_key(&Field::Amount) {
@@ -320,7 +491,12 @@ impl Mapper {
             None => None,
             Some("1" | "true" | "yes" | "y" | "ja" | "x") => Some(true),
             Some("0" | "false" | "no" | "n" | "nee") => Some(false),
-            Some(_) => return Err(err(Field::IpayFlag, "must be true/false, yes/no or 1/0".into())),
+            Some(_) => {
+                return Err(err(
+                    Field::IpayFlag,
+                    "must be true/false, yes/no or 1/0".into(),
+                ));
+            }
         };
         let mut items = Vec::new();
         if get(Field::Sku).is_some() || get(Field::ItemName).is_some() {
@@ -378,8 +554,13 @@ impl Mapper {
 
 /// Parses a decimal amount in major units (`12.50`, `12,5`, `1250`) into minor units of a
 /// currency with `exp` decimals. No thousands separators, no signs, no exponents.
-fn parse_major(s: &str, exp: u8) -> Result<i64, String> {
-    let bad = || format!("`{}` is not an amount like 12.50", s.chars().take(40).collect::<String>());
+pub(crate) fn parse_major(s: &str, exp: u8) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "`{}` is not an amount like 12.50",
+            s.chars().take(40).collect::<String>()
+        )
+    };
     let s = s.trim();
     let (int, frac) = match s.find(['.', ',']) {
         Some(i) => (&s[..i], &s[i + 1..]),
@@ -395,7 +576,11 @@ fn parse_major(s: &str, exp: u8) -> Result<i64, String> {
     if frac.len() > exp as usize {
         return Err(format!("has more than {exp} decimals for this currency"));
     }
-    let mut v: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let mut v: i64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
     for _ in 0..exp {
         v = v.checked_mul(10).ok_or_else(bad)?;
     }
@@ -753,9 +938,15 @@ impl LastMile {
                         let item = match chunk {
                             Ok(b) => {
                                 total += b.len() as u64;
-                                if total > max { Err(too_large(max)) } else { Ok(b) }
+                                if total > max {
+                                    Err(too_large(max))
+                                } else {
+                                    Ok(b)
+                                }
                             }
-                            Err(e) => Err(io::Error::other(format!("reading the body failed: {e}"))),
+                            Err(e) => {
+                                Err(io::Error::other(format!("reading the body failed: {e}")))
+                            }
                         };
                         let stop = item.is_err();
                         if btx.send(item).await.is_err() || stop {
@@ -832,7 +1023,7 @@ impl LastMile {
                             .map(|v| v.external_id().map(str::to_string))
                             .collect();
                         let out = self
-                            .insert_orders(merchant, source, "manual", valid, vec![])
+                            .insert_orders(merchant, source, "manual", valid, &|_| vec![])
                             .await?;
                         for ((row, ext), o) in row_nos.into_iter().zip(exts).zip(out) {
                             match o {
@@ -882,16 +1073,42 @@ mod tests {
 
     #[test]
     fn headers_map_through_synonyms() {
-        let h: Vec<String> = ["Order Number", "Recipient", "Street", "Zip", "Town", "Country Code", "Total", "Currency", "Courier", "Colour"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let h: Vec<String> = [
+            "Order Number",
+            "Recipient",
+            "Street",
+            "Zip",
+            "Town",
+            "Country Code",
+            "Total",
+            "Currency",
+            "Courier",
+            "Colour",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let m = Mapper::new(&h, None).unwrap();
         assert_eq!(m.mapping["Order Number"], "external_id");
         assert_eq!(m.mapping["Zip"], "postal_code");
         assert_eq!(m.ignored, vec!["Colour".to_string()]);
         let o = m
-            .map_row(2, ["A1", "Jan", "Damrak 1", "1012LG", "Amsterdam", "nl", "19.99", "EUR", "dhl", "red"].into_iter())
+            .map_row(
+                2,
+                [
+                    "A1",
+                    "Jan",
+                    "Damrak 1",
+                    "1012LG",
+                    "Amsterdam",
+                    "nl",
+                    "19.99",
+                    "EUR",
+                    "dhl",
+                    "red",
+                ]
+                .into_iter(),
+            )
             .unwrap();
         assert_eq!(o.external_id(), Some("A1"));
     }

@@ -1765,7 +1765,7 @@ mod tests {
         for (i, (s, cql)) in STATEMENTS.iter().enumerate() {
             assert_eq!(*s as usize, i, "{cql}");
         }
-        assert_eq!(STATEMENTS.len(), S::GetIdempotency as usize + 1);
+        assert_eq!(STATEMENTS.len(), S::ScanEntries11 as usize + 1);
     }
 
     #[test]

@@ -35,8 +35,6 @@ use tokio::sync::{Semaphore, mpsc, watch};
 const CURSOR_GRACE_MS: i64 = 5 * 60_000;
 /// Most response-body bytes read (and discarded) so the connection can be reused.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// How far a delivery to a saturated endpoint is pushed back, ms.
-const DEFER_MS: i64 = 1_000;
 
 /// State shared by the shards of one node.
 pub struct Shared {
@@ -165,6 +163,8 @@ pub struct ShardTask {
     cursor: i64,
     inflight: HashSet<String>,
     per_endpoint: HashMap<String, usize>,
+    /// The last scan left due work for lack of room: scan again when attempts finish.
+    blocked: bool,
     tx: mpsc::UnboundedSender<Outcome>,
 }
 
@@ -196,6 +196,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         cursor,
         inflight: HashSet::new(),
         per_endpoint: HashMap::new(),
+        blocked: false,
         tx,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(sh.cfg.poll_interval_ms.max(1)));
@@ -222,24 +223,35 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         }
         let mut step = Step::default();
         let mut failed = false;
+        let outcomes_empty = outcomes.is_empty();
         for o in outcomes.drain(..) {
             if let Err(e) = t.complete(o, &mut step).await {
                 tracing::warn!(shard, error = %e, "webhooks: recording an attempt failed");
                 failed = true;
             }
         }
+        if t.blocked && !outcomes_empty {
+            scan = true;
+        }
         if scan && !failed {
+            t.blocked = false;
             match t.scan(&mut step).await {
                 Ok(more) => scan = more,
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "webhooks: scanning due deliveries failed");
-                    scan = false;
+                    failed = true;
                 }
+            }
+        }
+        if failed {
+            // A step is all or nothing: a half-read step is never written.
+            for j in &step.send {
+                t.release(&j.delivery);
             }
         }
         if failed || !t.commit(step).await {
             // Nothing of this step was recorded: what was being sent is sent again once its
-            // lease lapses (at-least-once). Back off before the next step.
+            // lease lapses, and retries stay where they were (at-least-once). Back off.
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = stop.changed() => {}
@@ -335,6 +347,9 @@ impl ShardTask {
         now: i64,
     ) {
         let send = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        if !send {
+            self.blocked = true;
+        }
         d.status = DeliveryStatus::Pending;
         d.due_ms = if send {
             now + self.sh.cfg.inflight_lease_ms as i64
@@ -548,16 +563,16 @@ impl ShardTask {
             return Ok(true);
         }
         if self.budget() == 0 {
+            self.blocked = true;
+            return Ok(false);
+        }
+        if self.saturated(&d.endpoint_id) {
+            // Stays due; looked at again as soon as an attempt to that endpoint finishes.
+            self.blocked = true;
             return Ok(false);
         }
         let mut d = d;
         step.delete_due(self.shard, due_ms, 'd', id);
-        if self.saturated(&d.endpoint_id) {
-            d.due_ms = now + DEFER_MS;
-            step.put_due(&d);
-            step.save(d);
-            return Ok(true);
-        }
         let Some(event) = self.sh.ledger.get_event(d.event_id).await? else {
             d.status = DeliveryStatus::Cancelled;
             d.last_error = Some("the event no longer exists".into());
@@ -645,15 +660,15 @@ impl ShardTask {
             }
         };
         self.log(&d, &o.job.target, status, &o, step);
-        if d.status == DeliveryStatus::Dropped {
-            if let Ok(v) = serde_json::to_vec(&d) {
-                step.ops.push(WriteOp::PutEntry {
-                    index: DROPPED,
-                    partition: model::day_partition(d.merchant_id, d.livemode, now),
-                    sort: d.id.clone(),
-                    value: v,
-                });
-            }
+        if d.status == DeliveryStatus::Dropped
+            && let Ok(v) = serde_json::to_vec(&d)
+        {
+            step.ops.push(WriteOp::PutEntry {
+                index: DROPPED,
+                partition: model::day_partition(d.merchant_id, d.livemode, now),
+                sort: d.id.clone(),
+                value: v,
+            });
         }
         self.finish(d, step, now).await
     }
@@ -917,23 +932,16 @@ async fn send(sh: &Shared, job: Job) -> Outcome {
                 .and_then(|v| parse_retry_after(v, now_ms));
             // Read (and discard) a bounded body so the connection can be reused.
             let mut read = 0usize;
-            let mut body_err = None;
             while read < MAX_RESPONSE_BYTES {
                 match resp.chunk().await {
                     Ok(Some(c)) => read += c.len(),
-                    Ok(None) => break,
-                    Err(e) => {
-                        body_err = Some(describe(&e));
-                        break;
-                    }
+                    Ok(None) | Err(_) => break,
                 }
             }
             let code = status.as_u16();
             if status.is_success() {
-                match body_err {
-                    // The receiver said 2xx; a broken body after that does not undo it.
-                    _ => (Kind::Success, Some(code), None),
-                }
+                // The receiver said 2xx; a broken body after that does not undo it.
+                (Kind::Success, Some(code), None)
             } else if code == 410 {
                 (
                     Kind::Gone,
@@ -998,13 +1006,14 @@ pub async fn run_leases(
     loop {
         for shard in 0..model::SHARDS {
             let key = format!("webhooks:shard:{shard}");
-            if owned.contains_key(&shard) {
-                let ok = matches!(hot.renew_lease(&key, &node, ttl).await, Ok(true));
-                if !ok {
+            let held = match owned.entry(shard) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(e),
+                std::collections::hash_map::Entry::Vacant(_) => None,
+            };
+            if let Some(e) = held {
+                if !matches!(hot.renew_lease(&key, &node, ttl).await, Ok(true)) {
                     tracing::info!(shard, "webhooks: lost the shard lease; stopping it");
-                    if let Some(tx) = owned.remove(&shard) {
-                        let _ = tx.send(true);
-                    }
+                    let _ = e.remove().send(true);
                 }
             } else if matches!(hot.acquire_lease(&key, &node, ttl).await, Ok(true)) {
                 let (tx, rx) = watch::channel(false);

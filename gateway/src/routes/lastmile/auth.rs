@@ -12,7 +12,7 @@ use axum::response::Response;
 use ipay_engine::EngineError;
 use ipay_engine::ids::MerchantId;
 use ipay_engine::lastmile::accounts::{
-    LoginRequest, Registrar, RegisterRequest, TokenResponse, UserId, UserView,
+    LoginRequest, RegisterRequest, Registrar, TokenResponse, UserId, UserView,
 };
 use subtle::ConstantTimeEq;
 
@@ -90,8 +90,7 @@ async fn registrar(parts: &Parts, st: &AppState) -> Result<Registrar, ApiError> 
     let Some(token) = bearer(parts) else {
         return Ok(Registrar::Anonymous);
     };
-    if !st.admin_token.is_empty() && bool::from(token.as_bytes().ct_eq(st.admin_token.as_bytes()))
-    {
+    if !st.admin_token.is_empty() && bool::from(token.as_bytes().ct_eq(st.admin_token.as_bytes())) {
         return Ok(Registrar::Operator);
     }
     let p = st.lastmile.verify_token(token)?;

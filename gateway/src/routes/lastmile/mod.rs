@@ -3,6 +3,7 @@
 //! engine's `lastmile` module holds the rules.
 
 pub mod auth;
+pub mod integrations;
 pub mod orders;
 
 pub mod consumer;
@@ -29,6 +30,20 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/orders/sample.csv", get(orders::sample_csv))
         .route("/api/orders/{id}", get(orders::get))
+        .route("/api/integrations/status", get(integrations::status))
+        .route(
+            "/api/integrations/{provider}/connect",
+            post(integrations::connect),
+        )
+        .route(
+            "/api/integrations/{provider}/simulate",
+            post(integrations::simulate),
+        )
+        .route(
+            "/api/integrations/{provider}/webhook",
+            post(integrations::webhook)
+                .layer(DefaultBodyLimit::max(integrations::WEBHOOK_MAX_BYTES)),
+        )
         .route("/api/orders/{id}/create-session", post(sessions::create))
         .route("/api/payment-sessions", get(sessions::list))
         .route("/api/payment-sessions/{id}", get(sessions::get))
@@ -63,6 +78,10 @@ pub fn router() -> Router<AppState> {
         orders::get,
         orders::upload,
         orders::sample_csv,
+        integrations::connect,
+        integrations::status,
+        integrations::simulate,
+        integrations::webhook,
         sessions::create,
         sessions::list,
         sessions::get,
@@ -90,6 +109,9 @@ pub fn router() -> Router<AppState> {
         ipay_engine::lastmile::upload::UploadReport,
         ipay_engine::lastmile::upload::RowError,
         ipay_engine::lastmile::upload::DuplicateRow,
+        ipay_engine::lastmile::shops::ConnectRequest,
+        ipay_engine::lastmile::shops::ConnectionView,
+        ipay_engine::lastmile::shops::WebhookOutcome,
         sessions::CreatedSession,
         ipay_engine::lastmile::sessions::SessionView,
         ipay_engine::lastmile::sessions::SessionDetail,
