@@ -190,6 +190,9 @@ pub struct IdempotentOutcome {
     pub replayed: bool,
 }
 
+/// Hot-state channel on which nodes announce revoked or rotated API keys (cluster mode).
+const KEYS_CHANNEL: &str = "ipay:api-keys:changed";
+
 struct CachedKey {
     key: ApiKey,
     loaded: Instant,
@@ -399,6 +402,7 @@ impl Engine {
             }),
         };
         engine.spawn_maintenance();
+        engine.spawn_key_invalidation();
         Ok(engine)
     }
 
@@ -547,6 +551,48 @@ impl Engine {
 
     fn forget_cached_key(&self, id: ApiKeyId) {
         self.inner.key_cache.retain(|_, c| c.key.id != id);
+        if self.inner.ledger.shared() {
+            // Tell the other nodes at once; their cache TTL is the backstop if this is lost.
+            let hot = self.inner.hot.clone();
+            tokio::spawn(async move {
+                if let Err(e) = hot.publish(KEYS_CHANNEL, id.to_string().as_bytes()).await {
+                    tracing::warn!(error = %e, "could not announce an API key change to other nodes");
+                }
+            });
+        }
+    }
+
+    /// Cluster mode: drops cached keys that another node revoked or rotated.
+    fn spawn_key_invalidation(&self) {
+        if !self.inner.ledger.shared() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let hot = self.inner.hot.clone();
+        tokio::spawn(async move {
+            loop {
+                match hot.subscribe(KEYS_CHANNEL).await {
+                    Ok(mut sub) => {
+                        while let Some(msg) = sub.recv().await {
+                            let Some(inner) = weak.upgrade() else { return };
+                            if let Some(id) = std::str::from_utf8(&msg)
+                                .ok()
+                                .and_then(|s| ApiKeyId::parse(s).ok())
+                            {
+                                inner.key_cache.retain(|_, c| c.key.id != id);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to API key changes; retrying");
+                    }
+                }
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     // ---------------------------------------------------------------- API keys

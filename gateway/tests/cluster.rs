@@ -433,3 +433,52 @@ async fn one_idempotency_key_sent_to_two_nodes_at_once_makes_one_intent() {
         assert_eq!(list["pagination"]["total"], 1, "node {}", node.base);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_node_stops_working_on_the_other_at_once() {
+    let Cluster { a, b, .. } = two_nodes("revoke");
+    let http = reqwest::Client::new();
+    let (key, _) = merchant(&http, &a, &b).await;
+    let made: Value = http
+        .post(format!("{}/v1/api-keys", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"label": "short-lived", "permissions": ["payment_intents:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = made["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"))
+        .to_string();
+    let kid = made["id"].as_str().unwrap().to_string();
+    // B caches the key by using it.
+    let url = format!("{}/v1/payment-intents", b.base);
+    assert_eq!(
+        get_json(&http, url.clone(), &secret).await.0,
+        StatusCode::OK
+    );
+    let r = http
+        .delete(format!("{}/v1/api-keys/{kid}", a.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The key cache lives 30 s; the announcement must beat it by far.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, v) = get_json(&http, url.clone(), &secret).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(v["error"]["code"], "auth_revoked", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still accepts the revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

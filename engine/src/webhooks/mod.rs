@@ -22,7 +22,6 @@ mod tests;
 
 use crate::Engine;
 use crate::error::{EngineError, EngineResult};
-use crate::store::memory_hot::MemoryHotState;
 use crate::store::{HotState, Ledger};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -102,17 +101,11 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the delivery scheduler for this engine. Shard leases are taken in an in-process
-    /// hot state: right for embedded mode; in cluster mode use [`Webhooks::start_with_hot`] with
-    /// the shared hot state so only one node dispatches a shard at a time.
+    /// Starts the delivery scheduler for this engine, taking shard leases in the engine's hot
+    /// state (in-process in embedded mode, Redis in cluster mode), so one node dispatches a
+    /// shard at a time.
     pub async fn start(engine: &Engine, cfg: WebhookConfig) -> EngineResult<Arc<Webhooks>> {
-        if engine.ledger().shared() {
-            tracing::warn!(
-                "webhooks: cluster mode without a shared hot state; every node dispatches every \
-                 shard, so deliveries may be sent more than once"
-            );
-        }
-        Self::start_with_hot(engine, cfg, Arc::new(MemoryHotState::new())).await
+        Self::start_with_hot(engine, cfg, engine.hot().clone()).await
     }
 
     /// Starts the scheduler, taking shard leases in `hot`.
