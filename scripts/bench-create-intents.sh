@@ -13,6 +13,7 @@
 #   RATE         total req/s, 0 = closed loop      (default 0)
 #   CURRENCY     currency of the intents           (default EUR)
 #   EXTRA_ARGS   extra ipay-loadtest arguments, split on whitespace
+#   NO_BUILD     1 = use the release binaries already built (default: build them)
 # Cluster mode only:
 #   IPAY_TEST_CQL_ADDR    host:port of a CQL node, and
 #   IPAY_TEST_REDIS_URL   redis://host:port; each one unset means the instance of
@@ -132,8 +133,10 @@ service_addr() {
 command -v python3 >/dev/null || die "python3 is required"
 command -v curl >/dev/null || die "curl is required"
 
-log "building release binaries (ipay, ipay-loadtest)"
-cargo build --release -p ipay-gateway -p ipay-loadtest
+if [[ "${NO_BUILD:-0}" != 1 ]]; then
+    log "building release binaries (ipay, ipay-loadtest)"
+    cargo build --release -p ipay-gateway -p ipay-loadtest
+fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 IPAY="$TARGET_DIR/release/ipay"

@@ -164,21 +164,39 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::lastmile::router())
         .merge(routes::internal::router())
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state.clone());
+    // Bulk upload streams files of up to `lastmile.upload_max_bytes` for minutes: it sits
+    // outside the global timeout and concurrency limit, with bounds of its own.
+    let upload = routes::lastmile::upload_router()
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(request_id))
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(cfg.lastmile.upload_max_concurrent.max(1))
+                .timeout(Duration::from_millis(cfg.lastmile.upload_timeout_ms.max(1)))
+                .layer(tower_http::catch_panic::CatchPanicLayer::new())
+                .layer(middleware::from_fn(track_metrics)),
+        );
     let docs: Router = SwaggerUi::new("/docs")
         .url("/openapi.json", crate::openapi::document())
         .into();
-    api.merge(docs).fallback(not_found).layer(
-        ServiceBuilder::new()
-            .layer(middleware::from_fn(request_id))
-            .layer(HandleErrorLayer::new(overloaded))
-            .load_shed()
-            .concurrency_limit(cfg.server.max_concurrent_requests.max(1))
-            .timeout(Duration::from_millis(cfg.server.request_timeout_ms.max(1)))
-            .layer(tower_http::catch_panic::CatchPanicLayer::new())
-            .layer(DefaultBodyLimit::max(cfg.server.max_body_bytes))
-            .layer(middleware::from_fn(track_metrics)),
-    )
+    api.merge(docs)
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(request_id))
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(cfg.server.max_concurrent_requests.max(1))
+                .timeout(Duration::from_millis(cfg.server.request_timeout_ms.max(1)))
+                .layer(tower_http::catch_panic::CatchPanicLayer::new())
+                .layer(DefaultBodyLimit::max(cfg.server.max_body_bytes))
+                .layer(middleware::from_fn(track_metrics)),
+        )
+        .merge(upload)
 }
 
 /// A server running in the background.

@@ -188,9 +188,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // `IPAY_TEST_…` (e.g. IPAY_TEST_CQL_ADDR) belong to the test suite, not to `ipay`.
+        // Every setting lives in a section, so only `IPAY_<SECTION>__<KEY>` names are ours;
+        // others (`IPAY_TEST_CQL_ADDR`, `IPAY_SERVICES_DIR`, `IPAY_CASSANDRA_…` of the test
+        // scripts) belong to other tools and are left alone.
         let env = Env::prefixed("IPAY_")
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                k.contains("__") && !k.starts_with("test_")
+            })
             .split("__");
         fig = fig.merge(env);
         fig.extract()
@@ -227,6 +232,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_sectioned_ipay_variables_are_settings() {
+        figment::Jail::expect_with(|jail| {
+            // Other tools' variables are ignored…
+            jail.set_env("IPAY_SERVICES_DIR", "/tmp/x");
+            jail.set_env("IPAY_CASSANDRA_COMMITLOG_SYNC", "batch");
+            jail.set_env("IPAY_TEST_CQL_ADDR", "127.0.0.1:1");
+            jail.set_env("IPAY_SERVER__REQUEST_TIMEOUT_MS", "1234");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.server.request_timeout_ms, 1234);
+            // …but a misspelt setting still stops the start.
+            jail.set_env("IPAY_SERVER__LISEN", "127.0.0.1:1");
+            assert!(Config::load(None).unwrap_err().contains("lisen"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_shipped_config_file_parses_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipay.toml");
         let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
@@ -261,19 +283,27 @@ mod tests {
 
     #[test]
     fn unknown_cluster_keys_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[cluster]\ncql_contact_point = \"x:1\"\n").unwrap();
-        let err = Config::load(Some(&f)).unwrap_err();
-        assert!(err.contains("cql_contact_point"), "{err}");
+        // In a jail: another test sets IPAY_ variables, and the environment is read too.
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, "[cluster]\ncql_contact_point = \"x:1\"\n").unwrap();
+            let err = Config::load(Some(&f)).unwrap_err();
+            assert!(err.contains("cql_contact_point"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
-        let err = Config::load(Some(&f)).unwrap_err();
-        assert!(err.contains("lisen"), "{err}");
+        // In a jail: another test sets IPAY_ variables, and the environment is read too.
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+            let err = Config::load(Some(&f)).unwrap_err();
+            assert!(err.contains("lisen"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -784,3 +784,185 @@ async fn xlsx_upload_accepts_good_rows_reports_bad_and_skips_duplicates() {
     assert_eq!(x1["source"], "xlsx");
     srv.stop().await;
 }
+
+/// Sends `body` over a raw connection in `parts` pieces, `gap` apart (a slow client on a slow
+/// link), and returns the status code and the response body.
+async fn slow_post(
+    srv: &TestServer,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+    parts: usize,
+    gap: std::time::Duration,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(body.len().div_ceil(parts)) {
+        tokio::time::sleep(gap).await;
+        // The server may answer (and close) before the body is complete: stop writing then.
+        if conn.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn upload_is_not_cut_at_the_global_timeout_but_other_routes_are() {
+    let srv = common::start_with(|c| {
+        c.admin.token = ADMIN.into();
+        c.server.request_timeout_ms = 2_000;
+    })
+    .await;
+    let u = srv.lastmile_merchant("Slow Link BV").await;
+    let gap = std::time::Duration::from_millis(800);
+
+    // An ordinary route whose body trickles in longer than the global bound: 408.
+    let order = serde_json::to_vec(&order_body(Some("SLOW-1"), "NL", "DHL", 1_000)).unwrap();
+    let (status, body) = slow_post(
+        &srv,
+        "/api/orders",
+        &u.token,
+        "application/json",
+        &order,
+        4,
+        gap,
+    )
+    .await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
+
+    // The upload route has its own bound (15 minutes by default): the same slow link works.
+    let mut csv = String::from("order id,name,address,city,zip,country,amount,currency,carrier\n");
+    for i in 0..50 {
+        csv.push_str(&format!(
+            "SLOW-CSV-{i},Jan de Vries,Damrak {i},Amsterdam,1012 LG,NL,12.50,EUR,DHL\n"
+        ));
+    }
+    let (status, body) = slow_post(
+        &srv,
+        "/api/orders/upload",
+        &u.token,
+        "text/csv",
+        csv.as_bytes(),
+        5,
+        gap,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(report["created"], 50, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn upload_has_a_timeout_of_its_own() {
+    let srv = common::start_with(|c| {
+        c.admin.token = ADMIN.into();
+        c.lastmile.upload_timeout_ms = 1_000;
+    })
+    .await;
+    let u = srv.lastmile_merchant("Slower Link BV").await;
+    let csv = "order id,name,address,city,zip,country,amount,currency,carrier\n\
+               T-1,Jan de Vries,Damrak 1,Amsterdam,1012 LG,NL,12.50,EUR,DHL\n";
+    let (status, body) = slow_post(
+        &srv,
+        "/api/orders/upload",
+        &u.token,
+        "text/csv",
+        csv.as_bytes(),
+        4,
+        std::time::Duration::from_millis(600),
+    )
+    .await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("request_timeout"), "{body}");
+    srv.stop().await;
+}
+
+/// A second gateway on the same engine: its own last-mile subsystem (per-node state), the same
+/// ledger and HotState, as two cluster nodes share Cassandra and Redis.
+async fn second_node(srv: &TestServer) -> (ipay_gateway::app::RunningServer, String) {
+    let mut cfg = ipay_gateway::config::Config::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    let node = ipay_gateway::app::start(srv.engine.clone(), &cfg)
+        .await
+        .unwrap();
+    let base = format!("http://{}", node.addr);
+    (node, base)
+}
+
+#[tokio::test]
+async fn two_nodes_racing_on_one_external_id_or_email_store_it_once() {
+    let srv = server().await;
+    let (node_b, base_b) = second_node(&srv).await;
+    let u = srv.lastmile_merchant("Race BV").await;
+    let bases = [srv.base.clone(), base_b.clone()];
+    let calls = (0..12).map(|i| {
+        let url = format!("{}/api/orders", bases[i % 2]);
+        let req = srv.http.post(url).bearer_auth(&u.token).json(&order_body(
+            Some("RACE-1"),
+            "NL",
+            "DHL",
+            1_500,
+        ));
+        async move { req.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let dup = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, dup), (1, 11), "{statuses:?}");
+    assert_eq!(all_orders(&srv, &u).await.len(), 1);
+
+    let calls = (0..6).map(|i| {
+        let url = format!("{}/api/auth/register", bases[i % 2]);
+        let req = srv.http.post(url).json(&json!({
+            "email": "Race@Example.test",
+            "password": "correct horse battery",
+            "name": "Racer",
+            "company_name": format!("Racer {i}"),
+        }));
+        async move { req.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    node_b.stop().await;
+    srv.stop().await;
+}

@@ -677,8 +677,14 @@ async fn event_stream_delivers_own_events_heartbeats_and_resumes_after_last_even
     let hb = a_stream.next().await;
     assert_eq!(hb.comment.as_deref(), Some("heartbeat"), "{hb:?}");
 
-    // A's session events reach A's stream, in order, with ids.
+    // A's order and session events reach A's stream, in order, with ids.
     let s = session(&srv, &a, "NL", "DHL").await;
+    let order_created = a_stream.next_event().await;
+    assert_eq!(order_created.event.as_deref(), Some("order.created"));
+    let od: Value = serde_json::from_str(&order_created.data).unwrap();
+    assert_eq!(od["type"], "order.created");
+    assert_eq!(od["data"]["id"], s["order_id"]);
+    assert_eq!(od["data"]["status"], "CREATED");
     let created = a_stream.next_event().await;
     assert_eq!(created.event.as_deref(), Some("session.created"));
     let data: Value = serde_json::from_str(&created.data).unwrap();
@@ -698,6 +704,10 @@ async fn event_stream_delivers_own_events_heartbeats_and_resumes_after_last_even
     let sb = session(&srv, &b, "DE", "DPD").await;
     let first_b = b_stream.next_event().await;
     let bd: Value = serde_json::from_str(&first_b.data).unwrap();
+    assert_eq!(first_b.event.as_deref(), Some("order.created"));
+    assert_eq!(bd["data"]["id"], sb["order_id"]);
+    let second_b = b_stream.next_event().await;
+    let bd: Value = serde_json::from_str(&second_b.data).unwrap();
     assert_eq!(bd["data"]["id"], sb["id"]);
 
     // Disconnect, miss an event, reconnect with Last-Event-ID: replay, then live.
@@ -706,11 +716,15 @@ async fn event_stream_delivers_own_events_heartbeats_and_resumes_after_last_even
     let mut resumed = SseClient::open(&srv, &format!("token={}", a.token), Some(&created_id)).await;
     let r1 = resumed.next_event().await;
     assert_eq!(r1.id, paid.id, "replay starts right after Last-Event-ID");
+    let r_order = resumed.next_event().await;
+    assert_eq!(r_order.event.as_deref(), Some("order.created"));
     let r2 = resumed.next_event().await;
     assert_eq!(r2.event.as_deref(), Some("session.created"));
     let r2d: Value = serde_json::from_str(&r2.data).unwrap();
     assert_eq!(r2d["data"]["id"], s2["id"]);
     let s3 = session(&srv, &a, "NL", "DHL").await;
+    let live_order = resumed.next_event().await;
+    assert_eq!(live_order.event.as_deref(), Some("order.created"));
     let live = resumed.next_event().await;
     let ld: Value = serde_json::from_str(&live.data).unwrap();
     assert_eq!(
@@ -741,6 +755,10 @@ async fn the_watcher_marks_sessions_paid_without_a_read() {
     let shop = srv.lastmile_merchant("Watcher Shop").await;
     let mut events = SseClient::open(&srv, &format!("token={}", shop.token), None).await;
     let s = session(&srv, &shop, "NL", "DHL").await;
+    assert_eq!(
+        events.next_event().await.event.as_deref(),
+        Some("order.created")
+    );
     assert_eq!(
         events.next_event().await.event.as_deref(),
         Some("session.created")

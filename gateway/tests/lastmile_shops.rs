@@ -498,3 +498,134 @@ impl ContainsText for common::Resp {
         self.body.to_string().contains(needle)
     }
 }
+
+/// Signs `body` with the Python signer (via a temporary file) and delivers it as a Shopify
+/// webhook with `topic` and delivery id `webhook_id`.
+async fn shopify_delivery(
+    srv: &TestServer,
+    merchant: &str,
+    body: &Value,
+    topic: &str,
+    webhook_id: &str,
+) -> common::Resp {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(fixture("sign.py"))
+        .args(["b64", SECRET])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success());
+    let sig = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    deliver(
+        srv,
+        "shopify",
+        &format!("?account={merchant}"),
+        bytes,
+        &[
+            ("X-Shopify-Hmac-Sha256", sig),
+            ("X-Shopify-Topic", topic.to_string()),
+            ("X-Shopify-Webhook-Id", webhook_id.to_string()),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn shopify_orders_updated_changes_the_order_until_it_is_paid() {
+    let srv = common::start().await;
+    let u = srv.lastmile_merchant("Update Shop").await;
+    let merchant = u.merchant_id.clone().unwrap();
+    connect(&srv, &u, "shopify", Some(SECRET)).await;
+    let original: Value =
+        serde_json::from_slice(&std::fs::read(fixture("shopify_orders_create.json")).unwrap())
+            .unwrap();
+    let r = shopify_delivery(&srv, &merchant, &original, "orders/create", "wh-1").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let order_id = r.body["order_id"].as_str().unwrap().to_string();
+
+    // Before any payment session: address, contact, items and amount follow the shop.
+    let mut v1 = original.clone();
+    v1["shipping_address"]["address1"] = json!("Prinsengracht 263");
+    v1["email"] = json!("anna.j@example.nl");
+    v1["line_items"][0]["quantity"] = json!(3);
+    v1["total_price"] = json!("39.90");
+    let r = shopify_delivery(&srv, &merchant, &v1, "orders/updated", "wh-2").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["result"], "updated");
+    assert_eq!(r.body["order_id"], order_id.as_str());
+    assert_eq!(r.body["changed"], json!(["customer", "items", "amount"]));
+    let o = srv.get(&format!("/api/orders/{order_id}"), &u.token).await;
+    assert_eq!(o.body["customer"]["address"]["line1"], "Prinsengracht 263");
+    assert_eq!(o.body["customer"]["email"], "anna.j@example.nl");
+    assert_eq!(o.body["items"][0]["qty"], 3);
+    assert_eq!(o.body["amount"]["value"], 3990);
+    assert_eq!(orders(&srv, &u).await.len(), 1, "an update creates nothing");
+    // The same delivery again is a duplicate, not a second update.
+    let r = shopify_delivery(&srv, &merchant, &v1, "orders/updated", "wh-2").await;
+    assert_eq!(r.body["result"], "duplicate_delivery");
+
+    // Paid: the new address still applies; amount and status stay, and the session's log
+    // records what the shop asked for.
+    let s = srv
+        .post(
+            &format!("/api/orders/{order_id}/create-session"),
+            &u.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED, "{:?}", s.body);
+    let token = s.body["pay_url"]
+        .as_str()
+        .unwrap()
+        .rsplit("/pay/")
+        .next()
+        .unwrap()
+        .to_string();
+    let paid = srv
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/session/{token}/start-payment"),
+            None,
+            Some(json!({"channel": "sandbox", "simulate": "succeed"})),
+        )
+        .await;
+    assert_eq!(paid.body["status"], "PAID", "{:?}", paid.body);
+    let mut v2 = v1.clone();
+    v2["shipping_address"]["address1"] = json!("Keizersgracht 1");
+    v2["total_price"] = json!("99.00");
+    v2["cancelled_at"] = json!("2025-03-15T09:00:00+01:00");
+    let r = shopify_delivery(&srv, &merchant, &v2, "orders/updated", "wh-3").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["result"], "updated");
+    assert_eq!(r.body["changed"], json!(["customer"]));
+    assert!(
+        r.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("amount, status"),
+        "{:?}",
+        r.body
+    );
+    let o = srv.get(&format!("/api/orders/{order_id}"), &u.token).await;
+    assert_eq!(o.body["customer"]["address"]["line1"], "Keizersgracht 1");
+    assert_eq!(o.body["amount"]["value"], 3990);
+    assert_eq!(o.body["status"], "PAID");
+    let sid = s.body["id"].as_str().unwrap();
+    let d = srv
+        .get(&format!("/api/payment-sessions/{sid}"), &u.token)
+        .await;
+    let note = d.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "order.updated_by_shop")
+        .cloned()
+        .expect("the update is in the session's log");
+    assert_eq!(note["detail"]["kept"], json!(["amount", "status"]));
+    assert_eq!(note["detail"]["shop_amount"]["value"], 9900);
+    assert_eq!(d.body["amount"], 3990);
+    srv.stop().await;
+}

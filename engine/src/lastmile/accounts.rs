@@ -429,61 +429,69 @@ impl LastMile {
             None => None,
         };
         let hash = hash_password(req.password).await?;
-        // One registration at a time on this node, so two requests cannot both pass the
-        // email check (cluster mode: see docs/lastmile-orders.md).
-        let _guard = self.accounts_lock.lock().await;
-        if ledger.get_record(USER_EMAIL, &email).await?.is_some() {
-            return Err(EngineError::Conflict {
-                code: "email_taken",
-                message: "an account with this email exists; log in instead".into(),
-            });
-        }
-        let now = self.engine.clock().now();
-        let mut batch = WriteBatch::new();
-        let merchant = match (role, existing_merchant) {
-            (_, Some(m)) => Some(m),
-            (Role::Merchant, None) => {
-                let company = req.company_name.as_deref().unwrap_or(&name).trim();
-                let creds = crate::engine::create_merchant(
-                    ledger.as_ref(),
-                    self.engine.clock().as_ref(),
-                    company,
-                )
-                .await?;
-                let m = LastMileMerchant {
-                    id: creds.merchant_id,
-                    name: creds.name,
-                    created: now,
-                };
-                batch.push(WriteOp::PutRecord {
-                    kind: MERCHANT,
-                    key: m.id.to_string(),
-                    value: serde_json::to_vec(&m).map_err(internal)?,
+        // The email is reserved (on every node) from the check until the commit, so two
+        // requests cannot both pass it.
+        let keys = self
+            .reserve_unique(vec![format!("lm:uniq:email:{email}")])
+            .await?;
+        let out: EngineResult<(User, Option<LastMileMerchant>)> = async {
+            if ledger.get_record(USER_EMAIL, &email).await?.is_some() {
+                return Err(EngineError::Conflict {
+                    code: "email_taken",
+                    message: "an account with this email exists; log in instead".into(),
                 });
-                Some(m)
             }
-            _ => None,
-        };
-        let user = User {
-            id: UserId::new_at(now.ms()),
-            email: email.clone(),
-            name,
-            role,
-            merchant_id: merchant.as_ref().map(|m| m.id),
-            password_hash: hash,
-            created: now,
-        };
-        batch.push(WriteOp::PutRecord {
-            kind: USER,
-            key: user.id.to_string(),
-            value: serde_json::to_vec(&user).map_err(internal)?,
-        });
-        batch.push(WriteOp::PutRecord {
-            kind: USER_EMAIL,
-            key: email,
-            value: user.id.to_string().into_bytes(),
-        });
-        ledger.submit(batch).await?;
+            let now = self.engine.clock().now();
+            let mut batch = WriteBatch::new();
+            let merchant = match (role, existing_merchant) {
+                (_, Some(m)) => Some(m),
+                (Role::Merchant, None) => {
+                    let company = req.company_name.as_deref().unwrap_or(&name).trim();
+                    let creds = crate::engine::create_merchant(
+                        ledger.as_ref(),
+                        self.engine.clock().as_ref(),
+                        company,
+                    )
+                    .await?;
+                    let m = LastMileMerchant {
+                        id: creds.merchant_id,
+                        name: creds.name,
+                        created: now,
+                    };
+                    batch.push(WriteOp::PutRecord {
+                        kind: MERCHANT,
+                        key: m.id.to_string(),
+                        value: serde_json::to_vec(&m).map_err(internal)?,
+                    });
+                    Some(m)
+                }
+                _ => None,
+            };
+            let user = User {
+                id: UserId::new_at(now.ms()),
+                email: email.clone(),
+                name,
+                role,
+                merchant_id: merchant.as_ref().map(|m| m.id),
+                password_hash: hash,
+                created: now,
+            };
+            batch.push(WriteOp::PutRecord {
+                kind: USER,
+                key: user.id.to_string(),
+                value: serde_json::to_vec(&user).map_err(internal)?,
+            });
+            batch.push(WriteOp::PutRecord {
+                kind: USER_EMAIL,
+                key: email,
+                value: user.id.to_string().into_bytes(),
+            });
+            ledger.submit(batch).await?;
+            Ok((user, merchant))
+        }
+        .await;
+        keys.release(self).await;
+        let (user, merchant) = out?;
         let mut view = user.view();
         view.merchant_name = merchant.map(|m| m.name);
         self.issue(&user, view)

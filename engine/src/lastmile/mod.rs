@@ -18,12 +18,12 @@ pub mod sessions;
 pub mod stream;
 
 use crate::Engine;
-use crate::error::EngineResult;
-use crate::ids::MerchantId;
-use dashmap::DashMap;
+use crate::error::{EngineError, EngineResult};
+use crate::store::Reservation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// `[lastmile]` in `ipay.toml`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -38,7 +38,13 @@ pub struct LastMileConfig {
     /// Orders written per ledger batch during a bulk upload.
     pub upload_batch_size: usize,
     /// Largest bulk-upload body, bytes (CSV is streamed, so this bounds time, not memory).
+    /// Default 512 MiB: a 1,000,000-row CSV is about 140 MB.
     pub upload_max_bytes: u64,
+    /// Time bound of one `POST /api/orders/upload`, ms (default 15 minutes). The route is
+    /// outside the global `server.request_timeout_ms`, which would cut a large file.
+    pub upload_timeout_ms: u64,
+    /// Bulk uploads running at once on this node; more are refused with 503 (default 4).
+    pub upload_max_concurrent: usize,
     /// Largest XLSX upload, bytes (an XLSX is a zip whose directory sits at the end, so it is
     /// read whole).
     pub xlsx_max_bytes: usize,
@@ -59,7 +65,9 @@ impl Default for LastMileConfig {
             jwt_secret: None,
             token_ttl_secs: 7 * 86_400,
             upload_batch_size: 500,
-            upload_max_bytes: 2 * 1024 * 1024 * 1024,
+            upload_max_bytes: 512 * 1024 * 1024,
+            upload_timeout_ms: 15 * 60 * 1_000,
+            upload_max_concurrent: 4,
             xlsx_max_bytes: 50 * 1024 * 1024,
             upload_max_reported_rows: 1_000,
             list_scan_budget: 20_000,
@@ -76,6 +84,8 @@ impl fmt::Debug for LastMileConfig {
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("upload_batch_size", &self.upload_batch_size)
             .field("upload_max_bytes", &self.upload_max_bytes)
+            .field("upload_timeout_ms", &self.upload_timeout_ms)
+            .field("upload_max_concurrent", &self.upload_max_concurrent)
             .field("xlsx_max_bytes", &self.xlsx_max_bytes)
             .field("upload_max_reported_rows", &self.upload_max_reported_rows)
             .field("list_scan_budget", &self.list_scan_budget)
@@ -90,11 +100,6 @@ pub struct LastMile {
     engine: Engine,
     cfg: LastMileConfig,
     jwt: accounts::JwtKeys,
-    /// Serialises order creation per merchant on this node, so a duplicate check and the write
-    /// that follows it cannot interleave with another request for the same external id.
-    order_locks: DashMap<MerchantId, Arc<tokio::sync::Mutex<()>>>,
-    /// Serialises registrations on this node (the email uniqueness check).
-    accounts_lock: tokio::sync::Mutex<()>,
     /// Payment sessions' per-node state (OTP keys, driver limits, paid watcher).
     sessions: sessions::SessionsState,
 }
@@ -112,8 +117,6 @@ impl LastMile {
             sessions: sessions::SessionsState::new(&cfg.sessions),
             cfg,
             jwt,
-            order_locks: DashMap::new(),
-            accounts_lock: tokio::sync::Mutex::new(()),
         });
         lm.spawn_watcher();
         Ok(lm)
@@ -129,7 +132,89 @@ impl LastMile {
         &self.cfg
     }
 
-    fn order_lock(&self, merchant: MerchantId) -> Arc<tokio::sync::Mutex<()>> {
-        self.order_locks.entry(merchant).or_default().clone()
+    /// Reserves unique keys (an email, an external order id, a webhook delivery id) in
+    /// [`HotState`](crate::store::HotState) for a check-then-write, so no other request on any
+    /// node can pass the same check before this one commits. In cluster mode a reservation is
+    /// a Redis `SET NX` with a TTL, in embedded mode an in-process entry.
+    ///
+    /// All or nothing: when one key is held elsewhere, the keys taken are given back before
+    /// waiting, so two callers reserving overlapping sets cannot deadlock. Waits up to
+    /// [`UNIQUE_WAIT`] in total, then 409 `duplicate_check_busy`.
+    pub(crate) async fn reserve_unique(&self, scopes: Vec<String>) -> EngineResult<UniqueKeys> {
+        let hot = self.engine.hot();
+        let deadline = Instant::now() + UNIQUE_WAIT;
+        loop {
+            let mut results = Vec::with_capacity(scopes.len());
+            for chunk in scopes.chunks(UNIQUE_PARALLEL) {
+                let calls: Vec<_> = chunk.iter().map(|s| hot.reserve(s, UNIQUE_TTL)).collect();
+                results.extend(futures::future::join_all(calls).await);
+            }
+            let mut held = UniqueKeys(Vec::with_capacity(scopes.len()));
+            let mut busy = None;
+            let mut failed = None;
+            for (scope, r) in scopes.iter().zip(results) {
+                match r {
+                    Ok(Some(r)) => held.0.push(r),
+                    Ok(None) => {
+                        busy.get_or_insert(scope);
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            let Some(scope) = busy.filter(|_| failed.is_none()) else {
+                if let Some(e) = failed {
+                    held.release(self).await;
+                    return Err(e.into());
+                }
+                return Ok(held);
+            };
+            held.release(self).await;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(EngineError::Conflict {
+                    code: "duplicate_check_busy",
+                    message: "another request is storing the same email, order id or webhook \
+                              delivery right now; retry"
+                        .into(),
+                });
+            }
+            hot.wait_released(scope, deadline - now).await;
+        }
+    }
+}
+
+/// Lifetime of a unique-key reservation whose holder never gives it back (a crashed node).
+const UNIQUE_TTL: Duration = Duration::from_secs(30);
+/// Longest wait for unique keys held by another request.
+const UNIQUE_WAIT: Duration = Duration::from_secs(10);
+/// Reservations requested at once (in cluster mode: Redis round trips in flight).
+const UNIQUE_PARALLEL: usize = 64;
+
+/// Unique keys held by [`LastMile::reserve_unique`]; give them back with
+/// [`UniqueKeys::release`] after the write that depends on them has committed (or failed).
+#[must_use = "release the keys after the commit"]
+pub(crate) struct UniqueKeys(Vec<Reservation>);
+
+impl UniqueKeys {
+    /// Gives every key back. A failure is logged: the key then lapses at its TTL.
+    pub(crate) async fn release(self, lm: &LastMile) {
+        let hot = lm.engine.hot();
+        let mut results = Vec::with_capacity(self.0.len());
+        let mut held = self.0.into_iter().peekable();
+        while held.peek().is_some() {
+            let calls: Vec<_> = held
+                .by_ref()
+                .take(UNIQUE_PARALLEL)
+                .map(|r| hot.release(r))
+                .collect();
+            results.extend(futures::future::join_all(calls).await);
+        }
+        for r in results {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "releasing a unique-key reservation failed");
+            }
+        }
     }
 }

@@ -244,6 +244,11 @@ impl ValidOrder {
     pub fn external_id(&self) -> Option<&str> {
         self.external_id.as_deref()
     }
+
+    /// The amount.
+    pub fn amount(&self) -> Money {
+        self.amount
+    }
 }
 
 fn text(field: &str, v: &str, required: bool) -> Result<Option<String>, FieldError> {
@@ -416,6 +421,78 @@ pub enum Inserted {
     },
 }
 
+/// How far an order is from its payment when its shop sends an update: decides which fields
+/// the update may change (see [`apply_shop_update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdateStage {
+    /// No payment session: every mutable field may change.
+    NoSession,
+    /// A session exists but is not paid: its pay link and intent carry the amount, so amount
+    /// and currency stay.
+    SessionUnpaid,
+    /// Paid (or delivered): amounts and status stay; contact, address and items still follow
+    /// the shop (the parcel must reach the person).
+    Paid,
+}
+
+/// What a shop update changed, and what it asked for but was kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UpdateResult {
+    pub changed: Vec<&'static str>,
+    pub kept: Vec<&'static str>,
+}
+
+/// Applies a shop's new version of an order (`orders/updated`, …) to the stored order, the
+/// one place that decides which fields an update may touch at which [`UpdateStage`].
+/// `cancelled`: the shop says the order is cancelled.
+pub(crate) fn apply_shop_update(
+    order: &mut Order,
+    v: ValidOrder,
+    cancelled: bool,
+    stage: UpdateStage,
+) -> UpdateResult {
+    let mut r = UpdateResult::default();
+    if order.customer != v.customer {
+        order.customer = v.customer;
+        r.changed.push("customer");
+    }
+    if order.items != v.items {
+        order.items = v.items;
+        r.changed.push("items");
+    }
+    if order.carrier_code != v.carrier_code {
+        order.carrier_code = v.carrier_code;
+        r.changed.push("carrier_code");
+    }
+    if order.amount != v.amount {
+        if stage == UpdateStage::NoSession {
+            order.amount = v.amount;
+            r.changed.push("amount");
+        } else {
+            r.kept.push("amount");
+        }
+    }
+    if order.ipay_flag != v.ipay_flag {
+        if stage == UpdateStage::NoSession {
+            order.ipay_flag = v.ipay_flag;
+            r.changed.push("ipay_flag");
+        } else {
+            r.kept.push("ipay_flag");
+        }
+    }
+    if cancelled && order.status != OrderStatus::Cancelled {
+        if stage == UpdateStage::Paid
+            || matches!(order.status, OrderStatus::Paid | OrderStatus::Delivered)
+        {
+            r.kept.push("status");
+        } else {
+            order.status = OrderStatus::Cancelled;
+            r.changed.push("status");
+        }
+    }
+    r
+}
+
 /// The ops that (re)write an order's record and its index entry; include them in any batch
 /// that changes an order.
 pub fn order_write_ops(order: &Order) -> EngineResult<[WriteOp; 2]> {
@@ -445,6 +522,14 @@ fn day_partition(merchant: MerchantId, ms: i64) -> String {
 
 fn ext_key(merchant: MerchantId, namespace: &str, external_id: &str) -> String {
     format!("{merchant}:{namespace}:{external_id}")
+}
+
+/// The HotState reservation guarding an external id's duplicate check.
+pub(crate) fn ext_scope(merchant: MerchantId, namespace: &str, external_id: &str) -> String {
+    format!(
+        "lm:uniq:order:{}",
+        ext_key(merchant, namespace, external_id)
+    )
 }
 
 /// Query of `GET /api/orders`.
@@ -577,9 +662,13 @@ impl LastMile {
         Ok(raw.and_then(|r| OrderId::parse(&String::from_utf8_lossy(&r))))
     }
 
-    /// Stores validated orders in one batch with their `order.created` events, skipping those
-    /// whose external id (in `namespace`) exists. The ops `extra` returns join the same batch;
-    /// it is given the id of the first order (created, or the existing duplicate).
+    /// Stores validated orders in one batch with their `order.created` events (each with its
+    /// stream-index entry; published to live streams after the commit), skipping those whose
+    /// external id (in `namespace`) exists. The ops `extra` returns join the same batch; it is
+    /// given the id of the first order (created, or the existing duplicate).
+    ///
+    /// The external ids are reserved in HotState from the duplicate check until the commit, so
+    /// two requests on any nodes cannot both store the same id.
     pub(crate) async fn insert_orders(
         &self,
         merchant: MerchantId,
@@ -588,15 +677,37 @@ impl LastMile {
         orders: Vec<ValidOrder>,
         extra: &(dyn Fn(Option<OrderId>) -> Vec<WriteOp> + Sync),
     ) -> EngineResult<Vec<Inserted>> {
-        let lock = self.order_lock(merchant);
-        let _guard = lock.lock().await;
+        let scopes: BTreeSet<String> = orders
+            .iter()
+            .filter_map(|v| v.external_id.as_deref())
+            .map(|ext| ext_scope(merchant, namespace, ext))
+            .collect();
+        let keys = self.reserve_unique(scopes.into_iter().collect()).await?;
+        let out = self
+            .insert_orders_reserved(merchant, source, namespace, orders, extra)
+            .await;
+        keys.release(self).await;
+        let (out, events) = out?;
+        super::stream::publish(self.engine.hot().as_ref(), &events).await;
+        Ok(out)
+    }
+
+    async fn insert_orders_reserved(
+        &self,
+        merchant: MerchantId,
+        source: &str,
+        namespace: &str,
+        orders: Vec<ValidOrder>,
+        extra: &(dyn Fn(Option<OrderId>) -> Vec<WriteOp> + Sync),
+    ) -> EngineResult<(Vec<Inserted>, Vec<Event>)> {
         let now = self.engine.clock().now();
         let mut batch = WriteBatch {
-            ops: Vec::with_capacity(orders.len() * 5 + 4),
+            ops: Vec::with_capacity(orders.len() * 6 + 4),
         };
         let mut seen = HashSet::new();
         let mut days = BTreeSet::new();
         let mut out = Vec::with_capacity(orders.len());
+        let mut events = Vec::with_capacity(orders.len());
         for v in orders {
             if let Some(ext) = v.external_id.as_deref() {
                 if !seen.insert(ext.to_string()) {
@@ -636,14 +747,17 @@ impl LastMile {
                 });
             }
             days.insert(day(now.ms()));
-            batch.push(WriteOp::PutEvent(Event::new(
+            let event = Event::new(
                 merchant,
                 self.cfg.events_livemode,
                 "order.created",
                 now,
                 order.id.to_string(),
                 &order,
-            )));
+            );
+            batch.push(super::stream::index_op(&event));
+            batch.push(WriteOp::PutEvent(event.clone()));
+            events.push(event);
             out.push(Inserted::Created(Box::new(order)));
         }
         for d in days {
@@ -662,7 +776,7 @@ impl LastMile {
         if !batch.ops.is_empty() {
             self.engine.ledger().submit(batch).await?;
         }
-        Ok(out)
+        Ok((out, events))
     }
 
     /// A merchant's orders, newest first, filtered; keyset-paginated. A page may hold fewer
@@ -782,5 +896,71 @@ impl LastMile {
                 has_more,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(line1: &str, value: i64) -> OrderInput {
+        serde_json::from_value(serde_json::json!({
+            "external_id": "S-1",
+            "customer": {"name": "Anna", "address": {"line1": line1, "city": "Utrecht",
+                "postal_code": "3511 AA", "country": "NL"}},
+            "items": [{"sku": "A", "name": "A", "qty": 1, "unit_price": value}],
+            "amount": {"value": value, "currency": "EUR"},
+            "carrier_code": "DHL"
+        }))
+        .unwrap()
+    }
+
+    fn stored(status: OrderStatus) -> Order {
+        let v = validate(input("Oudegracht 1", 1_000)).unwrap();
+        Order {
+            id: OrderId::new_at(0),
+            merchant_id: MerchantId::new_at(0),
+            external_id: v.external_id,
+            source: "shopify".into(),
+            status,
+            customer: v.customer,
+            items: v.items,
+            amount: v.amount,
+            carrier_code: v.carrier_code,
+            ipay_flag: v.ipay_flag,
+            created: Timestamp(0),
+            updated: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn shop_updates_change_amounts_only_before_a_session_and_never_a_paid_status() {
+        let upd = || validate(input("Neude 2", 2_000)).unwrap();
+        let mut o = stored(OrderStatus::Created);
+        let r = apply_shop_update(&mut o, upd(), true, UpdateStage::NoSession);
+        assert_eq!(r.changed, ["customer", "items", "amount", "status"]);
+        assert!(r.kept.is_empty());
+        assert_eq!((o.amount.value, o.status), (2_000, OrderStatus::Cancelled));
+
+        let mut o = stored(OrderStatus::SessionCreated);
+        let r = apply_shop_update(&mut o, upd(), false, UpdateStage::SessionUnpaid);
+        assert_eq!(r.changed, ["customer", "items"]);
+        assert_eq!(r.kept, ["amount"]);
+        assert_eq!(o.amount.value, 1_000);
+
+        let mut o = stored(OrderStatus::Paid);
+        let r = apply_shop_update(&mut o, upd(), true, UpdateStage::Paid);
+        assert_eq!(r.kept, ["amount", "status"]);
+        assert_eq!((o.amount.value, o.status), (1_000, OrderStatus::Paid));
+        assert_eq!(o.customer.address.line1, "Neude 2");
+
+        let mut o = stored(OrderStatus::Created);
+        let same = validate(input("Oudegracht 1", 1_000)).unwrap();
+        let r = apply_shop_update(&mut o, same, false, UpdateStage::NoSession);
+        assert_eq!(
+            r,
+            UpdateResult::default(),
+            "an identical update changes nothing"
+        );
     }
 }

@@ -20,11 +20,12 @@ use super::outbox::Signal;
 use super::resolve::{self, Resolver, Target};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
-use crate::ids::RequestId;
+use crate::ids::{MerchantId, RequestId};
 use crate::model::Event;
 use crate::store::{EntryRange, HotState, Ledger, WriteBatch, WriteOp};
 use dashmap::DashMap;
-use std::collections::{HashMap, HashSet};
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 const CURSOR_GRACE_MS: i64 = 5 * 60_000;
 /// Most response-body bytes read (and discarded) so the connection can be reused.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Ordering chains a shard keeps in memory (beyond this, chains are read from the ledger).
+const MAX_KNOWN_CHAINS: usize = 16_384;
+/// Entries read when a chain is first met; a chain with fewer is known completely.
+const CHAIN_READ: usize = 64;
+/// Chain reads one shard step has outstanding at once.
+const CHAIN_READ_CONCURRENCY: usize = 4;
 
 /// State shared by the shards of one node.
 pub struct Shared {
@@ -151,6 +158,15 @@ impl Step {
     }
 }
 
+/// What one scan learnt ahead of processing its due entries.
+#[derive(Default)]
+struct Lookahead {
+    /// Ordering chains read for the current partition's fan-out markers (chain → members).
+    fetched: HashMap<String, Vec<String>>,
+    /// Objects with a fan-out marker left due in this scan: their later markers stay too.
+    held: HashSet<(MerchantId, String)>,
+}
+
 fn chain_partition(endpoint_id: &str, object_id: &str) -> Option<String> {
     let p = format!("{endpoint_id}:{object_id}");
     crate::store::valid_name(&p).then_some(p)
@@ -165,6 +181,12 @@ pub struct ShardTask {
     per_endpoint: HashMap<String, usize>,
     /// The last scan left due work for lack of room: scan again when attempts finish.
     blocked: bool,
+    /// Ordering chains whose unfinished deliveries this task knows completely: read once from
+    /// the ledger when first met, then kept up to date by this task's own fan-outs and
+    /// finishes. Valid because only the holder of a shard's lease writes its chains; dropped
+    /// with the task (lease lost) and cleared when a step fails to commit. Bounded by
+    /// [`MAX_KNOWN_CHAINS`]; unknown chains are read as before.
+    chains: HashMap<String, BTreeSet<String>>,
     tx: mpsc::UnboundedSender<Outcome>,
 }
 
@@ -197,6 +219,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         inflight: HashSet::new(),
         per_endpoint: HashMap::new(),
         blocked: false,
+        chains: HashMap::new(),
         tx,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(sh.cfg.poll_interval_ms.max(1)));
@@ -250,6 +273,8 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
             }
         }
         if failed || !t.commit(step).await {
+            // The in-memory chains may hold changes that were never written.
+            t.chains.clear();
             // Nothing of this step was recorded: what was being sent is sent again once its
             // lease lapses, and retries stay where they were (at-least-once). Back off.
             tokio::select! {
@@ -383,6 +408,7 @@ impl ShardTask {
         let mut taken = 0usize;
         let max_items = self.sh.cfg.max_batch.max(1);
         let mut m = self.cursor;
+        let mut look = Lookahead::default();
         while m <= now_min {
             let room = max_items.saturating_sub(taken);
             if room == 0 {
@@ -398,7 +424,9 @@ impl ShardTask {
             };
             let entries = self.sh.ledger.scan_entries(DUE, &partition, &range).await?;
             let mut left = entries.len() == range.limit;
-            for (sort, value) in entries {
+            let events;
+            (events, look.fetched) = self.prefetch(&entries).await?;
+            for ((sort, _), event) in entries.into_iter().zip(events) {
                 if taken >= max_items {
                     left = true;
                     more = true;
@@ -412,8 +440,17 @@ impl ShardTask {
                     });
                     continue;
                 };
+                if matches!(kind, 'f' | 'd') && self.budget() == 0 {
+                    // Nothing more can be sent: leave the rest where it is, untouched.
+                    self.blocked = true;
+                    left = true;
+                    break;
+                }
                 let done = match kind {
-                    'f' => self.fan_out(due_ms, reference, &value, step, now).await?,
+                    'f' => {
+                        self.fan_out(due_ms, reference, event, step, now, &mut look)
+                            .await?
+                    }
                     'd' => self.due_delivery(due_ms, reference, step, now).await?,
                     _ => {
                         step.delete_due(self.shard, due_ms, kind, reference);
@@ -435,6 +472,7 @@ impl ShardTask {
             if left && self.budget() == 0 {
                 // Out of room for sends: look again once attempts finish.
                 more = true;
+                break;
             }
             m += 1;
         }
@@ -450,18 +488,29 @@ impl ShardTask {
         &mut self,
         due_ms: i64,
         event_id: &str,
-        value: &[u8],
+        event: Option<Result<Event, serde_json::Error>>,
         step: &mut Step,
         now: i64,
+        look: &mut Lookahead,
     ) -> Result<bool, StoreError> {
-        step.delete_due(self.shard, due_ms, 'f', event_id);
-        let event: Event = match serde_json::from_slice(value) {
-            Ok(e) => e,
-            Err(e) => {
+        let event: Event = match event {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                step.delete_due(self.shard, due_ms, 'f', event_id);
                 tracing::error!(event_id, error = %e, "webhooks: unreadable fan-out marker dropped");
                 return Ok(true);
             }
+            None => {
+                // Past this step's room: stays due, looked at again when attempts finish.
+                self.blocked = true;
+                return Ok(false);
+            }
         };
+        let object = (event.merchant_id, event.object_id.clone());
+        if look.held.contains(&object) {
+            // An earlier event of this object stays due: so does this one (per-object order).
+            return Ok(false);
+        }
         let resolved = self
             .sh
             .resolver
@@ -472,6 +521,21 @@ impl ShardTask {
                 false,
             )
             .await?;
+        let wanted = || {
+            resolved
+                .targets
+                .iter()
+                .filter(|t| t.enabled && t.wants(&event.event_type))
+        };
+        if wanted().count() > 0 && wanted().all(|t| self.saturated(&t.id)) {
+            // Every endpoint is busy: the marker stays (cheaper than writing deliveries that
+            // are due now and would be read back and rewritten when room frees up), and so
+            // do later markers of the same object in this scan.
+            self.blocked = true;
+            look.held.insert(object);
+            return Ok(false);
+        }
+        step.delete_due(self.shard, due_ms, 'f', event_id);
         let event = Arc::new(event);
         for t in resolved.targets.iter() {
             if !t.enabled || !t.wants(&event.event_type) {
@@ -480,7 +544,7 @@ impl ShardTask {
             let id = format!("{}:{}", event.id, t.id);
             let chain = chain_partition(&t.id, &event.object_id);
             let waiting = match &chain {
-                Some(c) => self.chain_busy(c, &id, step).await?,
+                Some(c) => self.chain_busy(c, &id, step, &look.fetched).await?,
                 None => false,
             };
             let d = Delivery {
@@ -510,6 +574,7 @@ impl ShardTask {
                     sort: id.clone(),
                     value: Vec::new(),
                 });
+                self.remember_chain(&c, &id, step, &look.fetched);
                 step.chain_added.entry(c).or_default().push(id.clone());
             }
             if waiting {
@@ -521,14 +586,149 @@ impl ShardTask {
         Ok(true)
     }
 
+    /// Records `id` as an unfinished member of `chain` when this task knows the chain (or can
+    /// start knowing it from a complete read made in this step).
+    fn remember_chain(
+        &mut self,
+        chain: &str,
+        id: &str,
+        step: &Step,
+        fetched: &HashMap<String, Vec<String>>,
+    ) {
+        if let Some(set) = self.chains.get_mut(chain) {
+            set.insert(id.to_string());
+            return;
+        }
+        let Some(read) = fetched.get(chain) else {
+            return;
+        };
+        if read.len() >= CHAIN_READ || self.chains.len() >= MAX_KNOWN_CHAINS {
+            return;
+        }
+        let mut set: BTreeSet<String> = read
+            .iter()
+            .filter(|s| {
+                !step
+                    .chain_deleted
+                    .contains(&(chain.to_string(), (*s).clone()))
+            })
+            .cloned()
+            .collect();
+        if let Some(added) = step.chain_added.get(chain) {
+            set.extend(added.iter().cloned());
+        }
+        set.insert(id.to_string());
+        self.chains.insert(chain.to_string(), set);
+    }
+
+    /// Decodes the fan-out markers among `entries` (aligned with them; `None` for other
+    /// entries) and reads, concurrently, the ordering chains they need that this task does not
+    /// know yet (chain → its first [`CHAIN_READ`] members).
+    #[allow(clippy::type_complexity)]
+    async fn prefetch(
+        &self,
+        entries: &[(String, Vec<u8>)],
+    ) -> Result<
+        (
+            Vec<Option<Result<Event, serde_json::Error>>>,
+            HashMap<String, Vec<String>>,
+        ),
+        StoreError,
+    > {
+        let mut events = Vec::with_capacity(entries.len());
+        let mut want = Vec::new();
+        let mut seen = HashSet::new();
+        // Deliveries this step may start, per endpoint: markers past the room are left
+        // undecoded (they stay due) so a shard with a backlog does not decode it every step.
+        let mut room = self.budget();
+        let mut planned: HashMap<String, usize> = HashMap::new();
+        let per_endpoint = self.sh.cfg.max_in_flight_per_endpoint.max(1);
+        for (sort, value) in entries {
+            if room == 0 || !matches!(parse_due(sort), Some((_, 'f', _))) {
+                events.push(None);
+                continue;
+            }
+            let e = serde_json::from_slice::<Event>(value);
+            if let Ok(e) = &e {
+                let resolved = self
+                    .sh
+                    .resolver
+                    .get(self.sh.ledger.as_ref(), e.merchant_id, e.livemode, false)
+                    .await?;
+                let (mut wanted, mut took) = (false, false);
+                for t in resolved.targets.iter() {
+                    if !t.enabled || !t.wants(&e.event_type) {
+                        continue;
+                    }
+                    wanted = true;
+                    let n = planned.entry(t.id.clone()).or_default();
+                    if self.per_endpoint.get(&t.id).copied().unwrap_or(0) + *n >= per_endpoint {
+                        continue;
+                    }
+                    *n += 1;
+                    took = true;
+                    room = room.saturating_sub(1);
+                    if let Some(c) = chain_partition(&t.id, &e.object_id)
+                        && !self.chains.contains_key(&c)
+                        && seen.insert(c.clone())
+                    {
+                        want.push(c);
+                    }
+                }
+                if wanted && !took {
+                    // Every endpoint it wants is full; it still counts against the look-ahead.
+                    room = room.saturating_sub(1);
+                }
+            }
+            events.push(Some(e));
+        }
+        let range = EntryRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            limit: CHAIN_READ,
+            descending: false,
+        };
+        let ledger = &self.sh.ledger;
+        let reads: Vec<Result<(String, Vec<String>), StoreError>> = futures::stream::iter(want)
+            .map(|c| {
+                let range = &range;
+                async move {
+                    let v = ledger.scan_entries(CHAIN, &c, range).await?;
+                    Ok((c, v.into_iter().map(|(s, _)| s).collect()))
+                }
+            })
+            .buffer_unordered(CHAIN_READ_CONCURRENCY)
+            .collect()
+            .await;
+        let fetched = reads.into_iter().collect::<Result<HashMap<_, _>, _>>()?;
+        Ok((events, fetched))
+    }
+
     /// Whether an earlier delivery of the same object to the same endpoint is unfinished.
-    async fn chain_busy(&self, chain: &str, id: &str, step: &Step) -> Result<bool, StoreError> {
+    async fn chain_busy(
+        &self,
+        chain: &str,
+        id: &str,
+        step: &Step,
+        fetched: &HashMap<String, Vec<String>>,
+    ) -> Result<bool, StoreError> {
         if step
             .chain_added
             .get(chain)
             .is_some_and(|v| v.iter().any(|s| s.as_str() < id))
         {
             return Ok(true);
+        }
+        if let Some(set) = self.chains.get(chain) {
+            return Ok(set
+                .range::<str, _>((Bound::Unbounded, Bound::Excluded(id)))
+                .next()
+                .is_some());
+        }
+        if let Some(read) = fetched.get(chain) {
+            return Ok(read.iter().any(|s| {
+                s.as_str() < id && !step.chain_deleted.contains(&(chain.to_string(), s.clone()))
+            }));
         }
         let range = EntryRange {
             start: Bound::Unbounded,
@@ -552,6 +752,11 @@ impl ShardTask {
         now: i64,
     ) -> Result<bool, StoreError> {
         if self.inflight.contains(id) || step.deliveries.contains_key(id) {
+            return Ok(false);
+        }
+        // The endpoint is part of the id: skip the read while it has no room.
+        if id.split(':').nth(1).is_some_and(|e| self.saturated(e)) {
+            self.blocked = true;
             return Ok(false);
         }
         let Some(d) = load_delivery(self.sh.ledger.as_ref(), id).await? else {
@@ -771,14 +976,25 @@ impl ShardTask {
             sort: id.clone(),
         });
         step.chain_deleted.insert((chain.clone(), id.clone()));
-        let next = self
-            .sh
-            .ledger
-            .scan_entries(CHAIN, &chain, &EntryRange::after(&id, 4))
-            .await?
-            .into_iter()
-            .map(|(s, _)| s)
-            .find(|s| !step.chain_deleted.contains(&(chain.clone(), s.clone())));
+        let next = if let Some(set) = self.chains.get_mut(&chain) {
+            set.remove(&id);
+            let next = set
+                .range::<str, _>((Bound::Excluded(id.as_str()), Bound::Unbounded))
+                .next()
+                .cloned();
+            if set.is_empty() {
+                self.chains.remove(&chain);
+            }
+            next
+        } else {
+            self.sh
+                .ledger
+                .scan_entries(CHAIN, &chain, &EntryRange::after(&id, 4))
+                .await?
+                .into_iter()
+                .map(|(s, _)| s)
+                .find(|s| !step.chain_deleted.contains(&(chain.clone(), s.clone())))
+        };
         let Some(next) = next else {
             return Ok(());
         };

@@ -403,3 +403,60 @@ async fn a_slow_receiver_times_out_and_is_retried() {
         .await;
     assert_eq!(d.attempts, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_endpoint_room_is_delivered_once_each_in_object_order() {
+    // Room for one delivery of the endpoint per shard: the rest stay in the due index (as
+    // fan-out markers) and go out as attempts finish, each object's events in order.
+    let e = env(|c| c.max_in_flight_per_endpoint = 1).await;
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 3))).await;
+    let _ep = e.endpoint(&rx.url).await;
+    // Four objects of one shard, so they compete for that shard's room.
+    let names: Vec<String> = (0..1000).map(|i| format!("pi_o{i}")).collect();
+    let shard = model::shard_of(e.ctx.merchant_id, &names[0]);
+    let objects: Vec<&str> = names
+        .iter()
+        .filter(|n| model::shard_of(e.ctx.merchant_id, n) == shard)
+        .take(4)
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(objects.len(), 4);
+    let mut emitted: HashMap<&str, Vec<String>> = HashMap::new();
+    for round in 0..8 {
+        for &o in &objects {
+            let ty = if round % 2 == 0 {
+                "payment_intent.created"
+            } else {
+                "payment_intent.succeeded"
+            };
+            emitted
+                .entry(o)
+                .or_default()
+                .push(e.emit(o, ty).await.to_string());
+            // Event ids order events by time; one event per millisecond keeps that unambiguous.
+            e.clock.advance_ms(1);
+        }
+    }
+    let total = objects.len() * 8;
+    wait_until("every event", || rx.count() >= total).await;
+    let hits = rx.hits();
+    let ids: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            serde_json::from_str::<serde_json::Value>(&h.body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for id in &ids {
+        assert!(seen.insert(id.clone()), "{id} delivered twice");
+    }
+    assert_eq!(ids.len(), total);
+    for &o in &objects {
+        let got: Vec<&String> = ids.iter().filter(|id| emitted[o].contains(id)).collect();
+        let want: Vec<&String> = emitted[o].iter().collect();
+        assert_eq!(got, want, "events of {o} out of order");
+    }
+}

@@ -16,7 +16,7 @@
 pub mod providers;
 
 use super::LastMile;
-use super::orders::{Inserted, validate};
+use super::orders::{Inserted, OrderId, UpdateResult, ext_scope, validate};
 use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::MerchantId;
@@ -98,12 +98,17 @@ pub struct ConnectionView {
 /// What a webhook delivery did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WebhookOutcome {
-    /// `created`, `duplicate_delivery`, `duplicate_order` or `ignored`.
+    /// `created`, `updated`, `duplicate_delivery`, `duplicate_order` or `ignored`.
     pub result: &'static str,
     pub order_id: Option<String>,
-    /// Why a delivery was ignored (topic not handled, notification without order data).
+    /// Why a delivery was ignored (topic not handled, notification without order data), or
+    /// what an update left unchanged and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Fields an update changed (`customer`, `items`, `carrier_code`, `amount`, `ipay_flag`,
+    /// `status`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<&'static str>,
 }
 
 /// The parts of an HTTP delivery the check needs.
@@ -345,24 +350,51 @@ impl LastMile {
                 scheme.describe()
             )));
         }
-        let now = self.engine.clock().now();
-        let last_key = format!("{merchant}:{}", provider.as_str());
-        let mut delivery_key = None;
-        if let Some(id) = provider
+        let delivery = provider
             .delivery_header()
             .and_then(|h| header(d.headers, h))
             .filter(|id| !id.is_empty() && id.len() <= 200)
+            .map(|id| format!("{merchant}:{}:{id}", provider.as_str()));
+        // The delivery id is reserved (on every node) from its duplicate check until the order
+        // and the delivery record are committed, so a redelivery racing the first copy yields
+        // one order.
+        let keys = match &delivery {
+            Some(k) => Some(
+                self.reserve_unique(vec![format!("lm:uniq:delivery:{k}")])
+                    .await?,
+            ),
+            None => None,
+        };
+        let out = self
+            .shop_accept(provider, merchant, &conn, delivery, &d)
+            .await;
+        if let Some(k) = keys {
+            k.release(self).await;
+        }
+        out
+    }
+
+    /// The part of a verified delivery that runs while its delivery id is reserved.
+    async fn shop_accept(
+        &self,
+        provider: Provider,
+        merchant: MerchantId,
+        conn: &Connection,
+        delivery_key: Option<String>,
+        d: &Delivery<'_>,
+    ) -> EngineResult<WebhookOutcome> {
+        let now = self.engine.clock().now();
+        let last_key = format!("{merchant}:{}", provider.as_str());
+        if let Some(key) = &delivery_key
+            && let Some(order) = self.engine.ledger().get_record(DELIVERY, key).await?
         {
-            let key = format!("{merchant}:{}:{id}", provider.as_str());
-            if let Some(order) = self.engine.ledger().get_record(DELIVERY, &key).await? {
-                return Ok(WebhookOutcome {
-                    result: "duplicate_delivery",
-                    order_id: Some(String::from_utf8_lossy(&order).into_owned())
-                        .filter(|s| !s.is_empty()),
-                    reason: None,
-                });
-            }
-            delivery_key = Some(key);
+            return Ok(WebhookOutcome {
+                result: "duplicate_delivery",
+                order_id: Some(String::from_utf8_lossy(&order).into_owned())
+                    .filter(|s| !s.is_empty()),
+                reason: None,
+                changed: vec![],
+            });
         }
         let topic = provider.topic_header().and_then(|h| header(d.headers, h));
         let json: serde_json::Value = serde_json::from_slice(d.body).map_err(|e| {
@@ -383,6 +415,7 @@ impl LastMile {
                     result: "ignored",
                     order_id: None,
                     reason: Some(reason),
+                    changed: vec![],
                 });
             }
         };
@@ -394,7 +427,7 @@ impl LastMile {
             )
         })?;
         // The delivery record names the order, so a redelivery can answer with it.
-        let extra = |order: Option<super::orders::OrderId>| {
+        let extra = |order: Option<OrderId>| {
             let mut ops = vec![WriteOp::PutRecord {
                 kind: LAST,
                 key: last_key.clone(),
@@ -412,6 +445,38 @@ impl LastMile {
             }
             ops
         };
+        // An update of an order the shop sent before changes it (under the external id's
+        // reservation); an update of an unknown order creates it.
+        if let Some(info) = providers::update_info(provider, topic, &json)
+            && let Some(ext) = valid.external_id().map(str::to_string)
+        {
+            let keys = self
+                .reserve_unique(vec![ext_scope(merchant, provider.as_str(), &ext)])
+                .await?;
+            match self
+                .find_order_by_external_id(merchant, provider.as_str(), &ext)
+                .await
+            {
+                Ok(Some(id)) => {
+                    let out = self
+                        .update_order_from_shop(
+                            merchant,
+                            id,
+                            valid,
+                            info.cancelled,
+                            extra(Some(id)),
+                        )
+                        .await;
+                    keys.release(self).await;
+                    return out.map(|(o, r)| updated_outcome(o.id, r));
+                }
+                Ok(None) => keys.release(self).await,
+                Err(e) => {
+                    keys.release(self).await;
+                    return Err(e);
+                }
+            }
+        }
         let out = self
             .insert_orders(
                 merchant,
@@ -426,11 +491,13 @@ impl LastMile {
                 result: "created",
                 order_id: Some(o.id.to_string()),
                 reason: None,
+                changed: vec![],
             },
             Some(Inserted::Duplicate { existing }) => WebhookOutcome {
                 result: "duplicate_order",
                 order_id: existing.map(|e| e.to_string()),
                 reason: None,
+                changed: vec![],
             },
             None => return Err(EngineError::Internal("no insert outcome".into())),
         })
@@ -474,6 +541,22 @@ impl LastMile {
             },
         )
         .await
+    }
+}
+
+/// The answer to an applied update: what changed, and what was kept and why.
+fn updated_outcome(order: OrderId, r: UpdateResult) -> WebhookOutcome {
+    let reason = (!r.kept.is_empty()).then(|| {
+        format!(
+            "kept: {} (the order's payment session fixes them, or it is paid)",
+            r.kept.join(", ")
+        )
+    });
+    WebhookOutcome {
+        result: "updated",
+        order_id: Some(order.to_string()),
+        reason,
+        changed: r.changed,
     }
 }
 

@@ -169,6 +169,37 @@ impl Provider {
     }
 }
 
+/// What an update delivery says about an order the shop sent before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateInfo {
+    /// The shop cancelled the order.
+    pub cancelled: bool,
+}
+
+/// `Some` when the delivery is an update of an existing order (Shopify `orders/updated`,
+/// WooCommerce `order.updated`, BigCommerce `store/order/updated`); creation topics and
+/// platforms without an update topic give `None`.
+pub fn update_info(p: Provider, header_topic: Option<&str>, v: &Value) -> Option<UpdateInfo> {
+    let topic = header_topic.map(str::to_string).or_else(|| {
+        (p == Provider::Bigcommerce)
+            .then(|| t(v, "/scope"))
+            .flatten()
+    });
+    let cancelled = match (p, topic.as_deref()?) {
+        (Provider::Shopify, "orders/updated") => t(v, "/cancelled_at").is_some(),
+        (Provider::Woocommerce, "order.updated") => {
+            t(v, "/status").is_some_and(|s| s.eq_ignore_ascii_case("cancelled"))
+        }
+        (Provider::Bigcommerce, "store/order/updated") => {
+            let o = v.pointer("/data/order").unwrap_or(v);
+            t(o, "/status_id").as_deref() == Some("5")
+                || t(o, "/status").is_some_and(|s| s.eq_ignore_ascii_case("cancelled"))
+        }
+        _ => return None,
+    };
+    Some(UpdateInfo { cancelled })
+}
+
 /// Connection defaults for what a payload may lack.
 pub struct Defaults<'a> {
     pub carrier: Option<&'a str>,

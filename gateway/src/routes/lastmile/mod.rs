@@ -23,11 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/me", get(auth::me))
         .route("/api/orders", get(orders::list).post(orders::create))
-        .route(
-            "/api/orders/upload",
-            // The body is streamed with its own limit (`lastmile.upload_max_bytes`).
-            post(orders::upload).layer(DefaultBodyLimit::disable()),
-        )
         .route("/api/orders/sample.csv", get(orders::sample_csv))
         .route("/api/orders/{id}", get(orders::get))
         .route("/api/integrations/status", get(integrations::status))
@@ -64,6 +59,17 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/driver/verify-otp", post(driver::verify_otp))
         .route("/api/events/stream", get(stream::stream))
+}
+
+/// `POST /api/orders/upload` alone: the application mounts it outside the global request
+/// timeout and concurrency limit and gives it its own (`lastmile.upload_timeout_ms`,
+/// `lastmile.upload_max_concurrent`), since a large file takes minutes.
+pub fn upload_router() -> Router<AppState> {
+    Router::new().route(
+        "/api/orders/upload",
+        // The body is streamed with its own limit (`lastmile.upload_max_bytes`).
+        post(orders::upload).layer(DefaultBodyLimit::disable()),
+    )
 }
 
 /// This module's part of the OpenAPI document.

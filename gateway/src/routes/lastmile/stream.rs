@@ -1,5 +1,5 @@
 //! `GET /api/events/stream` — the live event stream (Server-Sent Events) of one merchant's
-//! payment sessions, for dashboards.
+//! orders and payment sessions, for dashboards.
 //!
 //! Browsers' `EventSource` cannot send headers, so the account JWT may come as `?token=`
 //! (or as `Authorization: Bearer`). Each SSE message is `id: evt_…`, `event: <type>`,
