@@ -228,6 +228,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's test jail returns its (large) error type by value; fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
