@@ -295,7 +295,13 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     let hot: Arc<dyn HotState> = match cfg.storage.mode {
         StorageMode::Embedded => Arc::new(MemoryHotState::new()),
         StorageMode::Cluster => {
-            RedisHotState::connect(&cfg.cluster.redis_url, RedisOptions::default())
+            // Keys are namespaced by keyspace, so several clusters can share one Redis
+            // database without taking each other's leases.
+            let opts = RedisOptions {
+                prefix: format!("ipay:{}:", cfg.cluster.keyspace),
+                ..RedisOptions::default()
+            };
+            RedisHotState::connect(&cfg.cluster.redis_url, opts)
                 .await
                 .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?
         }
