@@ -157,6 +157,18 @@ typed_id!(
     /// A request, for tracing (`req_…`).
     RequestId, "req_", "request"
 );
+typed_id!(
+    /// A last-mile order (`ord_…`).
+    OrderId, "ord_", "order"
+);
+typed_id!(
+    /// A last-mile payment session (`ps_…`).
+    PaymentSessionId, "ps_", "payment session"
+);
+typed_id!(
+    /// A last-mile user account (`usr_…`).
+    UserId, "usr_", "user"
+);
 
 /// A service manifest (`svc_…`): a UUIDv7 written as 26 base32 characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -8,57 +8,12 @@
 //! The servers come from `IPAY_TEST_CQL_ADDR` / `IPAY_TEST_REDIS_URL` (set by
 //! `scripts/test.sh`); when unset, the test starts them with `scripts/services/*.sh`.
 
+mod common;
+
+use common::procs::{BIN, Node, service, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ipay");
-
-/// A service's address from the environment, or from its script after starting it.
-fn service(var: &str, script: &str) -> String {
-    if let Ok(v) = std::env::var(var)
-        && !v.trim().is_empty()
-    {
-        return v.trim().to_string();
-    }
-    let path = format!(
-        "{}/../scripts/services/{script}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let status = Command::new(&path)
-        .arg("start")
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {path}: {e}"));
-    assert!(
-        status.success(),
-        "{path} start failed; set {var} or see its output"
-    );
-    let out = Command::new(&path)
-        .arg("env")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {path} env: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix(&format!("export {var}="))
-                .map(|v| v.trim_matches(['"', '\'']).to_string())
-        })
-        .unwrap_or_else(|| panic!("{path} env printed no {var}: {text}"))
-}
-
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
 
 fn cluster_env(cmd: &mut Command, cql: &str, redis: &str, keyspace: &str) {
     cmd.env("IPAY_STORAGE__MODE", "cluster")
@@ -79,20 +34,7 @@ fn start_node(cql: &str, redis: &str, keyspace: &str, dir: &std::path::Path) -> 
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir);
     cluster_env(&mut cmd, cql, redis, keyspace);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ipay serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("ipay serve printed nothing").unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Node { child, base }
+    spawn_node(cmd)
 }
 
 /// Two nodes on a fresh keyspace of the shared servers.

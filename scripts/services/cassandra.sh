@@ -8,7 +8,7 @@
 #   IPAY_CASSANDRA_CACHE    generated pom + cached classpath (default: ~/.cache/ipay/cassandra);
 #                           the jars themselves live in Maven's local repository (~/.m2)
 #   IPAY_CASSANDRA_VERSION  cassandra-all version (default below)
-#   IPAY_CASSANDRA_HEAP     -Xms/-Xmx (default 1G)
+#   IPAY_CASSANDRA_HEAP     -Xms/-Xmx (default 2G)
 #   IPAY_CASSANDRA_JAMM     1 = add the jamm jar as -javaagent (default 0: not needed on 5.0)
 #   IPAY_CASSANDRA_COMMITLOG_SYNC  periodic (default: writes are acknowledged before the commit
 #                           log is synced; a kill -9 loses up to 10 s of them) | batch (sync
@@ -41,7 +41,7 @@ LOGDIR="$STATE/logs"
 SYSLOG="$LOGDIR/system.log"
 OUTLOG="$LOGDIR/stdout.log"
 LOCKFILE="$STATE/.lock"
-HEAP="${IPAY_CASSANDRA_HEAP:-1G}"
+HEAP="${IPAY_CASSANDRA_HEAP:-2G}"
 START_TIMEOUT="${IPAY_CASSANDRA_START_TIMEOUT:-150}"
 STOP_TIMEOUT="${IPAY_CASSANDRA_STOP_TIMEOUT:-30}"
 MAIN_CLASS=org.apache.cassandra.service.CassandraDaemon

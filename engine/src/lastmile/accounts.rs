@@ -71,54 +71,7 @@ impl FromStr for Role {
     }
 }
 
-/// A user id: `usr_` + a ULID.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(ulid::Ulid);
-
-impl UserId {
-    const PREFIX: &'static str = "usr_";
-
-    /// A fresh id created at `unix_ms`.
-    pub fn new_at(unix_ms: i64) -> UserId {
-        UserId(ulid::Ulid::from_parts(
-            u64::try_from(unix_ms).unwrap_or(0),
-            rand::random(),
-        ))
-    }
-
-    /// Parses `usr_` + 26 base32 characters.
-    pub fn parse(s: &str) -> EngineResult<UserId> {
-        s.strip_prefix(Self::PREFIX)
-            .and_then(|r| ulid::Ulid::from_string(r).ok())
-            .map(UserId)
-            .ok_or_else(|| EngineError::not_found("user", s))
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, self.0)
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for UserId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for UserId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        UserId::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::ids::UserId;
 
 /// A stored user. The password hash never leaves the engine: use [`User::view`].
 #[derive(Clone, Serialize, Deserialize)]
@@ -502,7 +455,8 @@ impl LastMile {
         let email = req.email.trim().to_lowercase();
         let user = match self.engine.ledger().get_record(USER_EMAIL, &email).await? {
             Some(id) => {
-                let id = UserId::parse(&String::from_utf8_lossy(&id))?;
+                let id = UserId::parse(&String::from_utf8_lossy(&id))
+                    .map_err(|_| EngineError::Internal("corrupt user index entry".into()))?;
                 self.user(id).await.ok()
             }
             None => None,

@@ -21,7 +21,6 @@ use crate::money::Money;
 use crate::store::{EntryRange, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
-use std::fmt;
 use std::ops::Bound;
 use std::str::FromStr;
 
@@ -35,66 +34,7 @@ const MAX_TEXT: usize = 200;
 const MAX_EXTERNAL_ID: usize = 100;
 const MAX_QTY: u32 = 100_000;
 
-/// An order id: `ord_` + a ULID (sorts by creation time).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(ulid::Ulid);
-
-impl OrderId {
-    const PREFIX: &'static str = "ord_";
-
-    /// A fresh id created at `unix_ms`.
-    pub fn new_at(unix_ms: i64) -> OrderId {
-        OrderId(ulid::Ulid::from_parts(
-            u64::try_from(unix_ms).unwrap_or(0),
-            rand::random(),
-        ))
-    }
-
-    /// The smallest id created at `unix_ms` (range bounds).
-    pub fn min_at(unix_ms: i64) -> OrderId {
-        OrderId(ulid::Ulid::from_parts(
-            u64::try_from(unix_ms).unwrap_or(0),
-            0,
-        ))
-    }
-
-    /// Parses `ord_` + 26 base32 characters.
-    pub fn parse(s: &str) -> Option<OrderId> {
-        s.strip_prefix(Self::PREFIX)
-            .and_then(|r| ulid::Ulid::from_string(r).ok())
-            .map(OrderId)
-    }
-
-    /// Creation time, ms.
-    pub fn timestamp_ms(&self) -> i64 {
-        self.0.timestamp_ms() as i64
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, self.0)
-    }
-}
-
-impl fmt::Debug for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for OrderId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for OrderId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        OrderId::parse(&s).ok_or_else(|| serde::de::Error::custom("not an order id"))
-    }
-}
+pub use crate::ids::OrderId;
 
 /// Where an order is in its life. Payment sessions and parcels move it forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -631,7 +571,7 @@ impl LastMile {
     /// A merchant's order; another merchant's order is "not found".
     pub async fn get_order(&self, merchant: MerchantId, order_id: &str) -> EngineResult<Order> {
         let nf = || EngineError::not_found("order", order_id);
-        let id = OrderId::parse(order_id).ok_or_else(nf)?;
+        let id = OrderId::parse(order_id).map_err(|_| nf())?;
         let raw = self
             .engine
             .ledger()
@@ -659,7 +599,7 @@ impl LastMile {
             .ledger()
             .get_record(ORDER_EXT, &ext_key(merchant, namespace, external_id))
             .await?;
-        Ok(raw.and_then(|r| OrderId::parse(&String::from_utf8_lossy(&r))))
+        Ok(raw.and_then(|r| OrderId::parse(&String::from_utf8_lossy(&r)).ok()))
     }
 
     /// Stores validated orders in one batch with their `order.created` events (each with its
@@ -796,7 +736,7 @@ impl LastMile {
             ));
         }
         let cursor = match p.cursor.as_deref() {
-            Some(c) => Some(OrderId::parse(c).ok_or_else(|| {
+            Some(c) => Some(OrderId::parse(c).map_err(|_| {
                 EngineError::invalid(
                     "parameter_invalid",
                     "cursor",
@@ -831,7 +771,7 @@ impl LastMile {
             start: after.map_or(Bound::Unbounded, |ms| Bound::Included(day(ms))),
             end: upper
                 .as_deref()
-                .and_then(OrderId::parse)
+                .and_then(|s| OrderId::parse(s).ok())
                 .map_or(Bound::Unbounded, |id| {
                     Bound::Included(day(id.timestamp_ms()))
                 }),

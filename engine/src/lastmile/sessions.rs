@@ -123,57 +123,7 @@ impl Default for SessionsConfig {
     }
 }
 
-/// A payment session id: `ps_` + a ULID (sorts by creation time).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(ulid::Ulid);
-
-impl SessionId {
-    const PREFIX: &'static str = "ps_";
-
-    /// A fresh id created at `unix_ms` (monotonic within a millisecond).
-    pub fn new_at(unix_ms: i64) -> SessionId {
-        SessionId(ulid::Ulid(EventId::new_at(unix_ms).as_u128()))
-    }
-
-    /// Parses `ps_` + 26 base32 characters.
-    pub fn parse(s: &str) -> Option<SessionId> {
-        let rest = s.strip_prefix(Self::PREFIX)?;
-        (rest.len() == 26)
-            .then(|| ulid::Ulid::from_string(rest).ok())
-            .flatten()
-            .map(SessionId)
-    }
-
-    /// Creation time, ms.
-    pub fn timestamp_ms(&self) -> i64 {
-        self.0.timestamp_ms() as i64
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, self.0)
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for SessionId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for SessionId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        SessionId::parse(&s).ok_or_else(|| serde::de::Error::custom("not a session id"))
-    }
-}
+pub use crate::ids::PaymentSessionId as SessionId;
 
 /// Where a session's payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -834,7 +784,7 @@ impl LastMile {
         let Some(raw) = self.engine.ledger().get_record(kind, key).await? else {
             return Ok(None);
         };
-        match SessionId::parse(&String::from_utf8_lossy(&raw)) {
+        match SessionId::parse(&String::from_utf8_lossy(&raw)).ok() {
             Some(id) => self.ps_load(id).await,
             None => Ok(None),
         }
@@ -1112,7 +1062,7 @@ impl LastMile {
 
     async fn ps_visible(&self, who: Actor, id: &str) -> EngineResult<PaymentSession> {
         let nf = || EngineError::not_found("payment session", id);
-        let sid = SessionId::parse(id).ok_or_else(nf)?;
+        let sid = SessionId::parse(id).map_err(|_| nf())?;
         let s = self.ps_load(sid).await?.ok_or_else(nf)?;
         match who {
             Actor::Merchant(m) if m != s.merchant_id => Err(nf()),
@@ -1180,7 +1130,7 @@ impl LastMile {
             ));
         }
         let cursor = match p.cursor.as_deref() {
-            Some(c) => Some(SessionId::parse(c).ok_or_else(|| {
+            Some(c) => Some(SessionId::parse(c).map_err(|_| {
                 EngineError::invalid(
                     "parameter_invalid",
                     "cursor",
@@ -1899,9 +1849,9 @@ mod tests {
         let a = SessionId::new_at(1_000);
         let b = SessionId::new_at(2_000);
         assert!(a < b && a.to_string() < b.to_string());
-        assert_eq!(SessionId::parse(&a.to_string()), Some(a));
-        assert_eq!(SessionId::parse("ps_short"), None);
-        assert_eq!(SessionId::parse(&a.to_string().replace("ps_", "pi_")), None);
+        assert_eq!(SessionId::parse(&a.to_string()).ok(), Some(a));
+        assert!(SessionId::parse("ps_short").is_err());
+        assert!(SessionId::parse(&a.to_string().replace("ps_", "pi_")).is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! manual clock; and a small JSON client.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use ipay_engine::Engine;
 use ipay_engine::clock::ManualClock;
 use ipay_engine::engine::{MerchantCredentials, create_merchant};
