@@ -8,6 +8,7 @@
 //! work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
 pub mod accounts;
+mod daily;
 pub mod orders;
 pub mod shops;
 pub mod upload;

@@ -12,16 +12,16 @@
 //! Sessions, parcel states and payments are not here (see the session modules).
 
 use super::LastMile;
+use super::daily::{self, day};
 use crate::clock::Timestamp;
 use crate::engine::AmountInput;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::MerchantId;
 use crate::model::Event;
 use crate::money::Money;
-use crate::store::{EntryRange, WriteBatch, WriteOp};
+use crate::store::{WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
-use std::ops::Bound;
 use std::str::FromStr;
 
 const ORDER: &str = "lm_order";
@@ -452,10 +452,6 @@ pub fn order_write_ops(order: &Order) -> EngineResult<[WriteOp; 2]> {
     ])
 }
 
-fn day(ms: i64) -> String {
-    Timestamp(ms).to_datetime().format("%Y%m%d").to_string()
-}
-
 fn day_partition(merchant: MerchantId, ms: i64) -> String {
     format!("{merchant}:{}", day(ms))
 }
@@ -766,74 +762,38 @@ impl LastMile {
             });
         }
         let lower: Option<String> = after.map(|ms| OrderId::min_at(ms).to_string());
-        let ledger = self.engine.ledger();
-        let day_range = EntryRange {
-            start: after.map_or(Bound::Unbounded, |ms| Bound::Included(day(ms))),
-            end: upper
-                .as_deref()
-                .and_then(|s| OrderId::parse(s).ok())
-                .map_or(Bound::Unbounded, |id| {
-                    Bound::Included(day(id.timestamp_ms()))
-                }),
-            limit: 100_000,
-            descending: true,
-        };
-        let days = ledger
-            .scan_entries(ORDER_DAYS, &merchant.to_string(), &day_range)
-            .await?;
-        let mut budget = self.cfg.list_scan_budget;
-        let mut data = Vec::with_capacity(limit + 1);
-        let mut last_seen: Option<String> = None;
-        'days: for (d, _) in days {
-            let partition = format!("{merchant}:{d}");
-            let mut end = upper.clone();
-            loop {
-                if budget == 0 {
-                    break 'days;
-                }
-                let chunk = budget.min(500);
-                let range = EntryRange {
-                    start: lower.clone().map_or(Bound::Unbounded, Bound::Included),
-                    end: end.clone().map_or(Bound::Unbounded, Bound::Excluded),
-                    limit: chunk,
-                    descending: true,
-                };
-                let rows = ledger
-                    .scan_entries(ORDERS_BY_DAY, &partition, &range)
-                    .await?;
-                let n = rows.len();
-                budget -= n.min(budget);
-                for (sort, value) in rows {
-                    last_seen = Some(sort.clone());
-                    end = Some(sort);
-                    let o: Order = serde_json::from_slice(&value)
-                        .map_err(|e| EngineError::Internal(e.to_string()))?;
-                    if filter.matches(&o) {
-                        data.push(o);
-                        if data.len() > limit {
-                            break 'days;
-                        }
-                    }
-                }
-                if n < chunk {
-                    break;
-                }
-            }
-        }
-        let (has_more, next_cursor) = if data.len() > limit {
-            data.truncate(limit);
-            (true, data.last().map(|o| o.id.to_string()))
-        } else if budget == 0 {
-            (true, last_seen)
-        } else {
-            (false, None)
-        };
+        let last_day = upper
+            .as_deref()
+            .and_then(|s| OrderId::parse(s).ok())
+            .map(|id| day(id.timestamp_ms()));
+        let owner = merchant.to_string();
+        let page = daily::newest_first(
+            self.engine.ledger().as_ref(),
+            daily::DailyScan {
+                days_index: ORDER_DAYS,
+                items_index: ORDERS_BY_DAY,
+                owner: &owner,
+                lower,
+                upper,
+                first_day: after.map(day),
+                last_day,
+                limit,
+                budget: self.cfg.list_scan_budget,
+            },
+            |value| {
+                let o: Order = serde_json::from_slice(value)
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                Ok(filter.matches(&o).then_some(o))
+            },
+            |o| o.id.to_string(),
+        )
+        .await?;
         Ok(OrderPage {
-            data,
+            data: page.data,
             pagination: CursorPagination {
                 limit,
-                next_cursor,
-                has_more,
+                next_cursor: page.next_cursor,
+                has_more: page.has_more,
             },
         })
     }

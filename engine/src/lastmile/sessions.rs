@@ -30,6 +30,7 @@
 //! payment every `paid_check_interval_ms`. Either path commits `session.paid` exactly once.
 
 use super::LastMile;
+use super::daily::{self, day};
 use super::orders::{
     CursorPagination, Order, OrderId, OrderStatus, UpdateResult, UpdateStage, ValidOrder,
     apply_shop_update, order_write_ops,
@@ -51,7 +52,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::num::NonZeroU32;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -511,10 +511,6 @@ fn internal(e: impl fmt::Display) -> EngineError {
 
 fn token_key(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn day(ms: i64) -> String {
-    Timestamp(ms).to_datetime().format("%Y%m%d").to_string()
 }
 
 fn new_token() -> String {
@@ -1179,69 +1175,33 @@ impl LastMile {
                     .as_deref()
                     .is_none_or(|x| s.payment_method.as_deref() == Some(x))
         };
-        let ledger = self.engine.ledger();
-        let upper = cursor.map(|c| c.to_string());
-        let day_range = EntryRange {
-            start: Bound::Unbounded,
-            end: cursor.map_or(Bound::Unbounded, |c| Bound::Included(day(c.timestamp_ms()))),
-            limit: 100_000,
-            descending: true,
-        };
-        let days = ledger
-            .scan_entries(SESSION_DAYS, &merchant.to_string(), &day_range)
-            .await?;
-        let mut budget = self.ps_scfg().list_scan_budget.max(100);
-        let mut data: Vec<PaymentSession> = Vec::with_capacity(limit + 1);
-        let mut last_seen: Option<String> = None;
-        'days: for (d, _) in days {
-            let partition = format!("{merchant}:{d}");
-            let mut end = upper.clone();
-            loop {
-                if budget == 0 {
-                    break 'days;
-                }
-                let chunk = budget.min(500);
-                let range = EntryRange {
-                    start: Bound::Unbounded,
-                    end: end.clone().map_or(Bound::Unbounded, Bound::Excluded),
-                    limit: chunk,
-                    descending: true,
-                };
-                let rows = ledger
-                    .scan_entries(SESSIONS_BY_DAY, &partition, &range)
-                    .await?;
-                let n = rows.len();
-                budget -= n.min(budget);
-                for (sort, value) in rows {
-                    last_seen = Some(sort.clone());
-                    end = Some(sort);
-                    let s: PaymentSession = serde_json::from_slice(&value).map_err(internal)?;
-                    if matches(&s) {
-                        data.push(s);
-                        if data.len() > limit {
-                            break 'days;
-                        }
-                    }
-                }
-                if n < chunk {
-                    break;
-                }
-            }
-        }
-        let (has_more, next_cursor) = if data.len() > limit {
-            data.truncate(limit);
-            (true, data.last().map(|s| s.id.to_string()))
-        } else if budget == 0 {
-            (true, last_seen)
-        } else {
-            (false, None)
-        };
+        let owner = merchant.to_string();
+        let page = daily::newest_first(
+            self.engine.ledger().as_ref(),
+            daily::DailyScan {
+                days_index: SESSION_DAYS,
+                items_index: SESSIONS_BY_DAY,
+                owner: &owner,
+                lower: None,
+                upper: cursor.map(|c| c.to_string()),
+                first_day: None,
+                last_day: cursor.map(|c| day(c.timestamp_ms())),
+                limit,
+                budget: self.ps_scfg().list_scan_budget.max(100),
+            },
+            |value| {
+                let s: PaymentSession = serde_json::from_slice(value).map_err(internal)?;
+                Ok(matches(&s).then_some(s))
+            },
+            |s| s.id.to_string(),
+        )
+        .await?;
         Ok(SessionPage {
-            data: data.iter().map(|s| self.session_view(s)).collect(),
+            data: page.data.iter().map(|s| self.session_view(s)).collect(),
             pagination: CursorPagination {
                 limit,
-                next_cursor,
-                has_more,
+                next_cursor: page.next_cursor,
+                has_more: page.has_more,
             },
         })
     }
