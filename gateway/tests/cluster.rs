@@ -32,7 +32,8 @@ fn cluster_env(cmd: &mut Command, cql: &str, redis: &str, keyspace: &str) {
 fn start_node(cql: &str, redis: &str, keyspace: &str, dir: &std::path::Path) -> Node {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir);
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit());
     cluster_env(&mut cmd, cql, redis, keyspace);
     spawn_node(cmd)
 }

@@ -1,59 +1,27 @@
 //! Crash safety of the real `ipay` binary: everything acknowledged before a `kill -9` is there
 //! after a restart, including writes acknowledged while a load was running.
 
+mod common;
+
+use common::procs::{BIN, Node, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipay");
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `ipay serve` on a free loopback port and waits for its "listening" line.
-    fn start(dir: &Path, checkpoint_ms: u64) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .env(
-                "IPAY_STORAGE__CHECKPOINT_INTERVAL_MS",
-                checkpoint_ms.to_string(),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ipay serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("ipay serve printed nothing").unwrap();
-        let base = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {first:?}"))
-            .to_string();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
-    }
-
-    /// SIGKILL: no shutdown hook runs.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `ipay serve` on a free loopback port and waits for its "listening" line.
+fn start_server(dir: &Path, checkpoint_ms: u64) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .env(
+            "IPAY_STORAGE__CHECKPOINT_INTERVAL_MS",
+            checkpoint_ms.to_string(),
+        )
+        .stderr(Stdio::null());
+    spawn_node(cmd)
 }
 
 async fn call(
@@ -109,7 +77,7 @@ async fn crash_and_recover(checkpoint_ms: u64) {
     let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
     let key = creds["test_secret_key"].as_str().unwrap().to_string();
 
-    let server = Server::start(dir.path(), checkpoint_ms);
+    let server = start_server(dir.path(), checkpoint_ms);
     let http = reqwest::Client::new();
     let b = server.base.clone();
     use reqwest::Method as M;
@@ -287,7 +255,7 @@ async fn crash_and_recover(checkpoint_ms: u64) {
     let stream_acked = stream_acked.lock().unwrap().clone();
     assert!(stream_acked.len() >= 300);
 
-    let server = Server::start(dir.path(), checkpoint_ms);
+    let server = start_server(dir.path(), checkpoint_ms);
     let b = server.base.clone();
     for pi in &acked {
         let id = pi["id"].as_str().unwrap();

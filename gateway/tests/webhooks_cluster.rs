@@ -54,7 +54,8 @@ fn cluster_env(cmd: &mut Command, s: &Services) {
 fn start_node(s: &Services, dir: &std::path::Path) -> Node {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir);
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit());
     cluster_env(&mut cmd, s);
     spawn_node(cmd)
 }

@@ -5,55 +5,23 @@
 mod common;
 
 use common::PyReceiver;
+use common::procs::{BIN, Node, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipay");
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .env("IPAY_WEBHOOKS__ALLOW_INSECURE_LOOPBACK", "true")
-            .env("IPAY_WEBHOOKS__POLL_INTERVAL_MS", "50")
-            .env("IPAY_WEBHOOKS__TIMEOUT_MS", "1000")
-            .env("IPAY_WEBHOOKS__INFLIGHT_LEASE_MS", "2000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ipay serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("ipay serve printed nothing").unwrap();
-        let base = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {first:?}"))
-            .to_string();
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_server(dir: &Path) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .env("IPAY_WEBHOOKS__ALLOW_INSECURE_LOOPBACK", "true")
+        .env("IPAY_WEBHOOKS__POLL_INTERVAL_MS", "50")
+        .env("IPAY_WEBHOOKS__TIMEOUT_MS", "1000")
+        .env("IPAY_WEBHOOKS__INFLIGHT_LEASE_MS", "2000")
+        .stderr(Stdio::null());
+    spawn_node(cmd)
 }
 
 async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (StatusCode, Value) {
@@ -101,7 +69,7 @@ async fn a_delivery_cut_off_by_kill_9_is_resent_after_restart_and_acked_ones_are
     ]}))
     .await;
 
-    let server = Server::start(dir.path());
+    let server = start_server(dir.path());
     let http = reqwest::Client::new();
     let b = server.base.clone();
     let (st, ep) = post(
@@ -152,7 +120,7 @@ async fn a_delivery_cut_off_by_kill_9_is_resent_after_restart_and_acked_ones_are
     rx.wait("the hanging delivery", |rs| rs.len() == 2).await;
 
     server.kill9();
-    let server = Server::start(dir.path());
+    let server = start_server(dir.path());
     let rs = rx
         .wait("the resent delivery", |rs| {
             rs.len() >= 3 && event_of(&rs[2])["type"] == "payment_intent.succeeded"

@@ -46,6 +46,14 @@ pub struct Node {
     pub base: String,
 }
 
+impl Node {
+    /// SIGKILL: no shutdown hook runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -53,12 +61,12 @@ impl Drop for Node {
     }
 }
 
-/// Spawns `cmd` (an `ipay serve … --listen 127.0.0.1:0`), waits for the line naming its
-/// address and keeps draining its output.
+/// Spawns `cmd` (an `ipay serve … --listen 127.0.0.1:0`; its stderr as the caller set it),
+/// waits for the line naming its address and keeps draining its output so the server never
+/// blocks on a full pipe.
 pub fn spawn_node(mut cmd: Command) -> Node {
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn ipay serve");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
