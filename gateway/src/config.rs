@@ -264,6 +264,42 @@ mod tests {
         );
     }
 
+    /// Every setting the structs know (with a default other than "unset") must be written out
+    /// in `config/ipay.toml`, so the file really lists every setting.
+    #[test]
+    fn the_shipped_config_file_lists_every_setting() {
+        fn missing(
+            defaults: &serde_json::Value,
+            file: &serde_json::Value,
+            at: &str,
+            out: &mut Vec<String>,
+        ) {
+            let Some(d) = defaults.as_object() else {
+                return;
+            };
+            for (k, v) in d {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match file.get(k) {
+                    // An optional setting that is unset by default may stay commented out.
+                    None if v.is_null() => {}
+                    None => out.push(path),
+                    Some(f) if v.is_object() => missing(v, f, &path, out),
+                    Some(_) => {}
+                }
+            }
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ipay.toml");
+        let file: serde_json::Value = Figment::from(Toml::file(&path)).extract().unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let mut out = Vec::new();
+        missing(&defaults, &file, "", &mut out);
+        assert!(out.is_empty(), "config/ipay.toml does not list: {out:?}");
+    }
+
     #[test]
     fn the_cluster_example_parses_and_selects_cluster_mode() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/cluster.toml");
