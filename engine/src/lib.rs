@@ -17,5 +17,19 @@ pub mod session;
 pub mod store;
 pub mod webhooks;
 
+// The engine's concerns, one module each; their public types are re-exported by `engine`.
+mod auth;
+mod callbacks;
+mod config;
+mod events;
+mod idempotency;
+mod intents;
+mod keys;
+mod merchants;
+mod paging;
+mod refunds;
+mod routing;
+mod services;
+
 pub use engine::{AuthContext, Engine, EngineConfig, Limits};
 pub use error::{EngineError, EngineResult, ErrorKind};

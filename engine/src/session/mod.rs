@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::PaymentIntentId;
 use crate::model::{Applied, IntentCommand, IntentStatus, PaymentIntent};
-use crate::store::{IdempotencyRecord, Ledger, WriteOp};
+use crate::store::{IdempotencyRecord, Ledger, WriteBatch, WriteOp};
 use parking_lot::RwLock;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, MessagingErr};
@@ -210,7 +210,21 @@ impl SessionRegistry {
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
     ) -> EngineResult<Applied> {
-        owned_command(&self.ctx, id, cmd, idem, false).await
+        owned_command(&self.ctx, id, cmd, idem, Vec::new(), false).await
+    }
+
+    /// Like [`SessionRegistry::command`], and when the command applies, `records` are
+    /// committed in the same batch as the state change and its events, so neither can be
+    /// durable without the other; when the command is refused nothing is written. A command
+    /// forwarded to the node owning the session (cluster mode) carries no records: they are
+    /// committed here, in a batch of their own, once the owner has committed.
+    pub async fn command_with_records(
+        &self,
+        id: PaymentIntentId,
+        cmd: IntentCommand,
+        records: Vec<WriteOp>,
+    ) -> EngineResult<Applied> {
+        owned_command(&self.ctx, id, cmd, None, records, false).await
     }
 
     /// Runs a command another node forwarded here. It is never forwarded again: if this node
@@ -221,7 +235,7 @@ impl SessionRegistry {
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
     ) -> EngineResult<Applied> {
-        owned_command(&self.ctx, id, cmd, idem, true).await
+        owned_command(&self.ctx, id, cmd, idem, Vec::new(), true).await
     }
 
     /// Runs every shard's timers now and waits until each has handled the tick (tests, and
@@ -253,6 +267,7 @@ pub(crate) async fn owned_command(
     id: PaymentIntentId,
     cmd: IntentCommand,
     idem: Option<IdempotencySpec>,
+    records: Vec<WriteOp>,
     forwarded: bool,
 ) -> EngineResult<Applied> {
     let mut fresh = None;
@@ -261,17 +276,31 @@ pub(crate) async fn owned_command(
             Claim::Held => {}
             Claim::Fresh => fresh = Some(Fresh(own.take_snapshot(id).await?.map(Box::new))),
             Claim::Elsewhere(_) if forwarded => return Err(EngineError::SessionUnavailable),
-            Claim::Elsewhere(url) => return own.forward(&url, id, cmd, idem).await,
+            Claim::Elsewhere(url) => {
+                let applied = own.forward(&url, id, cmd, idem).await?;
+                commit_records(ctx, records).await?;
+                return Ok(applied);
+            }
         }
     }
     call(ctx, id, move |reply| ShardMsg::Command {
         id,
         cmd: cmd.clone(),
         idem: idem.clone(),
+        records: records.clone(),
         fresh: fresh.clone(),
         reply,
     })
     .await
+}
+
+/// Commits records that could not ride along with a forwarded command.
+async fn commit_records(ctx: &SessionContext, records: Vec<WriteOp>) -> EngineResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    ctx.ledger.submit(WriteBatch { ops: records }).await?;
+    Ok(())
 }
 
 /// Cluster mode: every lease TTL (at least 5 s) one node at a time expires the pending intents
@@ -311,7 +340,9 @@ fn spawn_expiry_sweep(ctx: std::sync::Weak<SessionContext>) {
             };
             for (id, at) in due.into_iter().filter(|(_, at)| *at <= now).take(1000) {
                 let _ = at;
-                if let Err(e) = owned_command(&ctx, id, IntentCommand::Expire, None, false).await {
+                if let Err(e) =
+                    owned_command(&ctx, id, IntentCommand::Expire, None, Vec::new(), false).await
+                {
                     tracing::debug!(intent = %id, error = %e, "expiry sweep skipped an intent");
                 }
             }

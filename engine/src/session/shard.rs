@@ -28,6 +28,8 @@ pub enum ShardMsg {
         id: PaymentIntentId,
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
+        /// Records committed in the same batch as the state change, if the command applies.
+        records: Vec<WriteOp>,
         /// Set when this node just took the session over (cluster mode).
         fresh: Option<Fresh>,
         reply: RpcReplyPort<EngineResult<Applied>>,
@@ -84,6 +86,8 @@ enum Slot {
 struct Work {
     cmd: IntentCommand,
     idem: Option<IdempotencySpec>,
+    /// Written with the command's state change, and only if it applies.
+    records: Vec<WriteOp>,
     reply: Option<RpcReplyPort<EngineResult<Applied>>>,
 }
 
@@ -169,6 +173,7 @@ impl Actor for SessionShard {
                 id,
                 cmd,
                 idem,
+                records,
                 fresh,
                 reply,
             } => {
@@ -201,6 +206,7 @@ impl Actor for SessionShard {
                     Work {
                         cmd,
                         idem,
+                        records,
                         reply: Some(reply),
                     },
                 );
@@ -383,36 +389,17 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
     }
     session.last_touch_ms = now.ms();
     let before = session.intent.status;
-    let mut batch = WriteBatch::new();
-    let mut transitions: Vec<(IntentStatus, IntentStatus)> = Vec::new();
-
-    // A pending intent past its deadline expires before anything else is decided, even if its
-    // timer has not fired yet.
-    if session.intent.is_due(now)
-        && !matches!(work.cmd, IntentCommand::Expire)
-        && let Ok(a) = session.intent.apply(&IntentCommand::Expire, now)
-    {
-        transitions.push((session.intent.status, a.intent.status));
-        push_applied(&mut batch, &a);
-        session.intent = a.intent;
-    }
-
-    let outcome = session.intent.apply(&work.cmd, now);
-    let result = match outcome {
-        Ok(applied) => {
-            transitions.push((session.intent.status, applied.intent.status));
-            push_applied(&mut batch, &applied);
-            if let Some(spec) = &work.idem {
-                match &applied.refund {
-                    Some(r) => batch.push(idempotency_op(spec, 201, r, now)),
-                    None => batch.push(idempotency_op(spec, 200, &applied.intent, now)),
-                };
-            }
-            session.intent = applied.intent.clone();
-            Ok(applied)
-        }
-        Err(e) => Err(e),
-    };
+    let Work {
+        cmd,
+        idem,
+        records,
+        reply: port,
+    } = work;
+    let Decision {
+        batch,
+        transitions,
+        result,
+    } = decide(session, &cmd, idem.as_ref(), records, now);
     if session.intent.status != IntentStatus::Pending && before == IntentStatus::Pending {
         st.timers.remove(&(session.intent.expires_at.ms(), id));
     }
@@ -420,16 +407,15 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
     if batch.ops.is_empty() {
         // Nothing to persist: an illegal move, answered at once.
         if let Err(e) = &result
-            && matches!(work.cmd, IntentCommand::Expire)
+            && matches!(cmd, IntentCommand::Expire)
         {
             tracing::debug!(intent = %id, error = %e, "expiry timer found nothing to do");
         }
-        reply(work.reply, result);
+        reply(port, result);
         return;
     }
     session.inflight += 1;
     let me = myself.clone();
-    let port = work.reply;
     st.ctx.ledger.submit_then(
         batch,
         Box::new(move |r| {
@@ -446,6 +432,61 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
             }
         }),
     );
+}
+
+/// What a command did to a session: the writes to commit, the status moves to count once
+/// they are durable, and the answer for the caller.
+struct Decision {
+    batch: WriteBatch,
+    transitions: Vec<(IntentStatus, IntentStatus)>,
+    result: EngineResult<Applied>,
+}
+
+/// Applies `cmd` to the session's intent in memory and gathers what must be written: its
+/// changes and events, its idempotency record, and the caller's `records` — the last two only
+/// if the command applies.
+fn decide(
+    session: &mut Session,
+    cmd: &IntentCommand,
+    idem: Option<&IdempotencySpec>,
+    records: Vec<WriteOp>,
+    now: Timestamp,
+) -> Decision {
+    let mut batch = WriteBatch::new();
+    let mut transitions: Vec<(IntentStatus, IntentStatus)> = Vec::new();
+
+    // A pending intent past its deadline expires before anything else is decided, even if its
+    // timer has not fired yet.
+    if session.intent.is_due(now)
+        && !matches!(cmd, IntentCommand::Expire)
+        && let Ok(a) = session.intent.apply(&IntentCommand::Expire, now)
+    {
+        transitions.push((session.intent.status, a.intent.status));
+        push_applied(&mut batch, &a);
+        session.intent = a.intent;
+    }
+
+    let result = match session.intent.apply(cmd, now) {
+        Ok(applied) => {
+            transitions.push((session.intent.status, applied.intent.status));
+            push_applied(&mut batch, &applied);
+            if let Some(spec) = idem {
+                match &applied.refund {
+                    Some(r) => batch.push(idempotency_op(spec, 201, r, now)),
+                    None => batch.push(idempotency_op(spec, 200, &applied.intent, now)),
+                };
+            }
+            batch.ops.extend(records);
+            session.intent = applied.intent.clone();
+            Ok(applied)
+        }
+        Err(e) => Err(e),
+    };
+    Decision {
+        batch,
+        transitions,
+        result,
+    }
 }
 
 fn push_applied(batch: &mut WriteBatch, a: &Applied) {
@@ -471,7 +512,9 @@ fn tick(myself: &ActorRef<ShardMsg>, st: &mut ShardState) {
             // its owner (a no-op there if it is no longer pending).
             let ctx = st.ctx.clone();
             tokio::spawn(async move {
-                let _ = super::owned_command(&ctx, id, IntentCommand::Expire, None, false).await;
+                let _ =
+                    super::owned_command(&ctx, id, IntentCommand::Expire, None, Vec::new(), false)
+                        .await;
             });
             continue;
         }
@@ -482,6 +525,7 @@ fn tick(myself: &ActorRef<ShardMsg>, st: &mut ShardState) {
             Work {
                 cmd: IntentCommand::Expire,
                 idem: None,
+                records: Vec::new(),
                 reply: None,
             },
         );
