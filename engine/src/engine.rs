@@ -4,7 +4,7 @@
 
 use crate::channel::{
     CallbackAck, CallbackError, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPaymentRequest, SandboxChannel,
+    ChannelPaymentRequest, InboundCallback, SandboxChannel,
 };
 use crate::channels::{
     ChannelConfigInput, ChannelHub, ChannelSetup, ChannelView, MAX_NOTIFICATION_ID_LEN,
@@ -1441,8 +1441,7 @@ impl Engine {
     pub async fn handle_callback(
         &self,
         channel: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
     ) -> EngineResult<CallbackAck> {
         let hub = self.channels();
         let unknown = || EngineError::not_found("channel", channel);
@@ -1451,14 +1450,13 @@ impl Engine {
         }
         hub.check_provider_rate(channel)?;
         let factory = hub.factory().ok_or_else(unknown)?;
-        let claimed =
-            factory
-                .peek_intent(channel, headers, body)
-                .ok_or_else(|| EngineError::Invalid {
-                    code: "parameter_invalid",
-                    message: format!("the callback names no payment intent `{channel}` knows"),
-                    param: None,
-                })?;
+        let claimed = factory
+            .peek_intent(channel, cb)
+            .ok_or_else(|| EngineError::Invalid {
+                code: "parameter_invalid",
+                message: format!("the callback names no payment intent `{channel}` knows"),
+                param: None,
+            })?;
         let missing = || EngineError::not_found("payment intent", &claimed);
         let pid = PaymentIntentId::parse(&claimed).map_err(|_| missing())?;
         let intent = match self.inner.ledger.get_intent(pid).await? {
@@ -1479,7 +1477,7 @@ impl Engine {
         let outcome_label = |o: &str| {
             metrics::counter!("ipay_channel_callbacks_total", "channel" => channel.to_string(), "outcome" => o.to_string()).increment(1);
         };
-        let notice = match adapter.verify_callback(headers, body, self.now()) {
+        let notice = match adapter.verify_callback(cb, self.now()) {
             Ok(n) => n,
             Err(e) => {
                 outcome_label("rejected");

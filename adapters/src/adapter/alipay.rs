@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest,
+    ChannelPayment, ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::{Clock, Timestamp};
 use ipay_engine::money::Currency;
@@ -185,11 +185,10 @@ impl ChannelAdapter for AlipayAdapter {
 
     fn verify_callback(
         &self,
-        _headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         _now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let body = std::str::from_utf8(body)
+        let body = std::str::from_utf8(&cb.body)
             .map_err(|_| CallbackError::Malformed("notify body is not UTF-8".into()))?;
         let params =
             wire::parse_form(body).map_err(|e| CallbackError::Malformed(format!("{e}")))?;

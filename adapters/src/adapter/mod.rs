@@ -18,13 +18,6 @@ use ipay_engine::ids::PaymentIntentId;
 use ipay_engine::money::{Currency, Money};
 use serde_json::{Map, Value};
 
-/// Pseudo-header the gateway may add to a callback's headers before calling `peek_intent` and
-/// `verify_callback`: the request path as received (`/callbacks/wechat/pi_…`). WeChat Pay
-/// callbacks carry the order number only inside the encrypted resource, so the WeChat adapter
-/// puts the intent id in the last path segment of its `notify_url`, and this header brings it
-/// back.
-pub const CALLBACK_PATH_HEADER: &str = "x-ipay-callback-path";
-
 /// Reads a merchant's credential object field by field, so error messages name fields and
 /// never quote values.
 pub(crate) struct Fields<'a> {
@@ -109,14 +102,9 @@ pub(crate) fn parse_decimal_2(text: &str) -> Option<i64> {
     whole.checked_mul(100)?.checked_add(frac)
 }
 
-/// A header's value as text.
-pub(crate) fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `pi_…` id in the last segment of [`CALLBACK_PATH_HEADER`], if any.
-pub(crate) fn intent_from_path(headers: &http::HeaderMap) -> Option<&str> {
-    let path = header(headers, CALLBACK_PATH_HEADER)?;
+/// The `pi_…` id in the last segment of a callback's path, if any. Channels whose callbacks
+/// name the intent only inside an encrypted body (WeChat Pay) put it there in the notify URL.
+pub(crate) fn intent_from_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
     let last = path.trim_end_matches('/').rsplit('/').next()?;
     last.starts_with(PaymentIntentId::PREFIX).then_some(last)
@@ -148,17 +136,12 @@ mod tests {
 
     #[test]
     fn intent_is_read_from_the_last_path_segment() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(intent_from_path(&h), None);
-        h.insert(
-            CALLBACK_PATH_HEADER,
-            "/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"
-                .parse()
-                .unwrap(),
+        assert_eq!(intent_from_path(""), None);
+        assert_eq!(
+            intent_from_path("/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"),
+            Some("pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB")
         );
-        assert_eq!(intent_from_path(&h), Some("pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"));
-        h.insert(CALLBACK_PATH_HEADER, "/callbacks/wechat".parse().unwrap());
-        assert_eq!(intent_from_path(&h), None);
+        assert_eq!(intent_from_path("/callbacks/wechat"), None);
     }
 
     #[test]
