@@ -10,8 +10,8 @@ use std::sync::Arc;
 use ipay_engine::channel::{ChannelAdapter, ChannelFactory, ChannelsConfig, InboundCallback};
 use ipay_engine::clock::{Clock, SystemClock};
 
-use crate::adapter::{alipay, multisafepay, promptpay, stripe, wechat};
 use crate::http::{HttpClient, HttpTimeouts};
+use crate::{alipay, multisafepay, promptpay, stripe, wechat};
 
 /// The channels this factory builds.
 pub const CHANNELS: &[&str] = &[

@@ -7,9 +7,9 @@
 //! measures (one relaxed atomic add per allocation, noise next to what is measured here).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipay_adapters::adapter::alipay::{AlipayAdapter, AlipayCredentials};
-use ipay_adapters::adapter::stripe::{METADATA_KEY, StripeAdapter, StripeCredentials};
+use ipay_adapters::alipay::{AlipayAdapter, AlipayCredentials};
 use ipay_adapters::http::{HttpClient, HttpTimeouts};
+use ipay_adapters::stripe::{METADATA_KEY, StripeAdapter, StripeCredentials};
 use ipay_adapters::{alipay, multisafepay, promptpay, rsa2, stripe, wechat};
 use ipay_engine::channel::{ChannelAdapter, InboundCallback};
 use ipay_engine::clock::{SystemClock, Timestamp};

@@ -182,7 +182,7 @@ mod tests {
     const DOCS_API_KEY: &str = "8HHhGgRWrA3O7NswjmgwyH7buPPCGnR5AkwAQyqI";
     const DOCS_TIMESTAMP: i64 = 1_641_218_884;
     const DOCS_PAYLOAD: &[u8] =
-        include_bytes!("../tests/fixtures/multisafepay/docs_handle_notifications_payload.json");
+        include_bytes!("../../tests/fixtures/multisafepay/docs_handle_notifications_payload.json");
     const DOCS_AUTH: &str = "MTY0MTIxODg4NDowNmNiZjIyNmU3Yzg3M2VmZjk2OTIxZDdmZGUzOTk4ZWI2YmUwZGU3OTE1ZWUxYzFiNTE0OTUxMWZjYTgyZTI2YmIwYWIyZTZkMGUwYWQ5OTdjYmFiMTUxZTRiYTU2MTU0MThkOGUxMjUyODMwMTcyNjE0M2VkMTE0NjI4N2Y5Mw==";
     const DOCS_SIGNATURE: &str = "06cbf226e7c873eff96921d7fde3998eb6be0de7915ee1c1b5149511fca82e26bb0ab2e6d0e0ad997cbab151e4ba5615418d8e12528301726143ed1146287f93";
 
@@ -192,7 +192,7 @@ mod tests {
     /// typographic quote (U+201D) before `payment_details`, and the published signature covers
     /// exactly those bytes.
     const DOCS2_PAYLOAD: &[u8] =
-        include_bytes!("../tests/fixtures/multisafepay/docs_validate_hmac_payload.json");
+        include_bytes!("../../tests/fixtures/multisafepay/docs_validate_hmac_payload.json");
     const DOCS2_AUTH: &str = "MTY0MTIxODg4NDowMzI3ZjUyODBlYjI5ZmNiMzE0OTAyYjYxZmMzN2E5MTExZjRjMDMxZDMxZjg1OTc4MTFlY2RjMTRjOGM4ZjM1NjkwNGM2NDgwOTY2MWMzY2ViOWZkMjczN2Y1MmUxNGU5NDJjMzJkZGIwN2E2ZDZhNzZhMDAwNDI2ZDY1ZDc4Yg==";
 
     fn auth(timestamp: &str, signature: &str) -> String {

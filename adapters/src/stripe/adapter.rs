@@ -18,9 +18,9 @@ use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, intent_id, money};
+use super::wire;
+use crate::common::{Fields, intent_id, money};
 use crate::http::HttpClient;
-use crate::stripe as wire;
 
 /// Channel name.
 pub const NAME: &str = "stripe";

@@ -29,8 +29,8 @@ use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, intent_id, money};
-use crate::promptpay::{self as wire, ParsedRecipient, Recipient};
+use super::wire::{self, ParsedRecipient, Recipient};
+use crate::common::{Fields, intent_id, money};
 
 /// Channel name.
 pub const NAME: &str = "promptpay";

@@ -16,8 +16,8 @@ use ipay_engine::clock::{Clock, Timestamp};
 use ipay_engine::money::Currency;
 use serde_json::Value;
 
-use super::{Fields, intent_id, money, parse_decimal_2};
-use crate::alipay::{self as wire, AlipayError, AlipayPrivateKey, AlipayPublicKey};
+use super::wire::{self, AlipayError, AlipayPrivateKey, AlipayPublicKey};
+use crate::common::{Fields, form_value, intent_id, money, parse_decimal_2};
 use crate::http::HttpClient;
 
 /// Channel name.
@@ -246,5 +246,5 @@ impl ChannelAdapter for AlipayAdapter {
 /// The intent an Alipay notify names (`out_trade_no`), read without verifying.
 pub fn peek_intent(body: &[u8]) -> Option<String> {
     let body = std::str::from_utf8(body).ok()?;
-    super::form_value(body, "out_trade_no").map(str::to_owned)
+    form_value(body, "out_trade_no").map(str::to_owned)
 }

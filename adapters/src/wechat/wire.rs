@@ -954,8 +954,10 @@ mod tests {
 
     // Published by WeChat Pay as a test key in "请求参数里带Body参数, 如何计算签名" (see the module
     // docs); its public half was derived with `openssl pkey -pubout`.
-    const OFFICIAL_KEY_PEM: &str = include_str!("../tests/fixtures/wechat/official_test_key.pem");
-    const OFFICIAL_PUB_PEM: &str = include_str!("../tests/fixtures/wechat/official_test_pub.pem");
+    const OFFICIAL_KEY_PEM: &str =
+        include_str!("../../tests/fixtures/wechat/official_test_key.pem");
+    const OFFICIAL_PUB_PEM: &str =
+        include_str!("../../tests/fixtures/wechat/official_test_pub.pem");
     const OFFICIAL_MCHID: &str = "1900007291";
     const OFFICIAL_SERIAL: &str = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB";
     const OFFICIAL_TIMESTAMP: i64 = 1_554_208_460;
@@ -971,10 +973,11 @@ mod tests {
 
     // A platform key pair made with `openssl genrsa 2048` for these tests.
     const PLATFORM_KEY_PEM: &str =
-        include_str!("../tests/fixtures/wechat/platform_private_key.pem");
-    const PLATFORM_PUB_PEM: &str = include_str!("../tests/fixtures/wechat/platform_public_key.pem");
+        include_str!("../../tests/fixtures/wechat/platform_private_key.pem");
+    const PLATFORM_PUB_PEM: &str =
+        include_str!("../../tests/fixtures/wechat/platform_public_key.pem");
     const PLATFORM_SERIAL: &str = "PUB_KEY_ID_0114232134912410000000000000000000";
-    const CALLBACK_BODY: &str = include_str!("../tests/fixtures/wechat/callback_body.json");
+    const CALLBACK_BODY: &str = include_str!("../../tests/fixtures/wechat/callback_body.json");
     const CALLBACK_TIMESTAMP: &str = "1779874270";
     const CALLBACK_NONCE: &str = "c5ac7061fccab6bf3e254dcf98995b8c";
     /// Independent vector: `"{CALLBACK_TIMESTAMP}\n{CALLBACK_NONCE}\n{callback_body.json}\n"`
@@ -982,7 +985,7 @@ mod tests {
     /// this test was written).
     const OPENSSL_CALLBACK_SIGNATURE: &str = "behYatcvMUXHPUyS7gj5B0yPtraH0kalgt6lxnAbm7dDf9ADNbJAKrBOqzfaH7VmUwliNN9UOKZQgn1pDMWG0FZz94vm8Fi8RvU2oci3gkZuKTzK/dcYUhWsiR/bMAwo0ywrfchHGSldvLY7U/tzIUEJC64i89it+5Wt0YHigduphTlF5wcJAKc3GUXiietJ9h1J5vKPLLiO4H+goKK39IeSMbWiaoSBAxDww5n+18Gl0c7LsgsyGN7qNcJlsnUa9Oph71FF7mp/BZKpOjI+1t6q9kteuopJ7kMn7SLeNKA7iapuK2HIBXDby2yovURnnsH2DchSIQwh2YQBIZzlwg==";
 
-    const TRANSACTION_JSON: &str = include_str!("../tests/fixtures/wechat/transaction.json");
+    const TRANSACTION_JSON: &str = include_str!("../../tests/fixtures/wechat/transaction.json");
     const API_V3_KEY: &[u8] = b"ipayTestApiV3Key0123456789abcdef";
     /// Independent vector, made with Python `cryptography` when this test was written:
     /// `base64(AESGCM(API_V3_KEY).encrypt(b"a1b2c3d4e5f6", transaction.json bytes,
@@ -1502,7 +1505,7 @@ mod tests {
 
     #[test]
     fn keys_are_checked_and_redacted() {
-        let weak = include_str!("../tests/fixtures/alipay/weak_1024_private_key.pem");
+        let weak = include_str!("../../tests/fixtures/alipay/weak_1024_private_key.pem");
         assert_eq!(
             WechatPrivateKey::from_pem(weak).unwrap_err(),
             WechatError::KeyTooSmall { bits: 1024 }

@@ -1,17 +1,9 @@
-//! The engine's `ChannelAdapter` for each real channel, over HTTP: credentials parsed from the
-//! merchant's JSON, payment creation against the channel's API (or built locally for
-//! PromptPay), callback verification and the answer each PSP expects.
+//! What every channel's adapter shares: reading a merchant's credential JSON field by field
+//! (errors name fields, never values), and turning callback fields into the engine's types
+//! (intent ids, money, decimal amounts, the intent in a callback path, a form value).
 //!
-//! Wire formats and cryptography stay in the per-channel modules at the crate root
-//! ([`crate::alipay`], [`crate::wechat`], …); this module only wires them to transport
-//! ([`crate::http`]) and to the engine's types. Retries, circuit breakers, dedupe and routing of
-//! callbacks belong to the engine and gateway.
-
-pub mod alipay;
-pub mod multisafepay;
-pub mod promptpay;
-pub mod stripe;
-pub mod wechat;
+//! It owns no channel's wire format (each lives in its own folder, [`crate::alipay`],
+//! [`crate::wechat`], …), no transport ([`crate::http`]) and no key handling ([`crate::rsa2`]).
 
 use ipay_engine::channel::CallbackError;
 use ipay_engine::ids::PaymentIntentId;

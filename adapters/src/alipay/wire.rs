@@ -866,23 +866,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const APP_PRIVATE_PEM: &str = include_str!("../tests/fixtures/alipay/app_private_key.pem");
+    const APP_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/alipay/app_private_key.pem");
     const APP_PRIVATE_PKCS1_PEM: &str =
-        include_str!("../tests/fixtures/alipay/app_private_key_pkcs1.pem");
+        include_str!("../../tests/fixtures/alipay/app_private_key_pkcs1.pem");
     const APP_PRIVATE_BARE: &str =
-        include_str!("../tests/fixtures/alipay/app_private_key_bare.txt");
-    const APP_PUBLIC_PEM: &str = include_str!("../tests/fixtures/alipay/app_public_key.pem");
+        include_str!("../../tests/fixtures/alipay/app_private_key_bare.txt");
+    const APP_PUBLIC_PEM: &str = include_str!("../../tests/fixtures/alipay/app_public_key.pem");
     const ALIPAY_PRIVATE_PEM: &str =
-        include_str!("../tests/fixtures/alipay/alipay_private_key.pem");
-    const ALIPAY_PUBLIC_PEM: &str = include_str!("../tests/fixtures/alipay/alipay_public_key.pem");
+        include_str!("../../tests/fixtures/alipay/alipay_private_key.pem");
+    const ALIPAY_PUBLIC_PEM: &str =
+        include_str!("../../tests/fixtures/alipay/alipay_public_key.pem");
     const ALIPAY_PUBLIC_BARE: &str =
-        include_str!("../tests/fixtures/alipay/alipay_public_key_bare.txt");
+        include_str!("../../tests/fixtures/alipay/alipay_public_key_bare.txt");
     const WEAK_PRIVATE_PEM: &str =
-        include_str!("../tests/fixtures/alipay/weak_1024_private_key.pem");
-    const WEAK_PUBLIC_PEM: &str = include_str!("../tests/fixtures/alipay/weak_1024_public_key.pem");
-    const NOTIFY_BODY: &str = include_str!("../tests/fixtures/alipay/notify_body.txt");
+        include_str!("../../tests/fixtures/alipay/weak_1024_private_key.pem");
+    const WEAK_PUBLIC_PEM: &str =
+        include_str!("../../tests/fixtures/alipay/weak_1024_public_key.pem");
+    const NOTIFY_BODY: &str = include_str!("../../tests/fixtures/alipay/notify_body.txt");
     const PRECREATE_RESPONSE: &str =
-        include_str!("../tests/fixtures/alipay/precreate_response.json");
+        include_str!("../../tests/fixtures/alipay/precreate_response.json");
 
     const BIZ: &str = r#"{"out_trade_no":"pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB","total_amount":"6.99","subject":"Coffee 咖啡"}"#;
 

@@ -21,12 +21,12 @@ use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, intent_from_path, intent_id, money};
-use crate::http::HttpClient;
-use crate::wechat::{
-    self as wire, ApiV3Key, MerchantSigner, PlatformKeys, SignedHeaders, TradeState, WechatError,
+use super::wire::{
+    self, ApiV3Key, MerchantSigner, PlatformKeys, SignedHeaders, TradeState, WechatError,
     WechatPrivateKey, WechatPublicKey,
 };
+use crate::common::{Fields, intent_from_path, intent_id, money};
+use crate::http::HttpClient;
 
 /// Channel name.
 pub const NAME: &str = "wechat";
