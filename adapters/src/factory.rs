@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use ipay_engine::channel::{ChannelAdapter, ChannelFactory, ChannelsConfig};
+use ipay_engine::channel::{ChannelAdapter, ChannelFactory, ChannelsConfig, InboundCallback};
 use ipay_engine::clock::{Clock, SystemClock};
 
-use crate::adapter::{alipay, multisafepay, promptpay, stripe, wechat};
 use crate::http::{HttpClient, HttpTimeouts};
+use crate::{alipay, multisafepay, promptpay, stripe, wechat};
 
 /// The channels this factory builds.
 pub const CHANNELS: &[&str] = &[
@@ -152,10 +152,11 @@ impl ChannelFactory for AdapterFactory {
         })
     }
 
-    fn peek_intent(&self, channel: &str, headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+    fn peek_intent(&self, channel: &str, cb: &InboundCallback) -> Option<String> {
+        let body = &cb.body[..];
         match channel {
             alipay::NAME => alipay::peek_intent(body),
-            wechat::NAME => wechat::peek_intent(headers),
+            wechat::NAME => wechat::peek_intent(cb),
             promptpay::NAME => promptpay::peek_intent(body),
             stripe::NAME => stripe::peek_intent(body),
             multisafepay::NAME => multisafepay::peek_intent(body),

@@ -1,20 +1,21 @@
-//! Payment-channel adapters: each channel's wire format, request signing and callback
-//! verification, one module per channel. Adapters hold no payment state. [`adapter`] implements
-//! the engine's `ChannelAdapter` port for each channel over [`http`], [`factory`] builds them
-//! from merchant credentials, and [`sim`] is the PSP simulator tests and load runs talk to.
+//! Third parties' wire formats for IPAY Engine, one folder per payment channel: [`alipay`],
+//! [`wechat`], [`promptpay`], [`stripe`] and [`multisafepay`]. Each folder holds the channel's
+//! wire format and cryptography (`wire.rs`), its implementation of the engine's
+//! `ChannelAdapter` port (`adapter.rs`) and its vector tests (`tests.rs`); its `mod.rs` says
+//! what is where and re-exports what callers use. Adapters hold no payment state.
 //!
-//! Today this crate holds the channels' cryptography and encodings: [`stripe`] and
-//! [`multisafepay`] webhook signatures, [`promptpay`] EMVCo QR payloads, [`alipay`] RSA2 signing
-//! and notify verification, [`wechat`] API v3 request signatures, callback verification and
-//! resource decryption, and [`qr`] rendering; [`rsa2`] holds the SHA256withRSA key handling the
-//! Alipay and WeChat modules share. Each is tested against published vectors where the
-//! provider or public generators publish them (MultiSafepay's worked examples, PromptPay payloads
-//! of public generators) and otherwise against values computed by independent tools (Python's
-//! `hmac`, openssl), as each module's tests say. Circuit breakers, retries and callback routing
-//! live in the engine and gateway.
+//! Shared by the channels: `common` (credential fields, callback field parsing), [`http`] (the
+//! outbound client), [`rsa2`] (the SHA256withRSA keys of Alipay and WeChat Pay) and [`qr`]
+//! (payloads rendered as images). [`factory`] builds adapters from merchant credentials, and
+//! [`sim`] is the PSP simulator tests and load runs talk to. Wire formats are tested against
+//! published vectors where the provider or public generators publish them (MultiSafepay's
+//! worked examples, WeChat Pay's signature example, PromptPay payloads of public generators)
+//! and otherwise against values computed by independent tools (Python's `hmac`, openssl), as
+//! each folder's tests say. Circuit breakers, retries and callback routing live in the engine
+//! and gateway.
 
-pub mod adapter;
 pub mod alipay;
+mod common;
 pub mod factory;
 pub mod http;
 pub mod multisafepay;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Received, World, now, request};
 use ipay_adapters::sim::{Outcome, PayOverrides};
-use ipay_engine::channel::{CallbackError, ChannelAdapter, ChannelFactory};
+use ipay_engine::channel::{CallbackError, ChannelAdapter, ChannelFactory, InboundCallback};
 
 const ALL: [(&str, &str); 5] = [
     ("alipay", "CNY"),
@@ -51,7 +51,13 @@ async fn tampered_bodies_are_signature_mismatches() {
         };
         assert_ne!(forged, text, "{channel}: nothing to tamper with");
         let err = adapter
-            .verify_callback(&got.gateway_headers(), forged.as_bytes(), now())
+            .verify_callback(
+                &InboundCallback {
+                    body: forged.into(),
+                    ..got.gateway_callback()
+                },
+                now(),
+            )
             .unwrap_err();
         assert!(
             matches!(err, CallbackError::SignatureMismatch(_)),
@@ -88,7 +94,7 @@ async fn callbacks_signed_for_another_merchant_are_refused() {
             .build(channel, &creds, &w.notify_url(channel))
             .unwrap();
         let err = stranger
-            .verify_callback(&got.gateway_headers(), &got.body, now())
+            .verify_callback(&got.gateway_callback(), now())
             .unwrap_err();
         assert!(
             matches!(err, CallbackError::SignatureMismatch(_)),
@@ -108,7 +114,7 @@ async fn callbacks_signed_for_another_merchant_are_refused() {
     .into();
     let stranger = w.factory.build("alipay", &creds, "http://x").unwrap();
     assert!(matches!(
-        stranger.verify_callback(&got.headers, &got.body, now()),
+        stranger.verify_callback(&got.without_path(), now()),
         Err(CallbackError::SignatureMismatch(_))
     ));
 }
@@ -126,17 +132,17 @@ async fn stale_timestamps_are_rejected_per_channel_tolerance() {
         let currency = ALL.iter().find(|(c, _)| *c == channel).unwrap().1;
         let adapter = w.adapter(channel);
         let got = paid_callback(&w, adapter.as_ref(), channel, currency).await;
-        let h = got.gateway_headers();
+        let h = got.gateway_callback();
         // Within tolerance (a few seconds of slack for the time the test took).
         assert!(
             adapter
-                .verify_callback(&h, &got.body, now().plus_secs(tolerance - 5))
+                .verify_callback(&h, now().plus_secs(tolerance - 5))
                 .is_ok(),
             "{channel}"
         );
         for late in [tolerance + 5, -(tolerance + 5)] {
             let err = adapter
-                .verify_callback(&h, &got.body, now().plus_secs(late))
+                .verify_callback(&h, now().plus_secs(late))
                 .unwrap_err();
             assert!(
                 matches!(err, CallbackError::Stale(_)),
@@ -156,7 +162,13 @@ async fn missing_signature_headers_are_malformed() {
         let adapter = w.adapter(channel);
         let got = paid_callback(&w, adapter.as_ref(), channel, currency).await;
         let err = adapter
-            .verify_callback(&http::HeaderMap::new(), &got.body, now())
+            .verify_callback(
+                &InboundCallback {
+                    body: got.body.clone(),
+                    ..InboundCallback::default()
+                },
+                now(),
+            )
             .unwrap_err();
         assert!(
             matches!(err, CallbackError::Malformed(_)),
@@ -166,8 +178,10 @@ async fn missing_signature_headers_are_malformed() {
     let adapter = w.adapter("alipay");
     let err = adapter
         .verify_callback(
-            &http::HeaderMap::new(),
-            b"out_trade_no=pi_x&total_amount=1",
+            &InboundCallback {
+                body: "out_trade_no=pi_x&total_amount=1".into(),
+                ..InboundCallback::default()
+            },
             now(),
         )
         .unwrap_err();
@@ -182,23 +196,16 @@ async fn wechat_callback_for_another_path_intent_is_refused() {
     let w = World::start().await;
     let adapter = w.adapter("wechat");
     let got = paid_callback(&w, adapter.as_ref(), "wechat", "CNY").await;
-    let mut h = got.headers.clone();
-    h.insert(
-        ipay_adapters::adapter::CALLBACK_PATH_HEADER,
-        "/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"
-            .parse()
-            .unwrap(),
-    );
+    let h = InboundCallback {
+        path: "/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB".into(),
+        ..got.gateway_callback()
+    };
     assert!(matches!(
-        adapter.verify_callback(&h, &got.body, now()),
+        adapter.verify_callback(&h, now()),
         Err(CallbackError::Malformed(_))
     ));
-    // Without the path header the decrypted order number alone identifies the intent.
-    assert!(
-        adapter
-            .verify_callback(&got.headers, &got.body, now())
-            .is_ok()
-    );
+    // Without a path to route by, the decrypted order number alone identifies the intent.
+    assert!(adapter.verify_callback(&got.without_path(), now()).is_ok());
 }
 
 #[tokio::test]
@@ -218,7 +225,7 @@ async fn out_of_order_delivers_success_then_an_earlier_failure_both_verifiable()
         .iter()
         .map(|r| {
             adapter
-                .verify_callback(&r.headers, &r.body, now())
+                .verify_callback(&r.without_path(), now())
                 .unwrap()
                 .outcome
         })

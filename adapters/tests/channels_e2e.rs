@@ -29,12 +29,12 @@ async fn paid_round_trip(channel: &str, value: i64, currency: &str) {
     let got = w.receiver.last();
     assert_eq!(
         w.factory
-            .peek_intent(channel, &got.gateway_headers(), &got.body)
+            .peek_intent(channel, &got.gateway_callback())
             .as_deref(),
         Some(intent.as_str())
     );
     let notice = adapter
-        .verify_callback(&got.gateway_headers(), &got.body, now())
+        .verify_callback(&got.gateway_callback(), now())
         .expect("callback verifies");
     assert_eq!(notice.intent_id, req.intent_id);
     assert_eq!(notice.notification_id, delivered.callback.notification_id);
@@ -104,7 +104,7 @@ async fn failed_and_expired_outcomes_are_reported_as_failed() {
             assert!(delivered.acknowledged());
             let got = w.receiver.last();
             let notice = adapter
-                .verify_callback(&got.gateway_headers(), &got.body, now())
+                .verify_callback(&got.gateway_callback(), now())
                 .unwrap_or_else(|e| panic!("{channel}: {e}"));
             assert!(
                 matches!(notice.outcome, CallbackOutcome::Failed { .. }),
@@ -131,9 +131,7 @@ async fn amount_override_is_reported_as_sent() {
         .await
         .unwrap();
     let got = w.receiver.last();
-    let notice = adapter
-        .verify_callback(&got.headers, &got.body, now())
-        .unwrap();
+    let notice = adapter.verify_callback(&got.without_path(), now()).unwrap();
     match notice.outcome {
         CallbackOutcome::Paid { amount, .. } => {
             assert_eq!(amount, Money::from_parts(100, "USD").unwrap())

@@ -63,7 +63,7 @@ async fn control_api_pays_injects_faults_and_lists_callbacks() {
     );
     let got = w.receiver.last();
     let notice = adapter
-        .verify_callback(&got.gateway_headers(), &got.body, now())
+        .verify_callback(&got.gateway_callback(), now())
         .unwrap();
     assert!(matches!(notice.outcome, CallbackOutcome::Paid { .. }));
 

@@ -7,11 +7,11 @@
 //! measures (one relaxed atomic add per allocation, noise next to what is measured here).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipay_adapters::adapter::alipay::{AlipayAdapter, AlipayCredentials};
-use ipay_adapters::adapter::stripe::{METADATA_KEY, StripeAdapter, StripeCredentials};
-use ipay_adapters::http::{HttpClient, HttpTimeouts, PspResponse};
+use ipay_adapters::alipay::{AlipayAdapter, AlipayCredentials};
+use ipay_adapters::http::{HttpClient, HttpTimeouts};
+use ipay_adapters::stripe::{METADATA_KEY, StripeAdapter, StripeCredentials};
 use ipay_adapters::{alipay, multisafepay, promptpay, rsa2, stripe, wechat};
-use ipay_engine::channel::ChannelAdapter;
+use ipay_engine::channel::{ChannelAdapter, InboundCallback};
 use ipay_engine::clock::{SystemClock, Timestamp};
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -284,18 +284,18 @@ fn promptpay_build(c: &mut Criterion) {
 
 const INTENT_ID: &str = "pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB";
 
-/// An `http::HeaderMap` holding `pairs`, named through `PspResponse` (the benches crate does
-/// not depend on `http` itself).
-fn header_map(pairs: &[(&'static str, &str)]) -> PspResponse {
-    let mut carrier = PspResponse {
-        status: 200,
-        headers: Default::default(),
-        body: Default::default(),
-    };
-    for (name, value) in pairs {
-        carrier.headers.insert(*name, value.parse().unwrap());
+/// A callback as the gateway hands it over: `pairs` as headers, `body` verbatim.
+fn inbound(channel: &str, pairs: &[(&str, &str)], body: &[u8]) -> InboundCallback {
+    InboundCallback {
+        method: "POST".into(),
+        path: format!("/callbacks/{channel}"),
+        query: None,
+        headers: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.to_vec().into(),
     }
-    carrier
 }
 
 fn adapter_verify_callback(c: &mut Criterion) {
@@ -314,12 +314,9 @@ fn adapter_verify_callback(c: &mut Criterion) {
         client.clone(),
         Arc::new(SystemClock),
     );
-    let no_headers = header_map(&[]);
-    let alipay_body = FIXTURES_ALIPAY_NOTIFY.as_bytes();
+    let alipay_cb = inbound("alipay", &[], FIXTURES_ALIPAY_NOTIFY.as_bytes());
     let now = Timestamp(NOW * 1000);
-    let notice = alipay
-        .verify_callback(&no_headers.headers, alipay_body, now)
-        .unwrap();
+    let notice = alipay.verify_callback(&alipay_cb, now).unwrap();
     assert_eq!(notice.intent_id.to_string(), INTENT_ID);
 
     let stripe_secret = "whsec_test_bench_secret_0123";
@@ -344,33 +341,31 @@ fn adapter_verify_callback(c: &mut Criterion) {
     })
     .to_string();
     let stripe_body = stripe_body.as_bytes();
-    let stripe_headers = header_map(&[(
-        "stripe-signature",
-        &stripe::sign(stripe_body, stripe_secret, NOW),
-    )]);
-    stripe_adapter
-        .verify_callback(&stripe_headers.headers, stripe_body, now)
-        .unwrap();
+    let stripe_cb = inbound(
+        "stripe",
+        &[(
+            "stripe-signature",
+            &stripe::sign(stripe_body, stripe_secret, NOW),
+        )],
+        stripe_body,
+    );
+    stripe_adapter.verify_callback(&stripe_cb, now).unwrap();
 
     report_allocations("adapter/alipay_verify_callback", || {
-        alipay.verify_callback(&no_headers.headers, alipay_body, now)
+        alipay.verify_callback(&alipay_cb, now)
     });
     report_allocations("adapter/stripe_verify_callback", || {
-        stripe_adapter.verify_callback(&stripe_headers.headers, stripe_body, now)
+        stripe_adapter.verify_callback(&stripe_cb, now)
     });
 
     let mut group = c.benchmark_group("adapter");
     group.bench_function("alipay_verify_callback", |b| {
-        b.iter(|| {
-            alipay
-                .verify_callback(&no_headers.headers, black_box(alipay_body), now)
-                .unwrap()
-        })
+        b.iter(|| alipay.verify_callback(black_box(&alipay_cb), now).unwrap())
     });
     group.bench_function("stripe_verify_callback", |b| {
         b.iter(|| {
             stripe_adapter
-                .verify_callback(&stripe_headers.headers, black_box(stripe_body), now)
+                .verify_callback(black_box(&stripe_cb), now)
                 .unwrap()
         })
     });

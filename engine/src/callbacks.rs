@@ -8,7 +8,9 @@
 //! two. Wire formats and signatures are the adapters' business; rate limits and the records
 //! themselves belong to [`crate::channels`].
 
-use crate::channel::{CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter};
+use crate::channel::{
+    CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, InboundCallback,
+};
 use crate::channels::{ChannelHub, MAX_NOTIFICATION_ID_LEN};
 use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
@@ -60,11 +62,10 @@ impl Callbacks {
     pub(crate) async fn handle(
         &self,
         channel: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
     ) -> EngineResult<CallbackAck> {
-        let target = self.target(channel, headers, body).await?;
-        let notice = self.verify(channel, &target, headers, body)?;
+        let target = self.target(channel, cb).await?;
+        let notice = self.verify(channel, &target, cb)?;
         let outcome = self
             .apply(channel, &target.claimed, &target.intent, &notice)
             .await?;
@@ -77,8 +78,7 @@ impl Callbacks {
     async fn target(
         &self,
         channel: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
     ) -> EngineResult<Target> {
         let hub = self.routing.hub();
         let unknown = || EngineError::not_found("channel", channel);
@@ -89,7 +89,7 @@ impl Callbacks {
         let factory = hub.factory().ok_or_else(unknown)?;
         let claimed =
             factory
-                .peek_intent(channel, headers, body)
+                .peek_intent(channel, cb)
                 .ok_or_else(|| EngineError::Invalid {
                     code: "parameter_invalid",
                     message: format!("the callback names no payment intent `{channel}` knows"),
@@ -125,13 +125,12 @@ impl Callbacks {
         &self,
         channel: &str,
         target: &Target,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
     ) -> EngineResult<CallbackNotice> {
         let pid = target.intent.id;
         let notice = match target
             .adapter
-            .verify_callback(headers, body, self.clock.now())
+            .verify_callback(cb, self.clock.now())
         {
             Ok(n) => n,
             Err(e) => {

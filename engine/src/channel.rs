@@ -89,6 +89,33 @@ pub enum ChannelError {
     Rejected(String),
 }
 
+/// A PSP callback as the gateway received it: plain values, no HTTP crate types, so the engine
+/// and the adapters see the same request whatever server framework carried it.
+#[derive(Debug, Clone, Default)]
+pub struct InboundCallback {
+    /// The request method as received (`"POST"`).
+    pub method: String,
+    /// The request path as received (`/callbacks/wechat/pi_…`), without the query string. Some
+    /// channels route by it: WeChat Pay names the intent only in its notify URL's last segment.
+    pub path: String,
+    /// The raw query string, without the leading `?`.
+    pub query: Option<String>,
+    /// Headers in the order received, names lower-cased; values that are not UTF-8 are dropped.
+    pub headers: Vec<(String, String)>,
+    /// The body, verbatim: signatures cover these exact bytes.
+    pub body: bytes::Bytes,
+}
+
+impl InboundCallback {
+    /// First header with this name, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// What a verified PSP callback says happened.
 #[derive(Debug, Clone)]
 pub struct CallbackNotice {
@@ -152,12 +179,11 @@ pub trait ChannelAdapter: Send + Sync + 'static {
         req: &ChannelPaymentRequest,
     ) -> Result<ChannelPayment, ChannelError>;
 
-    /// Verifies a callback the channel sent (raw headers and body, as received) and says what
-    /// it reports. `now` is for timestamp tolerance. Channels without callbacks refuse all.
+    /// Verifies a callback the channel sent (path, headers and body, as received) and says
+    /// what it reports. `now` is for timestamp tolerance. Channels without callbacks refuse all.
     fn verify_callback(
         &self,
-        _headers: &http::HeaderMap,
-        _body: &[u8],
+        _cb: &InboundCallback,
         _now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
         Err(CallbackError::Malformed(format!(
@@ -199,7 +225,7 @@ pub trait ChannelFactory: Send + Sync + 'static {
 
     /// The intent a callback claims to be about, read without verifying anything (so the
     /// engine can find the merchant whose credentials verify it). `None` if it names none.
-    fn peek_intent(&self, channel: &str, headers: &http::HeaderMap, body: &[u8]) -> Option<String>;
+    fn peek_intent(&self, channel: &str, cb: &InboundCallback) -> Option<String>;
 }
 
 /// The built-in test channel: any currency, test mode only, settled through
@@ -236,5 +262,23 @@ impl ChannelAdapter for SandboxChannel {
                 req.intent_id.to_string().trim_start_matches("pi_")
             )),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_headers_are_found_whatever_their_case_first_one_wins() {
+        let cb = InboundCallback {
+            headers: vec![
+                ("stripe-signature".into(), "t=1,v1=aa".into()),
+                ("stripe-signature".into(), "t=2,v1=bb".into()),
+            ],
+            ..InboundCallback::default()
+        };
+        assert_eq!(cb.header("Stripe-Signature"), Some("t=1,v1=aa"));
+        assert_eq!(cb.header("auth"), None);
     }
 }

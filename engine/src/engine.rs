@@ -9,7 +9,7 @@
 
 use crate::auth::Authenticator;
 use crate::callbacks::Callbacks;
-use crate::channel::{CallbackAck, ChannelAdapter};
+use crate::channel::{CallbackAck, ChannelAdapter, InboundCallback};
 use crate::channels::{ChannelConfigInput, ChannelHub, ChannelSetup, ChannelView};
 use crate::clock::Clock;
 use crate::error::EngineResult;
@@ -292,10 +292,9 @@ impl Engine {
     pub async fn handle_callback(
         &self,
         channel: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
     ) -> EngineResult<CallbackAck> {
-        self.inner.callbacks.handle(channel, headers, body).await
+        self.inner.callbacks.handle(channel, cb).await
     }
 
     // ---------------------------------------------------------------- refunds

@@ -8,7 +8,7 @@ mod common;
 use common::TestServer;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelFactory, ChannelPayment, ChannelPaymentRequest, ChannelsConfig,
+    ChannelFactory, ChannelPayment, ChannelPaymentRequest, ChannelsConfig, InboundCallback,
 };
 use ipay_engine::channels::ChannelSetup;
 use ipay_engine::channels::retry::RecordingSleeper;
@@ -70,11 +70,10 @@ impl ChannelAdapter for FakeAdapter {
     // `x-fake-signature: <secret>` and `x-fake-timestamp: <unix seconds>` (300 s tolerance).
     fn verify_callback(
         &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let h = |n: &str| cb.header(n).unwrap_or("");
         if h("x-fake-signature") != self.secret {
             return Err(CallbackError::SignatureMismatch(
                 "x-fake-signature does not verify".into(),
@@ -86,7 +85,7 @@ impl ChannelAdapter for FakeAdapter {
         if (now.ms() / 1000 - ts).abs() > 300 {
             return Err(CallbackError::Stale("older than 300 s".into()));
         }
-        let v: Value = serde_json::from_slice(body)
+        let v: Value = serde_json::from_slice(&cb.body)
             .map_err(|_| CallbackError::Malformed("not JSON".into()))?;
         let intent_id = PaymentIntentId::parse(v["intent"].as_str().unwrap_or(""))
             .map_err(|_| CallbackError::Malformed("bad intent".into()))?;
@@ -159,13 +158,8 @@ impl ChannelFactory for FakeFactory {
         }))
     }
 
-    fn peek_intent(
-        &self,
-        _channel: &str,
-        _headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Option<String> {
-        let v: Value = serde_json::from_slice(body).ok()?;
+    fn peek_intent(&self, _channel: &str, cb: &InboundCallback) -> Option<String> {
+        let v: Value = serde_json::from_slice(&cb.body).ok()?;
         v["intent"].as_str().map(str::to_string)
     }
 }

@@ -301,11 +301,8 @@ fn promptpay(
         "paid_at": chrono_like(at) + "Z",
     })
     .to_string();
-    let signature = crate::adapter::promptpay::sign_bank_callback(
-        body.as_bytes(),
-        keys::PROMPTPAY_BANK_SECRET,
-        at,
-    );
+    let signature =
+        crate::promptpay::sign_bank_callback(body.as_bytes(), keys::PROMPTPAY_BANK_SECRET, at);
     Ok((
         id,
         vec![

@@ -168,7 +168,7 @@ async fn alipay_gateway(State(state): St, body: Bytes) -> Response {
             "缺少业务参数",
         );
     };
-    let Some(fen) = crate::adapter::parse_decimal_2(&biz.total_amount).filter(|f| *f > 0) else {
+    let Some(fen) = crate::common::parse_decimal_2(&biz.total_amount).filter(|f| *f > 0) else {
         return alipay_error(
             "40004",
             "Business Failed",

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Uri};
-use ipay_adapters::adapter::CALLBACK_PATH_HEADER;
 use ipay_adapters::factory::AdapterFactory;
 use ipay_adapters::http::HttpTimeouts;
 use ipay_adapters::sim::{SimHandle, SimOptions, Simulator};
-use ipay_engine::channel::{ChannelAdapter, ChannelFactory, ChannelPaymentRequest};
+use ipay_engine::channel::{
+    ChannelAdapter, ChannelFactory, ChannelPaymentRequest, InboundCallback,
+};
 use ipay_engine::clock::{Clock, SystemClock, Timestamp};
 use ipay_engine::ids::PaymentIntentId;
 use ipay_engine::money::Money;
@@ -27,11 +28,27 @@ pub struct Received {
 }
 
 impl Received {
-    /// Headers as the gateway would hand them to the adapter (with the callback path).
-    pub fn gateway_headers(&self) -> HeaderMap {
-        let mut h = self.headers.clone();
-        h.insert(CALLBACK_PATH_HEADER, self.path.parse().unwrap());
-        h
+    /// The callback as the gateway hands it to the engine, with the path it arrived on.
+    pub fn gateway_callback(&self) -> InboundCallback {
+        InboundCallback {
+            path: self.path.clone(),
+            ..self.without_path()
+        }
+    }
+
+    /// The same callback with no path to route by: only what the PSP signed identifies it.
+    pub fn without_path(&self) -> InboundCallback {
+        InboundCallback {
+            method: "POST".into(),
+            path: String::new(),
+            query: None,
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: self.body.clone(),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Channel configuration (`/v1/channels`) and inbound PSP callbacks (`/callbacks/{channel}`,
 //! plus the paths the seed names: `/api/payments/webhook` for Stripe and
 //! `/api/webhooks/multisafepay`). Callbacks carry no API key: the engine verifies them with the
-//! merchant's channel credentials, so the raw body and headers are passed on untouched.
+//! merchant's channel credentials, so method, path, headers and raw body are handed over untouched
+//! as an [`InboundCallback`].
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -9,11 +10,10 @@ use crate::extract::{ApiJson, Auth};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use ipay_adapters::adapter::CALLBACK_PATH_HEADER;
-use ipay_engine::channel::CallbackAck;
+use ipay_engine::channel::{CallbackAck, InboundCallback};
 use ipay_engine::channels::breaker::{BreakerSnapshot, BreakerState};
 use ipay_engine::channels::{ChannelConfigInput, ChannelView};
 use serde::Serialize;
@@ -83,23 +83,26 @@ fn ack(a: CallbackAck) -> Response {
     r
 }
 
-async fn handle(
-    st: &AppState,
-    channel: &str,
-    uri: &Uri,
-    mut headers: HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    // Some channels route by the notify URL's path (WeChat Pay puts the intent id there); the
-    // adapters read it from this header, which only we may set.
-    headers.remove(CALLBACK_PATH_HEADER);
-    if let Ok(v) = HeaderValue::from_str(uri.path()) {
-        headers.insert(CALLBACK_PATH_HEADER, v);
+/// The request as the engine takes it: plain values, the path as received (WeChat Pay routes
+/// by it), header values that are not UTF-8 dropped (no channel signs such values).
+fn inbound(method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> InboundCallback {
+    InboundCallback {
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = std::str::from_utf8(value.as_bytes()).ok()?;
+                Some((name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect(),
+        body,
     }
-    Ok(ack(st
-        .engine
-        .handle_callback(channel, &headers, body)
-        .await?))
+}
+
+async fn handle(st: &AppState, channel: &str, cb: InboundCallback) -> Result<Response, ApiError> {
+    Ok(ack(st.engine.handle_callback(channel, &cb).await?))
 }
 
 /// A PSP's payment notification. Answered with the channel's own acknowledgement (Alipay
@@ -111,11 +114,12 @@ async fn handle(
 pub async fn callback(
     State(st): State<AppState>,
     Path(channel): Path<String>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    handle(&st, &channel, &uri, headers, &body).await
+    handle(&st, &channel, inbound(&method, &uri, &headers, body)).await
 }
 
 /// A PSP's notification to a notify URL with a path below the channel (WeChat Pay:
@@ -126,11 +130,12 @@ pub async fn callback(
 pub async fn callback_with_path(
     State(st): State<AppState>,
     Path((channel, _rest)): Path<(String, String)>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    handle(&st, &channel, &uri, headers, &body).await
+    handle(&st, &channel, inbound(&method, &uri, &headers, body)).await
 }
 
 /// Stripe webhooks (`Stripe-Signature`), as `/callbacks/stripe`.
@@ -139,11 +144,12 @@ pub async fn callback_with_path(
     responses((status = 200, description = "accepted"), (status = 400, body = super::ErrorEnvelope), (status = 404, body = super::ErrorEnvelope)))]
 pub async fn stripe_webhook(
     State(st): State<AppState>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    handle(&st, "stripe", &uri, headers, &body).await
+    handle(&st, "stripe", inbound(&method, &uri, &headers, body)).await
 }
 
 /// MultiSafepay notifications (`Auth` header), as `/callbacks/multisafepay`.
@@ -152,9 +158,10 @@ pub async fn stripe_webhook(
     responses((status = 200, description = "accepted"), (status = 400, body = super::ErrorEnvelope), (status = 404, body = super::ErrorEnvelope)))]
 pub async fn multisafepay_webhook(
     State(st): State<AppState>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    handle(&st, "multisafepay", &uri, headers, &body).await
+    handle(&st, "multisafepay", inbound(&method, &uri, &headers, body)).await
 }

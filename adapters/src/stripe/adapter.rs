@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelPayment,
-    ChannelPaymentRequest,
+    ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::model::Secret;
@@ -18,9 +18,9 @@ use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, header, intent_id, money};
+use super::wire;
+use crate::common::{Fields, intent_id, money};
 use crate::http::HttpClient;
-use crate::stripe as wire;
 
 /// Channel name.
 pub const NAME: &str = "stripe";
@@ -245,11 +245,12 @@ impl ChannelAdapter for StripeAdapter {
 
     fn verify_callback(
         &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let signature = header(headers, wire::HEADER_NAME)
+        let body = &cb.body[..];
+        let signature = cb
+            .header(wire::HEADER_NAME)
             .ok_or_else(|| CallbackError::Malformed("missing Stripe-Signature header".into()))?;
         wire::verify(
             signature,

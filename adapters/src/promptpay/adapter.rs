@@ -21,7 +21,7 @@
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelPayment,
-    ChannelPaymentRequest,
+    ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::model::Secret;
@@ -29,8 +29,8 @@ use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, header, intent_id, money};
-use crate::promptpay::{self as wire, ParsedRecipient, Recipient};
+use super::wire::{self, ParsedRecipient, Recipient};
+use crate::common::{Fields, intent_id, money};
 
 /// Channel name.
 pub const NAME: &str = "promptpay";
@@ -171,11 +171,12 @@ impl ChannelAdapter for PromptPayAdapter {
 
     fn verify_callback(
         &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let signature = header(headers, SIGNATURE_HEADER)
+        let body = &cb.body[..];
+        let signature = cb
+            .header(SIGNATURE_HEADER)
             .ok_or_else(|| CallbackError::Malformed("missing X-Bank-Signature header".into()))?;
         crate::stripe::verify(
             signature,

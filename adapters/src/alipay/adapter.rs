@@ -10,14 +10,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest,
+    ChannelPayment, ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::{Clock, Timestamp};
 use ipay_engine::money::Currency;
 use serde_json::Value;
 
-use super::{Fields, intent_id, money, parse_decimal_2};
-use crate::alipay::{self as wire, AlipayError, AlipayPrivateKey, AlipayPublicKey};
+use super::wire::{self, AlipayError, AlipayPrivateKey, AlipayPublicKey};
+use crate::common::{Fields, form_value, intent_id, money, parse_decimal_2};
 use crate::http::HttpClient;
 
 /// Channel name.
@@ -185,11 +185,10 @@ impl ChannelAdapter for AlipayAdapter {
 
     fn verify_callback(
         &self,
-        _headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         _now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let body = std::str::from_utf8(body)
+        let body = std::str::from_utf8(&cb.body)
             .map_err(|_| CallbackError::Malformed("notify body is not UTF-8".into()))?;
         let params =
             wire::parse_form(body).map_err(|e| CallbackError::Malformed(format!("{e}")))?;
@@ -247,5 +246,5 @@ impl ChannelAdapter for AlipayAdapter {
 /// The intent an Alipay notify names (`out_trade_no`), read without verifying.
 pub fn peek_intent(body: &[u8]) -> Option<String> {
     let body = std::str::from_utf8(body).ok()?;
-    super::form_value(body, "out_trade_no").map(str::to_owned)
+    form_value(body, "out_trade_no").map(str::to_owned)
 }

@@ -1,29 +1,14 @@
-//! The engine's `ChannelAdapter` for each real channel, over HTTP: credentials parsed from the
-//! merchant's JSON, payment creation against the channel's API (or built locally for
-//! PromptPay), callback verification and the answer each PSP expects.
+//! What every channel's adapter shares: reading a merchant's credential JSON field by field
+//! (errors name fields, never values), and turning callback fields into the engine's types
+//! (intent ids, money, decimal amounts, the intent in a callback path, a form value).
 //!
-//! Wire formats and cryptography stay in the per-channel modules at the crate root
-//! ([`crate::alipay`], [`crate::wechat`], …); this module only wires them to transport
-//! ([`crate::http`]) and to the engine's types. Retries, circuit breakers, dedupe and routing of
-//! callbacks belong to the engine and gateway.
-
-pub mod alipay;
-pub mod multisafepay;
-pub mod promptpay;
-pub mod stripe;
-pub mod wechat;
+//! It owns no channel's wire format (each lives in its own folder, [`crate::alipay`],
+//! [`crate::wechat`], …), no transport ([`crate::http`]) and no key handling ([`crate::rsa2`]).
 
 use ipay_engine::channel::CallbackError;
 use ipay_engine::ids::PaymentIntentId;
 use ipay_engine::money::{Currency, Money};
 use serde_json::{Map, Value};
-
-/// Pseudo-header the gateway may add to a callback's headers before calling `peek_intent` and
-/// `verify_callback`: the request path as received (`/callbacks/wechat/pi_…`). WeChat Pay
-/// callbacks carry the order number only inside the encrypted resource, so the WeChat adapter
-/// puts the intent id in the last path segment of its `notify_url`, and this header brings it
-/// back.
-pub const CALLBACK_PATH_HEADER: &str = "x-ipay-callback-path";
 
 /// Reads a merchant's credential object field by field, so error messages name fields and
 /// never quote values.
@@ -109,14 +94,9 @@ pub(crate) fn parse_decimal_2(text: &str) -> Option<i64> {
     whole.checked_mul(100)?.checked_add(frac)
 }
 
-/// A header's value as text.
-pub(crate) fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The `pi_…` id in the last segment of [`CALLBACK_PATH_HEADER`], if any.
-pub(crate) fn intent_from_path(headers: &http::HeaderMap) -> Option<&str> {
-    let path = header(headers, CALLBACK_PATH_HEADER)?;
+/// The `pi_…` id in the last segment of a callback's path, if any. Channels whose callbacks
+/// name the intent only inside an encrypted body (WeChat Pay) put it there in the notify URL.
+pub(crate) fn intent_from_path(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
     let last = path.trim_end_matches('/').rsplit('/').next()?;
     last.starts_with(PaymentIntentId::PREFIX).then_some(last)
@@ -148,17 +128,12 @@ mod tests {
 
     #[test]
     fn intent_is_read_from_the_last_path_segment() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(intent_from_path(&h), None);
-        h.insert(
-            CALLBACK_PATH_HEADER,
-            "/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"
-                .parse()
-                .unwrap(),
+        assert_eq!(intent_from_path(""), None);
+        assert_eq!(
+            intent_from_path("/callbacks/wechat/pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"),
+            Some("pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB")
         );
-        assert_eq!(intent_from_path(&h), Some("pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB"));
-        h.insert(CALLBACK_PATH_HEADER, "/callbacks/wechat".parse().unwrap());
-        assert_eq!(intent_from_path(&h), None);
+        assert_eq!(intent_from_path("/callbacks/wechat"), None);
     }
 
     #[test]

@@ -5,28 +5,28 @@
 //!
 //! Routing: the callback's order number is inside the encrypted resource, and WeChat Pay
 //! forbids a query string in `notify_url`, so the adapter sends `notify_url` as
-//! `{notify_url}/{intent id}`; the gateway passes the request path in
-//! [`super::CALLBACK_PATH_HEADER`] and `peek_intent` reads it back from there. After decryption
-//! the order number must equal that path segment.
+//! `{notify_url}/{intent id}`; the gateway passes the request path as received in
+//! [`InboundCallback::path`] and `peek_intent` reads it back from there. After decryption the
+//! order number must equal that path segment.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest,
+    ChannelPayment, ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::{Clock, Timestamp};
 use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fields, header, intent_from_path, intent_id, money};
-use crate::http::HttpClient;
-use crate::wechat::{
-    self as wire, ApiV3Key, MerchantSigner, PlatformKeys, SignedHeaders, TradeState, WechatError,
+use super::wire::{
+    self, ApiV3Key, MerchantSigner, PlatformKeys, SignedHeaders, TradeState, WechatError,
     WechatPrivateKey, WechatPublicKey,
 };
+use crate::common::{Fields, intent_from_path, intent_id, money};
+use crate::http::HttpClient;
 
 /// Channel name.
 pub const NAME: &str = "wechat";
@@ -158,13 +158,15 @@ impl WechatAdapter {
         })
     }
 
-    fn verify_signed(
+    /// Checks the platform signature over `body` from the `Wechatpay-*` headers that `lookup`
+    /// finds (an answer's or a callback's).
+    fn verify_signed<'h>(
         &self,
-        headers: &http::HeaderMap,
+        lookup: impl Fn(&'static str) -> Option<&'h str>,
         body: &[u8],
         now_secs: i64,
     ) -> Result<(), WechatError> {
-        let signed = SignedHeaders::from_lookup(|name| header(headers, name))?;
+        let signed = SignedHeaders::from_lookup(lookup)?;
         wire::verify_signature(
             &signed,
             body,
@@ -250,7 +252,7 @@ impl ChannelAdapter for WechatAdapter {
             );
         }
         // A 2xx answer without a valid platform signature is to be treated as forged.
-        self.verify_signed(&answer.headers, &answer.body, now_secs)
+        self.verify_signed(|name| answer.header(name), &answer.body, now_secs)
             .map_err(|e| ChannelError::Unavailable(format!("wechat answer not trusted: {e}")))?;
         let code_url = wire::parse_native_response(answer.text(NAME)?)
             .map_err(|e| ChannelError::Unavailable(format!("wechat: {e}")))?;
@@ -262,11 +264,11 @@ impl ChannelAdapter for WechatAdapter {
 
     fn verify_callback(
         &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        self.verify_signed(headers, body, now.ms().div_euclid(1000))
+        let body = &cb.body[..];
+        self.verify_signed(|name| cb.header(name), body, now.ms().div_euclid(1000))
             .map_err(|e| match e {
                 WechatError::TimestampOutOfTolerance { .. } => {
                     CallbackError::Stale(format!("wechat callback: {e}"))
@@ -299,7 +301,7 @@ impl ChannelAdapter for WechatAdapter {
                 "`mchid` is not this merchant's".into(),
             ));
         }
-        if let Some(routed) = intent_from_path(headers)
+        if let Some(routed) = intent_from_path(&cb.path)
             && routed != transaction.out_trade_no
         {
             return Err(CallbackError::Malformed(
@@ -341,6 +343,6 @@ impl ChannelAdapter for WechatAdapter {
 
 /// The intent a WeChat Pay callback is about: the last segment of the callback path (see the
 /// module docs), since the body names it only inside the encrypted resource.
-pub fn peek_intent(headers: &http::HeaderMap) -> Option<String> {
-    intent_from_path(headers).map(str::to_owned)
+pub fn peek_intent(cb: &InboundCallback) -> Option<String> {
+    intent_from_path(&cb.path).map(str::to_owned)
 }

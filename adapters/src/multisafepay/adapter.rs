@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest,
+    ChannelPayment, ChannelPaymentRequest, InboundCallback,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::model::Secret;
@@ -14,9 +14,9 @@ use ipay_engine::money::Currency;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Fields, header, intent_id, money};
+use super::wire;
+use crate::common::{Fields, intent_id, money};
 use crate::http::HttpClient;
-use crate::multisafepay as wire;
 
 /// Channel name.
 pub const NAME: &str = "multisafepay";
@@ -231,11 +231,12 @@ impl ChannelAdapter for MultiSafepayAdapter {
 
     fn verify_callback(
         &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        cb: &InboundCallback,
         now: Timestamp,
     ) -> Result<CallbackNotice, CallbackError> {
-        let auth = header(headers, AUTH_HEADER)
+        let body = &cb.body[..];
+        let auth = cb
+            .header(AUTH_HEADER)
             .ok_or_else(|| CallbackError::Malformed("missing Auth header".into()))?;
         wire::verify(
             auth,
