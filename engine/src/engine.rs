@@ -81,6 +81,9 @@ impl Default for Limits {
 pub struct EngineConfig {
     pub sessions: SessionConfig,
     pub limits: Limits,
+    /// Which webhook URLs manifests may name; built from `[webhooks]`, not a section of its own.
+    #[serde(skip)]
+    pub url_policy: crate::url_policy::UrlPolicy,
 }
 
 /// Who is calling: the merchant, the key's mode and the key itself.
@@ -377,7 +380,6 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> EngineResult<Engine> {
-        let ledger = crate::webhooks::with_outbox(ledger);
         let ctx = SessionContext::new(ledger.clone(), clock.clone(), config.sessions.clone());
         let sessions = SessionRegistry::start(ctx).await?;
         let channels: DashMap<&'static str, Arc<dyn ChannelAdapter>> = DashMap::new();
@@ -797,7 +799,7 @@ impl Engine {
         input: ServiceInput,
     ) -> EngineResult<(Service, bool)> {
         ctx.require(Permission::ServicesWrite)?;
-        input.validate()?;
+        input.validate(&self.inner.config.url_policy)?;
         let _guard = self.merchant_lock(ctx.merchant_id).await;
         let now = self.now();
         let existing = match (&input.id, &input.name) {

@@ -15,6 +15,7 @@ pub mod model;
 pub mod money;
 pub mod session;
 pub mod store;
+pub mod url_policy;
 pub mod webhooks;
 
 pub use engine::{AuthContext, Engine, EngineConfig, Limits};

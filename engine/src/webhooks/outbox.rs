@@ -1,24 +1,21 @@
-//! The outbox decorator: every batch that appends events also appends, in the same batch, a
+//! The outbox commit hook: every batch that appends events also appends, in the same batch, a
 //! fan-out marker per event in the due index and the event's entry in the per-day event index.
 //! Event and outbox record are therefore one durable step: no event without its delivery, no
 //! delivery of an event that was never committed.
 //!
-//! After a batch with events commits, the decorator wakes this process's dispatcher shards
-//! (other nodes find the markers on their next poll). It owns nothing else: endpoint
+//! [`Outbox`] is installed once on the ledger ([`Outbox::attach`], by whoever wires the process,
+//! before the engine starts writing), so every writer gets it without knowing about webhooks.
+//! After a batch with events commits, it wakes this process's dispatcher shards through its
+//! [`Signal`] (other nodes find the markers on their next poll). It owns nothing else: endpoint
 //! resolution, sending and retries are in [`super::dispatch`].
 
 use super::model::{self, DUE, EVENTS_BY_DAY};
-use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
-use crate::model::{ApiKey, Event, Merchant, PaymentIntent, Refund, Service};
-use crate::store::{
-    CommitTicket, Completion, EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, Page,
-    PageRequest, StatusCounts, WriteBatch, WriteOp,
-};
-use parking_lot::Mutex;
+use crate::model::Event;
+use crate::store::hook::{AfterCommit, CommitHook};
+use crate::store::{Ledger, WriteBatch, WriteOp};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
 /// Wakes dispatcher shards of this process when fan-out markers were committed.
@@ -40,7 +37,8 @@ impl Default for Signal {
 }
 
 impl Signal {
-    fn new() -> Signal {
+    /// A signal for every dispatch shard.
+    pub fn new() -> Signal {
         Signal {
             shards: (0..model::SHARDS)
                 .map(|_| ShardSignal {
@@ -77,41 +75,6 @@ impl Signal {
     }
 }
 
-/// Decorated ledgers of this process and their signals (the engine wraps its ledger before the
-/// webhook subsystem starts; [`signal_for`] finds the signal again from the engine's ledger).
-static SIGNALS: Mutex<Vec<(usize, Weak<Signal>)>> = Mutex::new(Vec::new());
-
-fn ledger_key(ledger: &Arc<dyn Ledger>) -> usize {
-    Arc::as_ptr(ledger) as *const () as usize
-}
-
-/// The signal of a ledger made by [`with_outbox`], if it is one.
-pub fn signal_for(ledger: &Arc<dyn Ledger>) -> Option<Arc<Signal>> {
-    let key = ledger_key(ledger);
-    let reg = SIGNALS.lock();
-    reg.iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-}
-
-/// See [`super::with_outbox`].
-pub fn wrap(inner: Arc<dyn Ledger>) -> Arc<dyn Ledger> {
-    let signal = Arc::new(Signal::new());
-    let outbox: Arc<dyn Ledger> = Arc::new(Outbox {
-        inner,
-        signal: signal.clone(),
-    });
-    let mut reg = SIGNALS.lock();
-    reg.retain(|(_, w)| w.strong_count() > 0);
-    reg.push((ledger_key(&outbox), Arc::downgrade(&signal)));
-    outbox
-}
-
-struct Outbox {
-    inner: Arc<dyn Ledger>,
-    signal: Arc<Signal>,
-}
-
 /// The value of an [`EVENTS_BY_DAY`] entry.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DayEntry {
@@ -146,9 +109,49 @@ pub fn outbox_ops(e: &Event) -> Option<[WriteOp; 2]> {
     ])
 }
 
+/// The webhook outbox of one ledger: the commit hook that writes fan-out markers, and the
+/// signal that wakes this process's dispatcher when some were committed.
+pub struct Outbox {
+    signal: Arc<Signal>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
+}
+
 impl Outbox {
-    /// Adds the outbox ops; returns the shards and minutes to wake after the commit.
-    fn add_outbox(batch: &mut WriteBatch) -> Vec<(u32, i64)> {
+    /// An outbox not yet attached to a ledger (see [`Outbox::attach`]).
+    pub fn new() -> Outbox {
+        Outbox {
+            signal: Arc::new(Signal::new()),
+        }
+    }
+
+    /// The outbox of `ledger`, installing it as the ledger's commit hook if it has none yet.
+    /// Attach before anything writes events (before the engine starts): events committed
+    /// earlier have no fan-out marker and are never delivered.
+    pub fn attach(ledger: &dyn Ledger) -> Result<Arc<Outbox>, StoreError> {
+        ledger
+            .commit_hooks()
+            .ok_or_else(|| {
+                StoreError(
+                    "this ledger takes no commit hook, so it cannot carry the webhook outbox"
+                        .into(),
+                )
+            })?
+            .get_or_install(Outbox::new)
+    }
+
+    /// What wakes this process's dispatcher shards.
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
+    }
+}
+
+impl CommitHook for Outbox {
+    fn prepare(&self, batch: &mut WriteBatch) -> Option<AfterCommit> {
         let mut extra = Vec::new();
         let mut wake = Vec::new();
         for e in batch.events() {
@@ -160,142 +163,17 @@ impl Outbox {
                 ));
             }
         }
-        batch.ops.extend(extra);
-        wake
-    }
-}
-
-#[async_trait::async_trait]
-impl Ledger for Outbox {
-    fn submit(&self, batch: WriteBatch) -> CommitTicket {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit_then(
-            batch,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        CommitTicket::waiting(rx)
-    }
-
-    fn submit_then(&self, mut batch: WriteBatch, done: Completion) {
-        let wake = Self::add_outbox(&mut batch);
         if wake.is_empty() {
-            return self.inner.submit_then(batch, done);
+            return None;
         }
+        batch.ops.extend(extra);
         let signal = self.signal.clone();
-        self.inner.submit_then(
-            batch,
-            Box::new(move |r| {
-                if r.is_ok() {
-                    for (shard, minute) in wake {
-                        signal.wake(shard, minute);
-                    }
+        Some(Box::new(move |r| {
+            if r.is_ok() {
+                for (shard, minute) in wake {
+                    signal.wake(shard, minute);
                 }
-                done(r)
-            }),
-        );
-    }
-
-    fn writable(&self) -> bool {
-        self.inner.writable()
-    }
-
-    fn shared(&self) -> bool {
-        self.inner.shared()
-    }
-
-    async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError> {
-        self.inner.get_merchant(id).await
-    }
-    async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
-        self.inner.get_api_key(id).await
-    }
-    async fn find_api_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError> {
-        self.inner.find_api_key_by_hash(hash).await
-    }
-    async fn list_api_keys(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-    ) -> Result<Vec<ApiKey>, StoreError> {
-        self.inner.list_api_keys(merchant, livemode).await
-    }
-    async fn get_service(&self, id: ServiceId) -> Result<Option<Service>, StoreError> {
-        self.inner.get_service(id).await
-    }
-    async fn find_service_by_name(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        name: &str,
-    ) -> Result<Option<Service>, StoreError> {
-        self.inner
-            .find_service_by_name(merchant, livemode, name)
-            .await
-    }
-    async fn list_services(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        page: PageRequest,
-    ) -> Result<Page<Service>, StoreError> {
-        self.inner.list_services(merchant, livemode, page).await
-    }
-    async fn get_intent(&self, id: PaymentIntentId) -> Result<Option<PaymentIntent>, StoreError> {
-        self.inner.get_intent(id).await
-    }
-    async fn list_intents(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        q: &IntentQuery,
-    ) -> Result<Page<PaymentIntent>, StoreError> {
-        self.inner.list_intents(merchant, livemode, q).await
-    }
-    async fn get_refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError> {
-        self.inner.get_refund(id).await
-    }
-    async fn list_refunds(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        intent: Option<PaymentIntentId>,
-        page: PageRequest,
-    ) -> Result<Page<Refund>, StoreError> {
-        self.inner
-            .list_refunds(merchant, livemode, intent, page)
-            .await
-    }
-    async fn get_event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
-        self.inner.get_event(id).await
-    }
-    async fn list_events(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        q: &EventQuery,
-    ) -> Result<Page<Event>, StoreError> {
-        self.inner.list_events(merchant, livemode, q).await
-    }
-    async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.get_idempotency(scope).await
-    }
-    async fn pending_expiries(&self) -> Result<Vec<(PaymentIntentId, Timestamp)>, StoreError> {
-        self.inner.pending_expiries().await
-    }
-    async fn count_intents_by_status(&self) -> Result<StatusCounts, StoreError> {
-        self.inner.count_intents_by_status().await
-    }
-    async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_record(kind, key).await
-    }
-    async fn scan_entries(
-        &self,
-        index: &str,
-        partition: &str,
-        range: &EntryRange,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.scan_entries(index, partition, range).await
+            }
+        }))
     }
 }

@@ -224,22 +224,3 @@ async fn load(
     }
     Ok(Resolved { targets })
 }
-
-/// Whether `url` may receive webhooks: `https`, or `http` to a loopback host when
-/// `allow_insecure_loopback` is on.
-pub fn url_allowed(url: &str, allow_insecure_loopback: bool) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => {
-            allow_insecure_loopback
-                && matches!(
-                    u.host_str(),
-                    Some("127.0.0.1") | Some("localhost") | Some("[::1]")
-                )
-        }
-        _ => false,
-    }
-}

@@ -3,7 +3,7 @@
 
 use super::api::{EndpointInput, LogParams};
 use super::model::{self, DeliveryStatus, EndpointStatus, RETRY_SCHEDULE_SECS};
-use super::{WebhookConfig, Webhooks};
+use super::{Outbox, WebhookConfig, WebhookDeps, Webhooks};
 use crate::clock::{Clock, ManualClock};
 use crate::engine::{AuthContext, create_merchant};
 use crate::ids::EventId;
@@ -123,9 +123,11 @@ async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
+    let outbox = Outbox::attach(ledger.as_ref()).unwrap();
+    let hot = Arc::new(MemoryHotState::new());
     let engine = Engine::start(
         ledger,
-        Arc::new(MemoryHotState::new()),
+        hot.clone(),
         Arc::new(clock.clone()),
         EngineConfig::default(),
     )
@@ -146,7 +148,15 @@ async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
         ..WebhookConfig::default()
     };
     tweak(&mut cfg);
-    let webhooks = Webhooks::start(&engine, cfg).await.unwrap();
+    let deps = WebhookDeps {
+        ledger: engine.ledger().clone(),
+        hot,
+        clock: engine.clock().clone(),
+        outbox,
+        url_policy: cfg.url_policy(),
+        max_page_size: engine.config().limits.max_page_size,
+    };
+    let webhooks = Webhooks::start(deps, cfg).await.unwrap();
     Env {
         clock,
         engine,
@@ -172,7 +182,7 @@ impl Env {
             .id
     }
 
-    /// Commits one event through the engine's (outbox-wrapped) ledger.
+    /// Commits one event through the engine's ledger (which carries the outbox hook).
     async fn emit(&self, object: &str, event_type: &str) -> EventId {
         let e = Event::new(
             self.ctx.merchant_id,
