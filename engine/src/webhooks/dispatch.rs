@@ -76,7 +76,7 @@ impl Shared {
             .build()
             .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
         Ok(Shared {
-            resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms)),
+            resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms), outbox.clone()),
             ledger,
             clock,
             cfg,
@@ -532,6 +532,12 @@ impl ShardTask {
                 false,
             )
             .await?;
+        if !resolved.targets.iter().any(|t| t.enabled) {
+            // Nothing to send to: later events of this merchant need no marker at all.
+            self.sh
+                .outbox
+                .note_no_endpoints(event.merchant_id, event.livemode, resolved.epoch);
+        }
         let wanted = || {
             resolved
                 .targets
