@@ -12,7 +12,7 @@ use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
 use ipay_engine::store::{WriteBatch, WriteOp};
 use ipay_engine::webhooks::api::EndpointInput;
-use ipay_engine::webhooks::{WebhookConfig, Webhooks};
+use ipay_engine::webhooks::{Outbox, WebhookConfig, WebhookDeps, Webhooks};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -83,6 +83,7 @@ fn deliveries(c: &mut Criterion) {
     let (engine, ctx, _webhooks) = rt.block_on(async {
         let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let outbox = Outbox::attach(ledger.as_ref()).unwrap();
         let engine = Engine::start(
             ledger,
             Arc::new(MemoryHotState::new()),
@@ -98,15 +99,19 @@ fn deliveries(c: &mut Criterion) {
             .authenticate(&creds.test_secret_key, None)
             .await
             .unwrap();
-        let webhooks = Webhooks::start(
-            &engine,
-            WebhookConfig {
-                allow_insecure_loopback: true,
-                ..WebhookConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let cfg = WebhookConfig {
+            allow_insecure_loopback: true,
+            ..WebhookConfig::default()
+        };
+        let deps = WebhookDeps {
+            ledger: engine.ledger().clone(),
+            hot: engine.hot().clone(),
+            clock: engine.clock().clone(),
+            outbox,
+            url_policy: cfg.url_policy(),
+            max_page_size: engine.config().limits.max_page_size,
+        };
+        let webhooks = Webhooks::start(deps, cfg).await.unwrap();
         let url = sink(count.clone()).await;
         webhooks
             .create_endpoint(

@@ -58,4 +58,7 @@ pub struct EngineConfig {
     pub sessions: SessionConfig,
     /// Request content limits (`[limits]`).
     pub limits: Limits,
+    /// Which webhook URLs manifests may name; built from `[webhooks]`, not a section of its own.
+    #[serde(skip)]
+    pub url_policy: crate::url_policy::UrlPolicy,
 }

@@ -70,7 +70,6 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> EngineResult<Engine> {
-        let ledger = crate::webhooks::with_outbox(ledger);
         let ctx = SessionContext::new(ledger.clone(), clock.clone(), config.sessions.clone());
         let sessions = SessionRegistry::start(ctx).await?;
         let counts = ledger.count_intents_by_status().await?;
@@ -379,6 +378,7 @@ impl Inner {
             clock.clone(),
             limits.clone(),
             locks.clone(),
+            config.url_policy.clone(),
         ));
         let routing = Arc::new(ChannelRouter::new(ledger.clone(), clock.clone(), locks));
         let intents = Arc::new(Intents::new(

@@ -15,6 +15,7 @@ pub mod model;
 pub mod money;
 pub mod session;
 pub mod store;
+pub mod url_policy;
 pub mod webhooks;
 
 // The engine's concerns, one module each; their public types are re-exported by `engine`.

@@ -7,6 +7,7 @@
 use crate::auth::AuthContext;
 use crate::clock::Clock;
 use crate::config::Limits;
+use crate::url_policy::UrlPolicy;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::ServiceId;
 use crate::merchants::MerchantLocks;
@@ -23,6 +24,8 @@ pub(crate) struct Services {
     clock: Arc<dyn Clock>,
     limits: Limits,
     locks: Arc<MerchantLocks>,
+    /// Which webhook URLs a manifest may name.
+    url_policy: UrlPolicy,
     /// Manifests by id, used only when the ledger is not shared: then every manifest write goes
     /// through this engine and updates the entry after its commit, so the cache is never stale.
     cache: DashMap<ServiceId, Arc<Service>>,
@@ -35,12 +38,14 @@ impl Services {
         clock: Arc<dyn Clock>,
         limits: Limits,
         locks: Arc<MerchantLocks>,
+        url_policy: UrlPolicy,
     ) -> Self {
         Services {
             ledger,
             clock,
             limits,
             locks,
+            url_policy,
             cache: DashMap::new(),
         }
     }
@@ -53,7 +58,7 @@ impl Services {
         input: ServiceInput,
     ) -> EngineResult<(Service, bool)> {
         ctx.require(Permission::ServicesWrite)?;
-        input.validate()?;
+        input.validate(&self.url_policy)?;
         let _guard = self.locks.lock(ctx.merchant_id).await;
         let now = self.clock.now();
         let (service, created) = match self.existing(ctx, &input).await? {

@@ -221,10 +221,32 @@ impl RunningServer {
     }
 }
 
+/// Starts this node's webhook subsystem on the engine's ledger, hot state and clock. The
+/// ledger's outbox is attached here if the caller did not attach it before starting the engine
+/// (the `ipay` binary does; test harnesses that write no events before this may rely on this).
+async fn start_webhooks(
+    engine: &Engine,
+    cfg: &Config,
+) -> Result<Arc<ipay_engine::webhooks::Webhooks>, String> {
+    use ipay_engine::webhooks::{Outbox, WebhookDeps, Webhooks};
+    let outbox = Outbox::attach(engine.ledger().as_ref()).map_err(|e| e.to_string())?;
+    let deps = WebhookDeps {
+        ledger: engine.ledger().clone(),
+        hot: engine.hot().clone(),
+        clock: engine.clock().clone(),
+        outbox,
+        url_policy: cfg.webhooks.url_policy(),
+        max_page_size: engine.config().limits.max_page_size,
+    };
+    Webhooks::start(deps, cfg.webhooks.clone())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Binds `cfg.server.listen` and serves the API on the given engine until `shutdown` resolves
 /// or [`RunningServer::stop`] is called.
 pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServer> {
-    let webhooks = ipay_engine::webhooks::Webhooks::start(&engine, cfg.webhooks.clone())
+    let webhooks = start_webhooks(&engine, cfg)
         .await
         .map_err(std::io::Error::other)?;
     let lastmile = ipay_engine::lastmile::LastMile::start(&engine, cfg.lastmile.clone())

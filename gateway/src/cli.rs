@@ -306,6 +306,9 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
                 .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?
         }
     };
+    // The outbox hook goes on before anything can write an event (the engine's start-up may
+    // expire overdue intents), so every event has its fan-out marker.
+    ipay_engine::webhooks::Outbox::attach(ledger.as_ref()).map_err(|e| e.to_string())?;
     let engine = Engine::start(ledger.clone(), hot.clone(), clock.clone(), cfg.engine())
         .await
         .map_err(|e| e.to_string())?;
@@ -318,13 +321,13 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
             let opts = OwnershipOptions {
                 lease_ttl: Duration::from_millis(cfg.cluster.session_lease_ms.max(500)),
                 node_token: cfg.cluster.node_token.clone(),
-                ..OwnershipOptions::default()
             };
-            let own = Arc::new(Ownership::new(
-                hot.clone(),
-                opts,
-                cfg.cluster.advertise_url.clone(),
-            ));
+            let forwarder =
+                crate::routes::internal::HttpForwarder::new(cfg.cluster.node_token.clone())?;
+            let own = Arc::new(
+                Ownership::new(hot.clone(), opts, cfg.cluster.advertise_url.clone())
+                    .with_forwarder(Arc::new(forwarder)),
+            );
             engine
                 .sessions()
                 .enable_ownership(own.clone())

@@ -223,6 +223,7 @@ impl Config {
         EngineConfig {
             sessions: self.sessions.clone(),
             limits: self.limits.clone(),
+            url_policy: self.webhooks.url_policy(),
         }
     }
 }

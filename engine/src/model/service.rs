@@ -5,6 +5,7 @@ use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{MerchantId, ServiceId};
 use crate::money::{Currency, Money};
+use crate::url_policy::UrlPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Channels the engine knows by name. Only `sandbox` has an adapter until real channels land.
@@ -23,7 +24,7 @@ pub const MAX_DESCRIPTION_LEN: usize = 2_000;
 pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_LEN: usize = 40;
 pub const MAX_PRICES: usize = 50;
-pub const MAX_URL_LEN: usize = 2_048;
+pub use crate::url_policy::MAX_URL_LEN;
 
 /// Manifest lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -235,8 +236,9 @@ pub struct ServiceInput {
 }
 
 impl ServiceInput {
-    /// Checks every field given, independent of any stored manifest.
-    pub fn validate(&self) -> EngineResult<()> {
+    /// Checks every field given, independent of any stored manifest; `urls` decides which
+    /// webhook `endpoint` URLs are accepted.
+    pub fn validate(&self, urls: &UrlPolicy) -> EngineResult<()> {
         if let Some(name) = &self.name {
             let n = name.trim();
             if n.is_empty() || n.chars().count() > MAX_NAME_LEN {
@@ -304,7 +306,7 @@ impl ServiceInput {
             }
         }
         if let Some(url) = &self.endpoint {
-            validate_webhook_url(url, "endpoint")?;
+            urls.check_webhook_url(url, "endpoint")?;
         }
         if let Some(tags) = &self.tags
             && (tags.len() > MAX_TAGS
@@ -360,57 +362,10 @@ impl ServiceInput {
     }
 }
 
-/// Whether plain-http loopback webhook URLs are accepted (`[webhooks] allow_insecure_loopback`,
-/// set once at start-up by the webhook subsystem; off by default).
-static ALLOW_INSECURE_LOOPBACK: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Sets whether `http://127.0.0.1`, `http://localhost` and `http://[::1]` webhook URLs are
-/// accepted (process-wide).
-pub fn set_allow_insecure_loopback(on: bool) {
-    ALLOW_INSECURE_LOOPBACK.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// A webhook URL: absolute `https` of bounded length, or `http` to a loopback host when
-/// [`set_allow_insecure_loopback`] is on.
-pub fn validate_webhook_url(url: &str, param: &'static str) -> EngineResult<()> {
-    validate_https_url(url, param)?;
-    let parsed = url::Url::parse(url).map_err(|_| {
-        EngineError::invalid("parameter_invalid", param, format!("{param} is not a URL"))
-    })?;
-    let loopback = matches!(
-        parsed.host_str(),
-        Some("127.0.0.1") | Some("localhost") | Some("[::1]")
-    );
-    if parsed.scheme() == "https"
-        || (loopback && ALLOW_INSECURE_LOOPBACK.load(std::sync::atomic::Ordering::Relaxed))
-    {
-        return Ok(());
-    }
-    Err(EngineError::invalid(
-        "parameter_invalid",
-        param,
-        format!("{param} must be an https URL (webhooks are never sent over plain http)"),
-    ))
-}
-
-/// Accepts absolute `http(s)` URLs of bounded length.
+/// Accepts absolute `http(s)` URLs of bounded length (kept here for callers that validate
+/// URLs next to manifests; the rule itself is [`crate::url_policy::check_http_url`]).
 pub fn validate_https_url(url: &str, param: &'static str) -> EngineResult<()> {
-    let bad = || {
-        EngineError::invalid(
-            "parameter_invalid",
-            param,
-            format!("{param} must be an absolute http(s) URL of at most {MAX_URL_LEN} characters"),
-        )
-    };
-    if url.len() > MAX_URL_LEN {
-        return Err(bad());
-    }
-    let parsed = url::Url::parse(url).map_err(|_| bad())?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(bad());
-    }
-    Ok(())
+    crate::url_policy::check_http_url(url, param)
 }
 
 #[cfg(test)]
@@ -449,11 +404,17 @@ mod tests {
             accepted_channels: Some(vec!["paypal".into()]),
             ..Default::default()
         };
-        assert_eq!(i.validate().unwrap_err().code(), "channel_unknown");
+        assert_eq!(
+            i.validate(&UrlPolicy::default()).unwrap_err().code(),
+            "channel_unknown"
+        );
         let i = ServiceInput {
             endpoint: Some("ftp://x".into()),
             ..Default::default()
         };
-        assert_eq!(i.validate().unwrap_err().param(), Some("endpoint"));
+        assert_eq!(
+            i.validate(&UrlPolicy::default()).unwrap_err().param(),
+            Some("endpoint")
+        );
     }
 }

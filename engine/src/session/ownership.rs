@@ -9,7 +9,8 @@
 //! - Before a command runs, the node *claims* the session: it still holds the lease (renewed;
 //!   its in-memory state is current), it gets a free lease (a take-over: in-memory state may be
 //!   stale and is reloaded from the ledger, or from a hand-over snapshot), or another node holds
-//!   it (the command is forwarded to that node over HTTP, one hop at most).
+//!   it (the command is forwarded to that node, one hop at most, through the
+//!   [`SessionForwarder`] the process was wired with; the engine knows no transport).
 //! - Leases are not renewed in the background: a session is owned while it is used, and an
 //!   idle session's lease simply lapses. A killed node's sessions are therefore served by the
 //!   others at most one TTL after its last command.
@@ -35,11 +36,9 @@ use std::time::{Duration, Instant};
 pub struct OwnershipOptions {
     /// How long a lease lives after its last use.
     pub lease_ttl: Duration,
-    /// Bearer token nodes present to each other's `/internal/` routes (empty: forwarding off,
-    /// commands for sessions owned elsewhere get 503 until the lease lapses).
+    /// Secret nodes present to each other when forwarding (empty: forwarding off, commands for
+    /// sessions owned elsewhere get 503 until the lease lapses).
     pub node_token: String,
-    /// Bound on one forwarded call.
-    pub forward_timeout: Duration,
 }
 
 impl Default for OwnershipOptions {
@@ -47,9 +46,24 @@ impl Default for OwnershipOptions {
         OwnershipOptions {
             lease_ttl: Duration::from_secs(5),
             node_token: String::new(),
-            forward_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// The port through which a command reaches the node that owns its session. The gateway
+/// implements it next to the route that receives forwarded commands; the engine only decides
+/// when to forward and to whom.
+#[async_trait::async_trait]
+pub trait SessionForwarder: Send + Sync + 'static {
+    /// Runs `command` on session `id` at the node reachable at `owner` (its advertised base
+    /// URL) and returns that node's answer. An unreachable owner is
+    /// [`EngineError::SessionUnavailable`]; the owner's own refusals come back as its errors.
+    async fn forward(
+        &self,
+        owner: &str,
+        id: PaymentIntentId,
+        command: ForwardedCommand,
+    ) -> EngineResult<Applied>;
 }
 
 /// The outcome of claiming a session before running a command on it.
@@ -135,7 +149,8 @@ pub struct Ownership {
     /// When we last took or renewed each lease we hold (our clock): within a third of the TTL
     /// of that moment the lease is certainly still ours, so no round trip is needed.
     held: DashMap<PaymentIntentId, Instant>,
-    client: reqwest::Client,
+    /// How commands reach other nodes (none: forwarding off).
+    forwarder: Option<Arc<dyn SessionForwarder>>,
 }
 
 fn lease_key(id: PaymentIntentId) -> String {
@@ -149,21 +164,23 @@ fn snapshot_key(id: PaymentIntentId) -> String {
 impl Ownership {
     /// Ownership through `hot`; `advertise` is this node's base URL as other nodes reach it
     /// (it may be set later with [`Ownership::set_advertise_url`], once the port is known).
+    /// Commands for sessions owned elsewhere get 503 until a forwarder is given with
+    /// [`Ownership::with_forwarder`].
     pub fn new(hot: Arc<dyn HotState>, opts: OwnershipOptions, advertise: String) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(opts.forward_timeout)
-            .connect_timeout(Duration::from_millis(500))
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap_or_default();
         Ownership {
             hot,
             node_id: crate::ids::new_node_id(),
             advertise: RwLock::new(advertise),
             opts,
             held: DashMap::new(),
-            client,
+            forwarder: None,
         }
+    }
+
+    /// Forwards commands for sessions owned by other nodes through `forwarder`.
+    pub fn with_forwarder(mut self, forwarder: Arc<dyn SessionForwarder>) -> Self {
+        self.forwarder = Some(forwarder);
+        self
     }
 
     /// This process's node id (new on every start).
@@ -181,7 +198,7 @@ impl Ownership {
         self.opts.lease_ttl
     }
 
-    /// The bearer token of `/internal/` routes (empty: off).
+    /// The secret nodes present to each other when forwarding (empty: off).
     pub fn node_token(&self) -> &str {
         &self.opts.node_token
     }
@@ -294,38 +311,16 @@ impl Ownership {
         cmd: IntentCommand,
         idem: Option<IdempotencySpec>,
     ) -> EngineResult<Applied> {
+        let Some(forwarder) = &self.forwarder else {
+            return Err(EngineError::SessionUnavailable);
+        };
         if self.opts.node_token.is_empty() || owner_url.is_empty() {
             return Err(EngineError::SessionUnavailable);
         }
         metrics::counter!("ipay_session_forwards_total").increment(1);
-        let url = format!(
-            "{}/internal/v1/sessions/{id}/command",
-            owner_url.trim_end_matches('/')
-        );
-        let resp = self
-            .client
-            .post(&url)
-            .bearer_auth(&self.opts.node_token)
-            .json(&ForwardedCommand { cmd, idem })
-            .send()
+        forwarder
+            .forward(owner_url, id, ForwardedCommand { cmd, idem })
             .await
-            .map_err(|e| {
-                tracing::warn!(intent = %id, owner = %owner_url, error = %e, "session owner unreachable");
-                EngineError::SessionUnavailable
-            })?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|_| EngineError::SessionUnavailable)?;
-        if status == 200 {
-            return serde_json::from_slice::<Applied>(&body)
-                .map_err(|e| EngineError::Internal(format!("bad forwarded answer: {e}")));
-        }
-        match serde_json::from_slice::<ForwardedError>(&body) {
-            Ok(e) => Err(EngineError::relayed(e.status, &e.code, e.message)),
-            Err(_) => Err(EngineError::SessionUnavailable),
-        }
     }
 }
 
@@ -362,7 +357,6 @@ mod tests {
         let opts = OwnershipOptions {
             lease_ttl: Duration::from_secs(30),
             node_token: "t".into(),
-            forward_timeout: Duration::from_secs(1),
         };
         Ownership::new(hot.clone(), opts, url.into())
     }

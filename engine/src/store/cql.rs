@@ -512,28 +512,35 @@ const KIND_INTENTS: &str = "intents";
 const KIND_REFUNDS: &str = "refunds";
 const KIND_EVENTS: &str = "events";
 
-/// The last client-side write timestamp handed out in this process, µs since the epoch.
-static LAST_WRITE_TS: AtomicI64 = AtomicI64::new(0);
+/// Client-side write timestamps of one ledger handle: every batch gets a range above any range
+/// handed out before by this handle (so later writes through it win over earlier ones, even
+/// within one microsecond), and normally the wall clock in µs.
+#[derive(Debug, Default)]
+struct WriteStamps {
+    /// The last timestamp handed out, µs since the epoch.
+    last: AtomicI64,
+}
 
-/// Reserves `n` consecutive write timestamps, all greater than any reserved before in this
-/// process (and normally the wall clock in µs). Returns the first.
-fn reserve_timestamps(n: i64) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let n = n.max(1);
-    let mut prev = LAST_WRITE_TS.load(Ordering::Relaxed);
-    loop {
-        let base = now.max(prev + 1);
-        match LAST_WRITE_TS.compare_exchange_weak(
-            prev,
-            base + n - 1,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return base,
-            Err(p) => prev = p,
+impl WriteStamps {
+    /// Reserves `n` consecutive write timestamps; returns the first.
+    fn reserve(&self, n: i64) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let n = n.max(1);
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let base = now.max(prev + 1);
+            match self.last.compare_exchange_weak(
+                prev,
+                base + n - 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return base,
+                Err(p) => prev = p,
+            }
         }
     }
 }
@@ -648,9 +655,13 @@ fn idempotency_ttl_secs(ttl: Duration, created: Timestamp) -> i32 {
 
 /// Encodes a batch into statements. Runs on the submitting task, so the write timestamps are
 /// fixed in submission order.
-fn encode(batch: WriteBatch, idempotency_ttl: Duration) -> Result<Job, StoreError> {
+fn encode(
+    batch: WriteBatch,
+    idempotency_ttl: Duration,
+    stamps: &WriteStamps,
+) -> Result<Job, StoreError> {
     let total: i64 = batch.ops.iter().map(max_statements).sum();
-    let mut ts = Stamps(reserve_timestamps(total));
+    let mut ts = Stamps(stamps.reserve(total));
     let mut parts = Vec::with_capacity(batch.ops.len() * 4);
     let mut events = Vec::new();
     for op in batch.ops {
@@ -938,6 +949,10 @@ pub struct CqlLedger {
     idempotency_ttl: Duration,
     events: broadcast::Sender<Arc<Event>>,
     keyspace: String,
+    /// Write timestamps of this handle (monotonic per ledger).
+    stamps: WriteStamps,
+    /// Run on every batch before it is encoded (the webhook outbox).
+    hooks: crate::store::hook::CommitHooks,
 }
 
 impl CqlLedger {
@@ -1081,6 +1096,8 @@ impl CqlLedger {
             idempotency_ttl: config.idempotency_ttl,
             events,
             keyspace: config.keyspace,
+            stamps: WriteStamps::default(),
+            hooks: Default::default(),
         }))
     }
 
@@ -1117,7 +1134,7 @@ impl CqlLedger {
                 done,
             ));
         };
-        let job = match encode(batch, self.idempotency_ttl) {
+        let job = match encode(batch, self.idempotency_ttl, &self.stamps) {
             Ok(j) => j,
             Err(e) => return Err((e, done)),
         };
@@ -1370,16 +1387,22 @@ impl Ledger for CqlLedger {
         true
     }
 
-    fn submit(&self, batch: WriteBatch) -> CommitTicket {
+    fn commit_hooks(&self) -> Option<&crate::store::hook::CommitHooks> {
+        Some(&self.hooks)
+    }
+
+    fn submit(&self, mut batch: WriteBatch) -> CommitTicket {
         let (tx, rx) = oneshot::channel();
-        match self.start(batch, Done::Ticket(tx)) {
+        let done = self.hooks.prepare(&mut batch, Done::Ticket(tx));
+        match self.start(batch, done) {
             Ok(()) => CommitTicket::waiting(rx),
             Err((e, _)) => CommitTicket::ready(Err(e)),
         }
     }
 
-    fn submit_then(&self, batch: WriteBatch, done: Completion) {
-        if let Err((e, done)) = self.start(batch, Done::Callback(done)) {
+    fn submit_then(&self, mut batch: WriteBatch, done: Completion) {
+        let done = self.hooks.prepare(&mut batch, Done::Callback(done));
+        if let Err((e, done)) = self.start(batch, done) {
             done.finish(Err(e));
         }
     }
@@ -1770,9 +1793,10 @@ mod tests {
 
     #[test]
     fn write_timestamps_increase_and_batches_get_ranges() {
-        let a = reserve_timestamps(4);
-        let b = reserve_timestamps(1);
-        let c = reserve_timestamps(3);
+        let stamps = WriteStamps::default();
+        let a = stamps.reserve(4);
+        let b = stamps.reserve(1);
+        let c = stamps.reserve(3);
         assert!(b >= a + 4);
         assert!(c > b);
     }

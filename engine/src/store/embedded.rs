@@ -442,6 +442,8 @@ pub struct EmbeddedLedger {
     failed: Arc<std::sync::atomic::AtomicBool>,
     /// Becomes `true` once the writer threads have finished and let go of the database file.
     closed: tokio::sync::watch::Receiver<bool>,
+    /// Run on every batch before it is queued (the webhook outbox).
+    hooks: crate::store::hook::CommitHooks,
 }
 
 fn se<E: std::fmt::Display>(e: E) -> StoreError {
@@ -568,6 +570,7 @@ impl EmbeddedLedger {
             events,
             failed,
             closed,
+            hooks: Default::default(),
         }))
     }
 
@@ -977,9 +980,10 @@ fn scan_index<T: for<'de> Deserialize<'de>>(
 
 #[async_trait::async_trait]
 impl Ledger for EmbeddedLedger {
-    fn submit(&self, batch: WriteBatch) -> CommitTicket {
+    fn submit(&self, mut batch: WriteBatch) -> CommitTicket {
         let (tx, rx) = oneshot::channel();
-        match self.enqueue(batch, Done::Ticket(tx)) {
+        let done = self.hooks.prepare(&mut batch, Done::Ticket(tx));
+        match self.enqueue(batch, done) {
             Ok(()) => CommitTicket::waiting(rx),
             Err((e, _)) => CommitTicket::ready(Err(e)),
         }
@@ -989,8 +993,13 @@ impl Ledger for EmbeddedLedger {
         !self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn submit_then(&self, batch: WriteBatch, done: Completion) {
-        if let Err((e, done)) = self.enqueue(batch, Done::Callback(done)) {
+    fn commit_hooks(&self) -> Option<&crate::store::hook::CommitHooks> {
+        Some(&self.hooks)
+    }
+
+    fn submit_then(&self, mut batch: WriteBatch, done: Completion) {
+        let done = self.hooks.prepare(&mut batch, Done::Callback(done));
+        if let Err((e, done)) = self.enqueue(batch, done) {
             done.finish(Err(e));
         }
     }

@@ -9,6 +9,7 @@
 
 pub mod cql;
 pub mod embedded;
+pub mod hook;
 pub mod memory_hot;
 pub mod redis_hot;
 pub mod wal;
@@ -298,6 +299,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// records are only safe when it is not shared.
     fn shared(&self) -> bool {
         false
+    }
+
+    /// The slot for a [`hook::CommitHook`] that adds its ops to every batch before it is
+    /// queued (the webhook outbox). `None`: this ledger takes no hook.
+    fn commit_hooks(&self) -> Option<&hook::CommitHooks> {
+        None
     }
 
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;

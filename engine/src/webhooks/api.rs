@@ -11,8 +11,8 @@ use super::model::{
 };
 use super::outbox::DayEntry;
 use super::resolve::{self, Target};
+use crate::AuthContext;
 use crate::clock::Timestamp;
-use crate::engine::AuthContext;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::EventId;
 use crate::model::{Event, Permission, Secret};
@@ -167,11 +167,11 @@ fn encode<T: Serialize>(v: &T) -> EngineResult<Vec<u8>> {
 
 impl Webhooks {
     fn ledger(&self) -> &Arc<dyn crate::store::Ledger> {
-        self.engine.ledger()
+        &self.shared.ledger
     }
 
     fn now(&self) -> i64 {
-        self.engine.clock().now_ms()
+        self.shared.clock.now_ms()
     }
 
     /// A stored API endpoint of the caller.
@@ -222,14 +222,9 @@ impl Webhooks {
         input: EndpointInput,
     ) -> EngineResult<EndpointWithSecret> {
         ctx.require(Permission::WebhooksWrite)?;
-        crate::model::service::validate_https_url(&input.url, "url")?;
-        if !resolve::url_allowed(&input.url, self.shared.cfg.allow_insecure_loopback) {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "url",
-                "url must be an https URL (webhooks are never sent over plain http)",
-            ));
-        }
+        self.shared
+            .url_policy
+            .check_webhook_url(&input.url, "url")?;
         let events = input.enabled_events.unwrap_or_else(|| vec!["*".into()]);
         if events.is_empty()
             || events.len() > MAX_EVENT_TYPES
@@ -310,7 +305,7 @@ impl Webhooks {
         offset: Option<usize>,
     ) -> EngineResult<(Page<EndpointView>, PageRequest)> {
         ctx.require(Permission::WebhooksRead)?;
-        let limit = limit_of(limit, self.engine.config().limits.max_page_size)?;
+        let limit = limit_of(limit, self.max_page_size)?;
         let offset = offset.unwrap_or(0);
         let r = self
             .shared
@@ -435,7 +430,7 @@ impl Webhooks {
         p: LogParams,
     ) -> EngineResult<CursorPage<AttemptLog>> {
         ctx.require(Permission::WebhooksRead)?;
-        let limit = limit_of(p.limit, self.engine.config().limits.max_page_size)?;
+        let limit = limit_of(p.limit, self.max_page_size)?;
         let status = match p.status.as_deref() {
             None => None,
             Some(s) => Some(AttemptStatus::parse(s).ok_or_else(|| {
@@ -533,7 +528,7 @@ impl Webhooks {
         p: DroppedParams,
     ) -> EngineResult<CursorPage<Delivery>> {
         ctx.require(Permission::WebhooksRead)?;
-        let limit = limit_of(p.limit, self.engine.config().limits.max_page_size)?;
+        let limit = limit_of(p.limit, self.max_page_size)?;
         let day = match &p.date {
             Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
                 .ok()

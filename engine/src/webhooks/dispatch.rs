@@ -16,13 +16,14 @@ use super::model::{
     DeliveryStatus, ENDPOINT, LOGS, LOGS_BY_EVENT, MANIFEST_DISABLED, MAX_ATTEMPTS, Payload,
     RETRY_SCHEDULE_SECS,
 };
-use super::outbox::Signal;
+use super::outbox::{Outbox, Signal};
 use super::resolve::{self, Resolver, Target};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
 use crate::ids::{MerchantId, RequestId};
 use crate::model::Event;
 use crate::store::{EntryRange, HotState, Ledger, WriteBatch, WriteOp};
+use crate::url_policy::UrlPolicy;
 use dashmap::DashMap;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -49,7 +50,10 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub cfg: WebhookConfig,
     pub http: reqwest::Client,
-    pub signal: Arc<Signal>,
+    /// Which URLs deliveries may go to (checked before every send).
+    pub url_policy: UrlPolicy,
+    /// The ledger's outbox: its signal wakes the shards.
+    pub outbox: Arc<Outbox>,
     pub resolver: Resolver,
     endpoint_limits: DashMap<String, Arc<Semaphore>>,
 }
@@ -59,7 +63,8 @@ impl Shared {
         ledger: Arc<dyn Ledger>,
         clock: Arc<dyn Clock>,
         cfg: WebhookConfig,
-        signal: Arc<Signal>,
+        url_policy: UrlPolicy,
+        outbox: Arc<Outbox>,
     ) -> Result<Shared, StoreError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
@@ -71,14 +76,20 @@ impl Shared {
             .build()
             .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
         Ok(Shared {
-            resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms)),
+            resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms), outbox.clone()),
             ledger,
             clock,
             cfg,
             http,
-            signal,
+            url_policy,
+            outbox,
             endpoint_limits: DashMap::new(),
         })
+    }
+
+    /// What wakes this node's shards.
+    pub fn signal(&self) -> &Signal {
+        self.outbox.signal()
     }
 
     fn endpoint_limit(&self, id: &str) -> Arc<Semaphore> {
@@ -231,7 +242,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
             tokio::select! {
                 _ = stop.changed() => {}
                 o = rx.recv() => if let Some(o) = o { outcomes.push(o) },
-                _ = sh.signal.notified(shard) => scan = true,
+                _ = sh.signal().notified(shard) => scan = true,
                 _ = tick.tick() => scan = true,
             }
         }
@@ -397,7 +408,7 @@ impl ShardTask {
     /// Reads due entries of this shard and turns them into work. True if more is due.
     async fn scan(&mut self, step: &mut Step) -> Result<bool, StoreError> {
         let now = self.sh.clock.now_ms();
-        if let Some(m) = self.sh.signal.take_min_minute(self.shard) {
+        if let Some(m) = self.sh.signal().take_min_minute(self.shard) {
             self.cursor = self.cursor.min(m);
         }
         let now_min = model::minute_of(now);
@@ -521,6 +532,12 @@ impl ShardTask {
                 false,
             )
             .await?;
+        if !resolved.targets.iter().any(|t| t.enabled) {
+            // Nothing to send to: later events of this merchant need no marker at all.
+            self.sh
+                .outbox
+                .note_no_endpoints(event.merchant_id, event.livemode, resolved.epoch);
+        }
         let wanted = || {
             resolved
                 .targets
@@ -1076,7 +1093,7 @@ async fn send(sh: &Shared, job: Job) -> Outcome {
             0,
         );
     }
-    if !resolve::url_allowed(&t.url, sh.cfg.allow_insecure_loopback) {
+    if !sh.url_policy.allows_webhook(&t.url) {
         return outcome(
             job,
             Kind::Failure {

@@ -1,15 +1,17 @@
 //! Merchant webhooks: the durable outbox, signed deliveries, the retry schedule, delivery logs,
 //! dropped deliveries, replay and recovery.
 //!
-//! - [`with_outbox`] (applied by [`Engine::start`]) writes a fan-out marker with every event, in
-//!   the event's own batch ([`outbox`]).
+//! - [`Outbox`] is the ledger's commit hook: it writes a fan-out marker with every event, in
+//!   the event's own batch ([`outbox`]). It is attached to the ledger before the engine starts.
 //! - [`Webhooks::start`] runs the dispatcher ([`dispatch`]): one task per shard this node holds
 //!   the lease for, reading the due-time index, fanning events out to endpoints
 //!   ([`resolve`]), sending signed requests ([`sign`]) and recording every attempt.
 //! - The API methods on [`Webhooks`] ([`api`]) manage endpoints and read logs; the gateway maps
 //!   them to HTTP.
 //!
-//! Everything is stored with the ledger's generic records and sorted indexes ([`model`]).
+//! Everything is stored with the ledger's generic records and sorted indexes ([`model`]). The
+//! subsystem is given what it needs ([`WebhookDeps`]: ledger, hot state, clock, outbox, URL
+//! policy, page limit); it does not know the [`crate::Engine`].
 
 pub mod api;
 pub mod dispatch;
@@ -20,9 +22,12 @@ pub mod sign;
 #[cfg(test)]
 mod tests;
 
-use crate::Engine;
+pub use outbox::Outbox;
+
+use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
 use crate::store::{HotState, Ledger};
+use crate::url_policy::UrlPolicy;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -93,50 +98,68 @@ impl Default for WebhookConfig {
     }
 }
 
+impl WebhookConfig {
+    /// The URL policy these settings ask for (endpoints, manifests and the dispatcher share it).
+    pub fn url_policy(&self) -> UrlPolicy {
+        UrlPolicy {
+            allow_insecure_loopback: self.allow_insecure_loopback,
+        }
+    }
+}
+
+/// What the webhook subsystem works with, handed in by whoever wires the process.
+#[derive(Clone)]
+pub struct WebhookDeps {
+    /// Where endpoints, deliveries and logs are stored, and events are read.
+    pub ledger: Arc<dyn Ledger>,
+    /// Where shard leases are taken (in-process in embedded mode, Redis in cluster mode), so
+    /// one node dispatches a shard at a time.
+    pub hot: Arc<dyn HotState>,
+    pub clock: Arc<dyn Clock>,
+    /// The outbox attached to `ledger` (its signal wakes this node's shards).
+    pub outbox: Arc<Outbox>,
+    /// Which URLs endpoints may have and deliveries may go to.
+    pub url_policy: UrlPolicy,
+    /// Largest `limit` a listing accepts (`[limits] max_page_size`).
+    pub max_page_size: usize,
+}
+
 /// The webhook subsystem of one node.
 pub struct Webhooks {
-    engine: Engine,
     shared: Arc<dispatch::Shared>,
+    max_page_size: usize,
     stop: watch::Sender<bool>,
 }
 
 impl Webhooks {
-    /// Starts the delivery scheduler for this engine, taking shard leases in the engine's hot
-    /// state (in-process in embedded mode, Redis in cluster mode), so one node dispatches a
-    /// shard at a time.
-    pub async fn start(engine: &Engine, cfg: WebhookConfig) -> EngineResult<Arc<Webhooks>> {
-        Self::start_with_hot(engine, cfg, engine.hot().clone()).await
-    }
-
-    /// Starts the scheduler, taking shard leases in `hot`.
-    pub async fn start_with_hot(
-        engine: &Engine,
-        cfg: WebhookConfig,
-        hot: Arc<dyn HotState>,
-    ) -> EngineResult<Arc<Webhooks>> {
+    /// Starts the delivery scheduler (unless `cfg.dispatch` is off), taking shard leases in
+    /// `deps.hot`.
+    pub async fn start(deps: WebhookDeps, cfg: WebhookConfig) -> EngineResult<Arc<Webhooks>> {
         if cfg.inflight_lease_ms <= cfg.timeout_ms {
             return Err(EngineError::Internal(
                 "webhooks.inflight_lease_ms must be larger than webhooks.timeout_ms".into(),
             ));
         }
-        crate::model::service::set_allow_insecure_loopback(cfg.allow_insecure_loopback);
-        let ledger = engine.ledger().clone();
-        let signal = outbox::signal_for(&ledger).unwrap_or_else(|| {
-            tracing::warn!("webhooks: the engine's ledger has no outbox; only polling finds work");
-            Arc::new(outbox::Signal::default())
-        });
+        let WebhookDeps {
+            ledger,
+            hot,
+            clock,
+            outbox,
+            url_policy,
+            max_page_size,
+        } = deps;
+        let node = model::new_id("node_", clock.now_ms());
         let shared = Arc::new(
-            dispatch::Shared::new(ledger, engine.clock().clone(), cfg.clone(), signal)
+            dispatch::Shared::new(ledger, clock, cfg.clone(), url_policy, outbox)
                 .map_err(EngineError::from)?,
         );
         let (stop, rx) = watch::channel(false);
         if cfg.dispatch {
-            let node = model::new_id("node_", engine.clock().now_ms());
             tokio::spawn(dispatch::run_leases(shared.clone(), hot, node, rx));
         }
         Ok(Arc::new(Webhooks {
-            engine: engine.clone(),
             shared,
+            max_page_size,
             stop,
         }))
     }
@@ -148,7 +171,7 @@ impl Webhooks {
 
     /// Wakes the dispatcher of `shard` for work due from `ms` on.
     fn wake(&self, shard: u32, ms: i64) {
-        self.shared.signal.wake(shard, model::minute_of(ms));
+        self.shared.signal().wake(shard, model::minute_of(ms));
     }
 }
 
@@ -156,10 +179,4 @@ impl Drop for Webhooks {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
-}
-
-/// Wraps the ledger so that every batch carrying events also carries their outbox records
-/// (one durable step). [`Engine::start`] applies it to the ledger it is given.
-pub fn with_outbox(ledger: Arc<dyn Ledger>) -> Arc<dyn Ledger> {
-    outbox::wrap(ledger)
 }

@@ -1,24 +1,30 @@
-//! The outbox decorator: every batch that appends events also appends, in the same batch, a
+//! The outbox commit hook: every batch that appends events also appends, in the same batch, a
 //! fan-out marker per event in the due index and the event's entry in the per-day event index.
 //! Event and outbox record are therefore one durable step: no event without its delivery, no
 //! delivery of an event that was never committed.
 //!
-//! After a batch with events commits, the decorator wakes this process's dispatcher shards
-//! (other nodes find the markers on their next poll). It owns nothing else: endpoint
+//! [`Outbox`] is installed once on the ledger ([`Outbox::attach`], by whoever wires the process,
+//! before the engine starts writing), so every writer gets it without knowing about webhooks.
+//! After a batch with events commits, it wakes this process's dispatcher shards through its
+//! [`Signal`] (other nodes find the markers on their next poll). It owns nothing else: endpoint
 //! resolution, sending and retries are in [`super::dispatch`].
+//!
+//! A marker costs a second write when the dispatcher resolves it, so events of a merchant known
+//! to have no endpoint get none (their per-day entry, which recovery reads, is still written).
+//! What is known comes from the dispatcher's resolutions and is forgotten the moment any batch
+//! touches endpoints or manifests; on a shared ledger (cluster mode), where other nodes change
+//! endpoints unseen, every event gets its marker.
 
-use super::model::{self, DUE, EVENTS_BY_DAY};
-use crate::clock::Timestamp;
+use super::model::{self, DUE, ENDPOINT, ENDPOINTS_BY_MERCHANT, EVENTS_BY_DAY, MANIFEST_DISABLED};
 use crate::error::StoreError;
-use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
-use crate::model::{ApiKey, Event, Merchant, PaymentIntent, Refund, Service};
-use crate::store::{
-    CommitTicket, Completion, EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, Page,
-    PageRequest, StatusCounts, WriteBatch, WriteOp,
-};
-use parking_lot::Mutex;
+use crate::ids::MerchantId;
+use crate::model::Event;
+use crate::store::hook::{AfterCommit, CommitHook};
+use crate::store::{Ledger, WriteBatch, WriteOp};
+use parking_lot::RwLock;
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
 /// Wakes dispatcher shards of this process when fan-out markers were committed.
@@ -40,7 +46,8 @@ impl Default for Signal {
 }
 
 impl Signal {
-    fn new() -> Signal {
+    /// A signal for every dispatch shard.
+    pub fn new() -> Signal {
         Signal {
             shards: (0..model::SHARDS)
                 .map(|_| ShardSignal {
@@ -77,41 +84,6 @@ impl Signal {
     }
 }
 
-/// Decorated ledgers of this process and their signals (the engine wraps its ledger before the
-/// webhook subsystem starts; [`signal_for`] finds the signal again from the engine's ledger).
-static SIGNALS: Mutex<Vec<(usize, Weak<Signal>)>> = Mutex::new(Vec::new());
-
-fn ledger_key(ledger: &Arc<dyn Ledger>) -> usize {
-    Arc::as_ptr(ledger) as *const () as usize
-}
-
-/// The signal of a ledger made by [`with_outbox`], if it is one.
-pub fn signal_for(ledger: &Arc<dyn Ledger>) -> Option<Arc<Signal>> {
-    let key = ledger_key(ledger);
-    let reg = SIGNALS.lock();
-    reg.iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-}
-
-/// See [`super::with_outbox`].
-pub fn wrap(inner: Arc<dyn Ledger>) -> Arc<dyn Ledger> {
-    let signal = Arc::new(Signal::new());
-    let outbox: Arc<dyn Ledger> = Arc::new(Outbox {
-        inner,
-        signal: signal.clone(),
-    });
-    let mut reg = SIGNALS.lock();
-    reg.retain(|(_, w)| w.strong_count() > 0);
-    reg.push((ledger_key(&outbox), Arc::downgrade(&signal)));
-    outbox
-}
-
-struct Outbox {
-    inner: Arc<dyn Ledger>,
-    signal: Arc<Signal>,
-}
-
 /// The value of an [`EVENTS_BY_DAY`] entry.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DayEntry {
@@ -120,182 +92,277 @@ pub struct DayEntry {
     pub object_id: String,
 }
 
-/// The outbox ops of one event.
-pub fn outbox_ops(e: &Event) -> Option<[WriteOp; 2]> {
-    let json = serde_json::to_vec(e).ok()?;
+/// The fan-out marker of one event: its entry in the due index (value = the event's JSON).
+fn marker_op(e: &Event) -> Option<WriteOp> {
     let due = e.created.ms();
     let shard = model::shard_of(e.merchant_id, &e.object_id);
-    let id = e.id.to_string();
-    Some([
-        WriteOp::PutEntry {
-            index: DUE,
-            partition: model::due_partition(shard, model::minute_of(due)),
-            sort: model::due_sort(due, 'f', &id),
-            value: json,
-        },
-        WriteOp::PutEntry {
-            index: EVENTS_BY_DAY,
-            partition: model::day_partition(e.merchant_id, e.livemode, due),
-            sort: id,
-            value: serde_json::to_vec(&DayEntry {
-                event_type: e.event_type.clone(),
-                object_id: e.object_id.clone(),
-            })
-            .ok()?,
-        },
-    ])
+    Some(WriteOp::PutEntry {
+        index: DUE,
+        partition: model::due_partition(shard, model::minute_of(due)),
+        sort: model::due_sort(due, 'f', &e.id.to_string()),
+        value: serde_json::to_vec(e).ok()?,
+    })
+}
+
+/// The event's entry in the per-day event index (what recovery reads).
+fn day_op(e: &Event) -> Option<WriteOp> {
+    Some(WriteOp::PutEntry {
+        index: EVENTS_BY_DAY,
+        partition: model::day_partition(e.merchant_id, e.livemode, e.created.ms()),
+        sort: e.id.to_string(),
+        value: serde_json::to_vec(&DayEntry {
+            event_type: e.event_type.clone(),
+            object_id: e.object_id.clone(),
+        })
+        .ok()?,
+    })
+}
+
+/// Whether `op` can give a merchant an endpoint it did not have: an API endpoint written or
+/// indexed, a manifest naming an endpoint, a manifest endpoint enabled again.
+fn touches_endpoints(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::PutService(s) => s.endpoint.is_some(),
+        WriteOp::PutRecord { kind, .. } | WriteOp::DeleteRecord { kind, .. } => {
+            *kind == ENDPOINT || *kind == MANIFEST_DISABLED
+        }
+        WriteOp::PutEntry { index, .. } | WriteOp::DeleteEntry { index, .. } => {
+            *index == ENDPOINTS_BY_MERCHANT
+        }
+        _ => false,
+    }
+}
+
+/// Most merchants (and modes) remembered as having no endpoint; beyond it, events of others
+/// simply keep their markers.
+const MAX_KNOWN_WITHOUT_ENDPOINTS: usize = 100_000;
+
+/// Which merchants are known to have no endpoint at all.
+#[derive(Default)]
+struct Knowledge {
+    without: HashSet<(MerchantId, bool)>,
+    /// Moves when an endpoint change is prepared and again when it finished, so a resolution
+    /// read before or during a change is never taken as current.
+    epoch: u64,
+    /// Endpoint-changing batches prepared and not yet finished.
+    changing: usize,
+}
+
+/// The webhook outbox of one ledger: the commit hook that writes fan-out markers, and the
+/// signal that wakes this process's dispatcher when some were committed.
+pub struct Outbox {
+    signal: Arc<Signal>,
+    /// Off on a shared ledger: there, endpoint changes of other nodes are not seen here.
+    skip_markers: bool,
+    known: Arc<RwLock<Knowledge>>,
 }
 
 impl Outbox {
-    /// Adds the outbox ops; returns the shards and minutes to wake after the commit.
-    fn add_outbox(batch: &mut WriteBatch) -> Vec<(u32, i64)> {
-        let mut extra = Vec::new();
-        let mut wake = Vec::new();
-        for e in batch.events() {
-            if let Some(ops) = outbox_ops(e) {
-                extra.extend(ops);
-                wake.push((
-                    model::shard_of(e.merchant_id, &e.object_id),
-                    model::minute_of(e.created.ms()),
-                ));
-            }
+    /// An outbox not yet attached to a ledger (see [`Outbox::attach`]). `shared`: the ledger is
+    /// written by other processes too, so every event keeps its marker.
+    pub fn new(shared: bool) -> Outbox {
+        Outbox {
+            signal: Arc::new(Signal::new()),
+            skip_markers: !shared,
+            known: Arc::default(),
         }
-        batch.ops.extend(extra);
-        wake
+    }
+
+    /// The outbox of `ledger`, installing it as the ledger's commit hook if it has none yet.
+    /// Attach before anything writes events (before the engine starts): events committed
+    /// earlier have no fan-out marker and are never delivered.
+    pub fn attach(ledger: &dyn Ledger) -> Result<Arc<Outbox>, StoreError> {
+        let shared = ledger.shared();
+        ledger
+            .commit_hooks()
+            .ok_or_else(|| {
+                StoreError(
+                    "this ledger takes no commit hook, so it cannot carry the webhook outbox"
+                        .into(),
+                )
+            })?
+            .get_or_install(|| Outbox::new(shared))
+    }
+
+    /// What wakes this process's dispatcher shards.
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
+    }
+
+    /// The current endpoint epoch: read it before reading a merchant's endpoints, and hand it
+    /// to [`Outbox::note_no_endpoints`] with what was read.
+    pub fn endpoint_epoch(&self) -> u64 {
+        self.known.read().epoch
+    }
+
+    /// Records that the merchant had no enabled endpoint in a read started at `epoch`; ignored
+    /// when endpoints changed since (or are changing), so a stale read never hides a new one.
+    pub fn note_no_endpoints(&self, merchant: MerchantId, livemode: bool, epoch: u64) {
+        if !self.skip_markers {
+            return;
+        }
+        let mut k = self.known.write();
+        if k.epoch == epoch && k.changing == 0 && k.without.len() < MAX_KNOWN_WITHOUT_ENDPOINTS {
+            k.without.insert((merchant, livemode));
+        }
+    }
+
+    /// Whether events of this merchant and mode currently go without a fan-out marker.
+    pub fn knows_no_endpoints(&self, merchant: MerchantId, livemode: bool) -> bool {
+        self.known.read().without.contains(&(merchant, livemode))
+    }
+
+    /// An endpoint change is being written: forget everything known until it finished.
+    fn begin_change(&self) {
+        let mut k = self.known.write();
+        k.epoch += 1;
+        k.changing += 1;
+        k.without.clear();
     }
 }
 
-#[async_trait::async_trait]
-impl Ledger for Outbox {
-    fn submit(&self, batch: WriteBatch) -> CommitTicket {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit_then(
-            batch,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        CommitTicket::waiting(rx)
-    }
-
-    fn submit_then(&self, mut batch: WriteBatch, done: Completion) {
-        let wake = Self::add_outbox(&mut batch);
-        if wake.is_empty() {
-            return self.inner.submit_then(batch, done);
+impl CommitHook for Outbox {
+    fn prepare(&self, batch: &mut WriteBatch) -> Option<AfterCommit> {
+        let change = self.skip_markers && batch.ops.iter().any(touches_endpoints);
+        if change {
+            self.begin_change();
+        }
+        let mut extra = Vec::new();
+        let mut wake = Vec::new();
+        {
+            let known = self.known.read();
+            for e in batch.events() {
+                if !known.without.contains(&(e.merchant_id, e.livemode))
+                    && let Some(op) = marker_op(e)
+                {
+                    extra.push(op);
+                    wake.push((
+                        model::shard_of(e.merchant_id, &e.object_id),
+                        model::minute_of(e.created.ms()),
+                    ));
+                }
+                extra.extend(day_op(e));
+            }
+        }
+        batch.ops.extend(extra);
+        if wake.is_empty() && !change {
+            return None;
         }
         let signal = self.signal.clone();
-        self.inner.submit_then(
-            batch,
-            Box::new(move |r| {
-                if r.is_ok() {
-                    for (shard, minute) in wake {
-                        signal.wake(shard, minute);
-                    }
+        let known = change.then(|| self.known.clone());
+        Some(Box::new(move |r| {
+            if let Some(known) = known {
+                let mut k = known.write();
+                k.epoch += 1;
+                k.changing = k.changing.saturating_sub(1);
+            }
+            if r.is_ok() {
+                for (shard, minute) in wake {
+                    signal.wake(shard, minute);
                 }
-                done(r)
-            }),
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn event(merchant: MerchantId) -> Event {
+        Event::new(
+            merchant,
+            false,
+            "payment_intent.succeeded",
+            Timestamp(1_800_000_000_000),
+            "pi_x".to_string(),
+            &serde_json::json!({"id": "pi_x"}),
+        )
+    }
+
+    fn indexes_of(outbox: &Outbox, ops: Vec<WriteOp>) -> Vec<&'static str> {
+        let mut b = WriteBatch::new();
+        b.ops = ops;
+        if let Some(after) = outbox.prepare(&mut b) {
+            after(&Ok(()));
+        }
+        b.ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::PutEntry { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_of_a_merchant_without_endpoints_get_no_marker_until_endpoints_change() {
+        let outbox = Outbox::new(false);
+        let m = MerchantId::new_at(1);
+        let put = |m| vec![WriteOp::PutEvent(event(m))];
+        assert_eq!(indexes_of(&outbox, put(m)), vec![DUE, EVENTS_BY_DAY]);
+        outbox.note_no_endpoints(m, false, outbox.endpoint_epoch());
+        assert!(outbox.knows_no_endpoints(m, false));
+        // The per-day entry stays: recovery of a later endpoint still finds the event.
+        assert_eq!(indexes_of(&outbox, put(m)), vec![EVENTS_BY_DAY]);
+        // Another merchant, or the same merchant's other mode, is not affected.
+        assert_eq!(
+            indexes_of(&outbox, put(MerchantId::new_at(2))),
+            vec![DUE, EVENTS_BY_DAY]
         );
+        // An endpoint is added: markers come back at once, in that very batch too.
+        let mut with_endpoint = vec![WriteOp::PutEntry {
+            index: ENDPOINTS_BY_MERCHANT,
+            partition: model::merchant_partition(m, false),
+            sort: "we_1".into(),
+            value: Vec::new(),
+        }];
+        with_endpoint.extend(put(m));
+        assert_eq!(
+            indexes_of(&outbox, with_endpoint),
+            vec![ENDPOINTS_BY_MERCHANT, DUE, EVENTS_BY_DAY]
+        );
+        assert!(!outbox.knows_no_endpoints(m, false));
+        assert_eq!(indexes_of(&outbox, put(m)), vec![DUE, EVENTS_BY_DAY]);
     }
 
-    fn writable(&self) -> bool {
-        self.inner.writable()
+    #[test]
+    fn a_resolution_read_before_an_endpoint_change_is_not_trusted() {
+        let outbox = Outbox::new(false);
+        let m = MerchantId::new_at(1);
+        let seen = outbox.endpoint_epoch();
+        // An endpoint record is written while the dispatcher's read is under way.
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutRecord {
+            kind: ENDPOINT,
+            key: "we_1".into(),
+            value: Vec::new(),
+        });
+        let after = outbox
+            .prepare(&mut b)
+            .expect("an endpoint change is tracked");
+        outbox.note_no_endpoints(m, false, seen);
+        assert!(!outbox.knows_no_endpoints(m, false));
+        // Nor is one started while the change is still being committed.
+        outbox.note_no_endpoints(m, false, outbox.endpoint_epoch());
+        assert!(!outbox.knows_no_endpoints(m, false));
+        after(&Ok(()));
+        outbox.note_no_endpoints(m, false, seen);
+        assert!(!outbox.knows_no_endpoints(m, false));
+        outbox.note_no_endpoints(m, false, outbox.endpoint_epoch());
+        assert!(outbox.knows_no_endpoints(m, false));
     }
 
-    fn shared(&self) -> bool {
-        self.inner.shared()
-    }
-
-    async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError> {
-        self.inner.get_merchant(id).await
-    }
-    async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
-        self.inner.get_api_key(id).await
-    }
-    async fn find_api_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError> {
-        self.inner.find_api_key_by_hash(hash).await
-    }
-    async fn list_api_keys(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-    ) -> Result<Vec<ApiKey>, StoreError> {
-        self.inner.list_api_keys(merchant, livemode).await
-    }
-    async fn get_service(&self, id: ServiceId) -> Result<Option<Service>, StoreError> {
-        self.inner.get_service(id).await
-    }
-    async fn find_service_by_name(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        name: &str,
-    ) -> Result<Option<Service>, StoreError> {
-        self.inner
-            .find_service_by_name(merchant, livemode, name)
-            .await
-    }
-    async fn list_services(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        page: PageRequest,
-    ) -> Result<Page<Service>, StoreError> {
-        self.inner.list_services(merchant, livemode, page).await
-    }
-    async fn get_intent(&self, id: PaymentIntentId) -> Result<Option<PaymentIntent>, StoreError> {
-        self.inner.get_intent(id).await
-    }
-    async fn list_intents(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        q: &IntentQuery,
-    ) -> Result<Page<PaymentIntent>, StoreError> {
-        self.inner.list_intents(merchant, livemode, q).await
-    }
-    async fn get_refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError> {
-        self.inner.get_refund(id).await
-    }
-    async fn list_refunds(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        intent: Option<PaymentIntentId>,
-        page: PageRequest,
-    ) -> Result<Page<Refund>, StoreError> {
-        self.inner
-            .list_refunds(merchant, livemode, intent, page)
-            .await
-    }
-    async fn get_event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
-        self.inner.get_event(id).await
-    }
-    async fn list_events(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        q: &EventQuery,
-    ) -> Result<Page<Event>, StoreError> {
-        self.inner.list_events(merchant, livemode, q).await
-    }
-    async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.get_idempotency(scope).await
-    }
-    async fn pending_expiries(&self) -> Result<Vec<(PaymentIntentId, Timestamp)>, StoreError> {
-        self.inner.pending_expiries().await
-    }
-    async fn count_intents_by_status(&self) -> Result<StatusCounts, StoreError> {
-        self.inner.count_intents_by_status().await
-    }
-    async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_record(kind, key).await
-    }
-    async fn scan_entries(
-        &self,
-        index: &str,
-        partition: &str,
-        range: &EntryRange,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.inner.scan_entries(index, partition, range).await
+    #[test]
+    fn on_a_shared_ledger_every_event_keeps_its_marker() {
+        let outbox = Outbox::new(true);
+        let m = MerchantId::new_at(1);
+        outbox.note_no_endpoints(m, false, outbox.endpoint_epoch());
+        assert!(!outbox.knows_no_endpoints(m, false));
+        assert_eq!(
+            indexes_of(&outbox, vec![WriteOp::PutEvent(event(m))]),
+            vec![DUE, EVENTS_BY_DAY]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Which endpoints a merchant's events go to: its API endpoints plus the distinct `endpoint`
 //! URLs of its service manifests in that mode. Resolved from the ledger and cached for
-//! `endpoint_cache_ms` (changes made through this node's API drop the entry at once).
+//! `endpoint_cache_ms` (changes made through this node's API drop the entry at once). Each
+//! resolution carries the outbox's endpoint epoch from before its read, so the outbox can tell
+//! whether "no endpoint" is still current.
 
+use super::Outbox;
 use super::model::{
     self, ENDPOINT, ENDPOINTS_BY_MERCHANT, Endpoint, EndpointSource, EndpointStatus, EndpointView,
     MANIFEST_DISABLED,
@@ -58,6 +61,8 @@ impl Target {
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub targets: Vec<Arc<Target>>,
+    /// [`Outbox::endpoint_epoch`] when the read started.
+    pub epoch: u64,
 }
 
 impl Resolved {
@@ -71,13 +76,16 @@ impl Resolved {
 pub struct Resolver {
     ttl: Duration,
     cache: DashMap<(MerchantId, bool), (Instant, Arc<Resolved>)>,
+    outbox: Arc<Outbox>,
 }
 
 impl Resolver {
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache keeping resolutions for `ttl`, stamped with `outbox`'s endpoint epoch.
+    pub fn new(ttl: Duration, outbox: Arc<Outbox>) -> Self {
         Resolver {
             ttl,
             cache: DashMap::new(),
+            outbox,
         }
     }
 
@@ -100,7 +108,10 @@ impl Resolver {
         {
             return Ok(e.1.clone());
         }
-        let r = Arc::new(load(ledger, merchant, livemode).await?);
+        let epoch = self.outbox.endpoint_epoch();
+        let mut r = load(ledger, merchant, livemode).await?;
+        r.epoch = epoch;
+        let r = Arc::new(r);
         self.cache
             .insert((merchant, livemode), (Instant::now(), r.clone()));
         Ok(r)
@@ -188,7 +199,7 @@ async fn load(
     }
     if !manifests.is_empty() {
         let Some(m) = ledger.get_merchant(merchant).await? else {
-            return Ok(Resolved { targets });
+            return Ok(Resolved { targets, epoch: 0 });
         };
         for (id, url, created) in manifests {
             let disabled = ledger
@@ -222,24 +233,5 @@ async fn load(
             }));
         }
     }
-    Ok(Resolved { targets })
-}
-
-/// Whether `url` may receive webhooks: `https`, or `http` to a loopback host when
-/// `allow_insecure_loopback` is on.
-pub fn url_allowed(url: &str, allow_insecure_loopback: bool) -> bool {
-    let Ok(u) = url::Url::parse(url) else {
-        return false;
-    };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => {
-            allow_insecure_loopback
-                && matches!(
-                    u.host_str(),
-                    Some("127.0.0.1") | Some("localhost") | Some("[::1]")
-                )
-        }
-        _ => false,
-    }
+    Ok(Resolved { targets, epoch: 0 })
 }

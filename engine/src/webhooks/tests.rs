@@ -3,7 +3,7 @@
 
 use super::api::{EndpointInput, LogParams};
 use super::model::{self, DeliveryStatus, EndpointStatus, RETRY_SCHEDULE_SECS};
-use super::{WebhookConfig, Webhooks};
+use super::{Outbox, WebhookConfig, WebhookDeps, Webhooks};
 use crate::clock::{Clock, ManualClock};
 use crate::engine::{AuthContext, create_merchant};
 use crate::ids::EventId;
@@ -114,6 +114,7 @@ async fn serve_conn(mut sock: tokio::net::TcpStream, script: Script, hits: Arc<M
 struct Env {
     clock: ManualClock,
     engine: Engine,
+    outbox: Arc<Outbox>,
     webhooks: Arc<Webhooks>,
     ctx: AuthContext,
     _dir: tempfile::TempDir,
@@ -123,9 +124,11 @@ async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
+    let outbox = Outbox::attach(ledger.as_ref()).unwrap();
+    let hot = Arc::new(MemoryHotState::new());
     let engine = Engine::start(
         ledger,
-        Arc::new(MemoryHotState::new()),
+        hot.clone(),
         Arc::new(clock.clone()),
         EngineConfig::default(),
     )
@@ -146,10 +149,19 @@ async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
         ..WebhookConfig::default()
     };
     tweak(&mut cfg);
-    let webhooks = Webhooks::start(&engine, cfg).await.unwrap();
+    let deps = WebhookDeps {
+        ledger: engine.ledger().clone(),
+        hot,
+        clock: engine.clock().clone(),
+        outbox: outbox.clone(),
+        url_policy: cfg.url_policy(),
+        max_page_size: engine.config().limits.max_page_size,
+    };
+    let webhooks = Webhooks::start(deps, cfg).await.unwrap();
     Env {
         clock,
         engine,
+        outbox,
         webhooks,
         ctx,
         _dir: dir,
@@ -172,7 +184,7 @@ impl Env {
             .id
     }
 
-    /// Commits one event through the engine's (outbox-wrapped) ledger.
+    /// Commits one event through the engine's ledger (which carries the outbox hook).
     async fn emit(&self, object: &str, event_type: &str) -> EventId {
         let e = Event::new(
             self.ctx.merchant_id,
@@ -187,6 +199,20 @@ impl Env {
         b.push(WriteOp::PutEvent(e));
         self.engine.ledger().submit(b).await.unwrap();
         id
+    }
+
+    /// The sort keys of this minute's due entries in the shard of `object`.
+    async fn due_now(&self, object: &str) -> Vec<String> {
+        let shard = model::shard_of(self.ctx.merchant_id, object);
+        let part = model::due_partition(shard, model::minute_of(self.clock.now_ms()));
+        self.engine
+            .ledger()
+            .scan_entries(model::DUE, &part, &EntryRange::all(100))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
     }
 
     async fn delivery(&self, id: &str) -> Option<model::Delivery> {
@@ -459,4 +485,42 @@ async fn a_backlog_larger_than_the_endpoint_room_is_delivered_once_each_in_objec
         let want: Vec<&String> = emitted[o].iter().collect();
         assert_eq!(got, want, "events of {o} out of order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_without_endpoints_writes_no_markers_and_an_added_endpoint_gets_events() {
+    let e = env(|_| {}).await;
+    let m = e.ctx.merchant_id;
+    // Nothing is known yet: the first event has a marker, which the dispatcher resolves to no
+    // endpoint at all.
+    e.emit("pi_quiet", "payment_intent.created").await;
+    wait_until("the dispatcher learnt there is no endpoint", || {
+        e.outbox.knows_no_endpoints(m, false)
+    })
+    .await;
+    let quiet = e.emit("pi_quiet", "payment_intent.succeeded").await;
+    let due = e.due_now("pi_quiet").await;
+    assert!(
+        due.iter().all(|s| !s.ends_with(&format!(":f:{quiet}"))),
+        "a marker was written for a merchant without endpoints: {due:?}"
+    );
+    // Its per-day entry is still there, for a later recovery.
+    let day = model::day_partition(m, false, e.clock.now_ms());
+    let entries = e
+        .engine
+        .ledger()
+        .scan_entries(model::EVENTS_BY_DAY, &day, &EntryRange::all(10))
+        .await
+        .unwrap();
+    assert!(entries.iter().any(|(s, _)| *s == quiet.to_string()));
+    // An endpoint is added: the next event goes out.
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let ep = e.endpoint(&rx.url).await;
+    assert!(!e.outbox.knows_no_endpoints(m, false));
+    let loud = e.emit("pi_loud", "payment_intent.succeeded").await;
+    e.wait_delivery(&format!("{loud}:{ep}"), "the delivery", |d| {
+        d.status == DeliveryStatus::Succeeded
+    })
+    .await;
+    assert_eq!(rx.count(), 1);
 }

@@ -1,9 +1,11 @@
 //! Node-to-node routes of cluster mode (`/internal/...`).
 //!
 //! A node that receives a command for a payment session another node owns forwards it here
-//! (see `ipay_engine::session::ownership`). The route is authenticated by the shared
-//! `[cluster] node_token`; with no token configured it answers 404 like any unknown route, so
-//! an embedded-mode server exposes nothing. It is not part of the public API document.
+//! (see `ipay_engine::session::ownership`). Both ends live in this file: the route that runs a
+//! forwarded command, and [`HttpForwarder`], the engine's `SessionForwarder` port spoken over
+//! that route. The route is authenticated by the shared `[cluster] node_token`; with no token
+//! configured it answers 404 like any unknown route, so an embedded-mode server exposes
+//! nothing. It is not part of the public API document.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -13,14 +15,85 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use ipay_engine::EngineError;
 use ipay_engine::ids::PaymentIntentId;
-use ipay_engine::session::ownership::{ForwardedCommand, ForwardedError};
+use ipay_engine::model::Applied;
+use ipay_engine::session::ownership::{ForwardedCommand, ForwardedError, SessionForwarder};
+use ipay_engine::{EngineError, EngineResult};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new().route("/internal/v1/sessions/{id}/command", post(command))
+}
+
+/// Bound on one forwarded call, connect to last byte.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on connecting to the owner: a dead node should cost the caller little.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Idle connections kept per owner node.
+const FORWARD_IDLE_PER_NODE: usize = 64;
+
+/// Forwards session commands to their owner's `POST /internal/v1/sessions/{id}/command`.
+pub struct HttpForwarder {
+    client: reqwest::Client,
+    node_token: String,
+}
+
+impl HttpForwarder {
+    /// A forwarder presenting `node_token` (the `[cluster] node_token` every node shares).
+    pub fn new(node_token: String) -> Result<HttpForwarder, String> {
+        let client = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .connect_timeout(FORWARD_CONNECT_TIMEOUT)
+            .pool_max_idle_per_host(FORWARD_IDLE_PER_NODE)
+            .build()
+            .map_err(|e| format!("cannot build the session-forwarding HTTP client: {e}"))?;
+        Ok(HttpForwarder { client, node_token })
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionForwarder for HttpForwarder {
+    async fn forward(
+        &self,
+        owner: &str,
+        id: PaymentIntentId,
+        command: ForwardedCommand,
+    ) -> EngineResult<Applied> {
+        let url = format!(
+            "{}/internal/v1/sessions/{id}/command",
+            owner.trim_end_matches('/')
+        );
+        let body = serde_json::to_vec(&command).map_err(|e| {
+            EngineError::Internal(format!("cannot encode a forwarded command: {e}"))
+        })?;
+        let resp = self
+            .client
+            .post(&url)
+            .bearer_auth(&self.node_token)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(intent = %id, owner = %owner, error = %e, "session owner unreachable");
+                EngineError::SessionUnavailable
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|_| EngineError::SessionUnavailable)?;
+        if status == 200 {
+            return serde_json::from_slice::<Applied>(&body)
+                .map_err(|e| EngineError::Internal(format!("bad forwarded answer: {e}")));
+        }
+        match serde_json::from_slice::<ForwardedError>(&body) {
+            Ok(e) => Err(EngineError::relayed(e.status, &e.code, e.message)),
+            Err(_) => Err(EngineError::SessionUnavailable),
+        }
+    }
 }
 
 /// Nothing of this module is in the public OpenAPI document.
