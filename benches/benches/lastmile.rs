@@ -3,8 +3,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipay_engine::ids::PaymentIntentId;
-use ipay_engine::lastmile::otp::OtpKey;
-use ipay_engine::lastmile::reference::IpayReference;
+use ipay_lastmile::otp::OtpKey;
+use ipay_lastmile::reference::IpayReference;
 use std::hint::black_box;
 
 #[global_allocator]

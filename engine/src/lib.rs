@@ -10,7 +10,6 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod ids;
-pub mod lastmile;
 pub mod model;
 pub mod money;
 pub mod session;

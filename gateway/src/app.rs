@@ -24,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub struct AppState {
     pub engine: Engine,
     pub webhooks: Arc<ipay_engine::webhooks::Webhooks>,
-    pub lastmile: Arc<ipay_engine::lastmile::LastMile>,
+    pub lastmile: Arc<ipay_lastmile::LastMile>,
     pub metrics: PrometheusHandle,
     pub admin_token: Arc<str>,
 }
@@ -249,7 +249,7 @@ pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServe
     let webhooks = start_webhooks(&engine, cfg)
         .await
         .map_err(std::io::Error::other)?;
-    let lastmile = ipay_engine::lastmile::LastMile::start(&engine, cfg.lastmile.clone())
+    let lastmile = ipay_lastmile::LastMile::start(&engine, cfg.lastmile.clone())
         .await
         .map_err(std::io::Error::other)?;
     let state = AppState {

@@ -23,7 +23,7 @@ pub struct Config {
     pub limits: ipay_engine::Limits,
     pub channels: ipay_engine::channel::ChannelsConfig,
     pub webhooks: ipay_engine::webhooks::WebhookConfig,
-    pub lastmile: ipay_engine::lastmile::LastMileConfig,
+    pub lastmile: ipay_lastmile::LastMileConfig,
 }
 
 /// `[server]`

@@ -1,5 +1,6 @@
 //! Shop-platform webhooks over real HTTP, with signatures computed by an independent signer
-//! (`tests/fixtures/shops/sign.py`, Python's hmac/hashlib).
+//! (`adapters/tests/fixtures/shops/sign.py`, Python's hmac/hashlib). The payloads are the shop
+//! platforms' vectors, kept with their wire formats in the adapters crate.
 
 mod common;
 
@@ -11,7 +12,7 @@ const SECRET: &str = "shop-secret-0123456789abcdef";
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/shops")
+        .join("../adapters/tests/fixtures/shops")
         .join(name)
 }
 

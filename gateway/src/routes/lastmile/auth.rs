@@ -1,6 +1,6 @@
 //! Last-mile accounts over HTTP: register, login, me, and the [`AuthUser`] extractor every
 //! `/api` route that needs a logged-in user takes (`Authorization: Bearer <jwt>`).
-//! Passwords, hashes and tokens are the engine's business (`ipay_engine::lastmile::accounts`).
+//! Passwords, hashes and tokens are the engine's business (`ipay_lastmile::accounts`).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -11,12 +11,12 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use ipay_engine::EngineError;
 use ipay_engine::ids::MerchantId;
-use ipay_engine::lastmile::accounts::{
+use ipay_lastmile::accounts::{
     LoginRequest, RegisterRequest, Registrar, TokenResponse, UserId, UserView,
 };
 use subtle::ConstantTimeEq;
 
-pub use ipay_engine::lastmile::accounts::Role;
+pub use ipay_lastmile::accounts::Role;
 
 /// The logged-in user of a request, from a verified account JWT.
 #[derive(Debug, Clone, Copy)]

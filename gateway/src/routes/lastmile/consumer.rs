@@ -9,7 +9,7 @@ use crate::extract::ApiJson;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use ipay_engine::lastmile::sessions::{ConsumerView, StartPaymentRequest};
+use ipay_lastmile::sessions::{ConsumerView, StartPaymentRequest};
 
 /// What the consumer's pay page (`/pay/{token}`) shows. `otp` is present only while the session
 /// is PAID: the consumer gives it to the driver at the door.

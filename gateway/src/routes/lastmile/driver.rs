@@ -1,5 +1,5 @@
 //! The driver's OTP check at the door. Rate limits, lock-out and the attempt log are the
-//! engine's (`ipay_engine::lastmile::sessions`); this handler only extracts and maps. The OTP
+//! engine's (`ipay_lastmile::sessions`); this handler only extracts and maps. The OTP
 //! in the body is never logged: [`VerifyOtpRequest`]'s `Debug` masks it.
 
 use super::auth::AuthUser;
@@ -9,7 +9,7 @@ use crate::extract::ApiJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use ipay_engine::lastmile::sessions::{Driver, VerifyOtpRequest, VerifyOtpResponse};
+use ipay_lastmile::sessions::{Driver, VerifyOtpRequest, VerifyOtpResponse};
 
 /// Checks the consumer's 4-digit OTP for an 18-digit reference. Correct: the parcel is
 /// released and delivered (`session.otp_verified`, `parcel.delivered`). Wrong: 400

@@ -1,7 +1,7 @@
 //! Shop-platform integrations over HTTP: connect, status, simulate, and the inbound webhook
 //! `POST /api/integrations/{provider}/webhook?account={merchant_id}` (no login: the platform's
 //! signature is the credential). Signatures, mapping and de-duplication are the engine's
-//! (`ipay_engine::lastmile::shops`).
+//! (`ipay_lastmile::shops`).
 
 use super::auth::AuthUser;
 use crate::app::AppState;
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use ipay_engine::lastmile::shops::{ConnectRequest, ConnectionView, Delivery, WebhookOutcome};
+use ipay_lastmile::shops::{ConnectRequest, ConnectionView, Delivery, WebhookOutcome};
 use serde::Deserialize;
 
 /// Largest webhook body accepted (a large Shopify order is tens of KiB).

@@ -8,8 +8,8 @@ use crate::extract::{ApiJson, ApiQuery};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ipay_engine::lastmile::orders::{Order, OrderInput, OrderListParams};
-use ipay_engine::lastmile::upload::{UploadFormat, UploadReport};
+use ipay_lastmile::orders::{Order, OrderInput, OrderListParams};
+use ipay_lastmile::upload::{UploadFormat, UploadReport};
 
 /// Creates one order (source `api`). Emits `order.created`.
 #[utoipa::path(post, path = "/api/orders", tag = "lastmile-orders",

@@ -1,6 +1,6 @@
 //! Payment sessions over HTTP for merchants and operators: create a session for an order (with
 //! its QR code), list and read sessions, move the parcel, unlock a locked OTP. Handlers extract,
-//! call `LastMile` and map; the rules live in `ipay_engine::lastmile::sessions`. QR images are
+//! call `LastMile` and map; the rules live in `ipay_lastmile::sessions`. QR images are
 //! rendered here (`ipay_adapters::qr`) because the engine does not draw pictures.
 
 use super::auth::{AuthUser, Role};
@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use ipay_engine::EngineError;
-use ipay_engine::lastmile::sessions::{
+use ipay_lastmile::sessions::{
     Actor, ParcelStatusRequest, SessionDetail, SessionListParams, SessionPage, SessionView,
 };
 use serde::Serialize;

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use ipay_engine::EngineError;
 use ipay_engine::ids::MerchantId;
-use ipay_engine::lastmile::stream::{StreamItem, parse_last_event_id};
+use ipay_lastmile::stream::{StreamItem, parse_last_event_id};
 use std::convert::Infallible;
 use std::time::Duration;
 

@@ -18,11 +18,11 @@
 //! live messages whose id is greater than the last one it sent, so nothing falls between the
 //! replay and the live feed and nothing is sent twice.
 
-use crate::clock::Timestamp;
-use crate::error::EngineResult;
-use crate::ids::{EventId, MerchantId};
-use crate::model::Event;
-use crate::store::{EntryRange, HotState, Ledger, Subscription, WriteOp};
+use ipay_engine::clock::Timestamp;
+use ipay_engine::error::EngineResult;
+use ipay_engine::ids::{EventId, MerchantId};
+use ipay_engine::model::Event;
+use ipay_engine::store::{EntryRange, HotState, Ledger, Subscription, WriteOp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -134,10 +134,10 @@ pub fn parse_last_event_id(s: &str) -> Option<EventId> {
     EventId::parse(s.trim()).ok()
 }
 
-impl super::LastMile {
+impl crate::LastMile {
     /// Starts listening to a merchant's live events; call before [`LastMile::stream_replay`].
     ///
-    /// [`LastMile::stream_replay`]: super::LastMile::stream_replay
+    /// [`LastMile::stream_replay`]: crate::LastMile::stream_replay
     pub async fn stream_subscribe(&self, merchant: MerchantId) -> EngineResult<Subscription> {
         subscribe(self.engine().hot().as_ref(), merchant).await
     }

@@ -1,11 +1,13 @@
 //! Last-mile pay-on-delivery: accounts, orders (API, bulk upload, shop webhooks), payment
 //! sessions with an 18-digit reference, parcel states, driver OTP and the live event stream.
 //!
-//! This module owns the [`LastMile`] facade and its configuration. Each concern lives in its own
-//! file: [`accounts`] (users, passwords, JWTs), [`orders`] (the order model, its storage and
-//! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks). All
-//! data lives in the ledger's generic records and sorted indexes, so embedded and cluster mode
-//! work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
+//! This crate owns the [`LastMile`] facade and its configuration. Each concern lives in its own
+//! module: [`accounts`] (users, passwords, JWTs), [`orders`] (the order model, its storage and
+//! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks: the
+//! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
+//! sessions, parcels, OTP), [`stream`] (the live event stream). It runs on the engine's public
+//! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
+//! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
 pub mod accounts;
 mod daily;
@@ -18,9 +20,9 @@ pub mod reference;
 pub mod sessions;
 pub mod stream;
 
-use crate::Engine;
-use crate::error::{EngineError, EngineResult};
-use crate::store::Reservation;
+use ipay_engine::Engine;
+use ipay_engine::error::{EngineError, EngineResult};
+use ipay_engine::store::Reservation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -134,7 +136,7 @@ impl LastMile {
     }
 
     /// Reserves unique keys (an email, an external order id, a webhook delivery id) in
-    /// [`HotState`](crate::store::HotState) for a check-then-write, so no other request on any
+    /// [`HotState`](ipay_engine::store::HotState) for a check-then-write, so no other request on any
     /// node can pass the same check before this one commits. In cluster mode a reservation is
     /// a Redis `SET NX` with a TTL, in embedded mode an in-process entry.
     ///

@@ -7,9 +7,9 @@
 //! read (so a rare filter cannot scan a merchant's whole history in one request; the page then
 //! ends early with a cursor to continue from).
 
-use crate::clock::Timestamp;
-use crate::error::EngineResult;
-use crate::store::{EntryRange, Ledger};
+use ipay_engine::clock::Timestamp;
+use ipay_engine::error::EngineResult;
+use ipay_engine::store::{EntryRange, Ledger};
 use std::ops::Bound;
 
 /// The UTC day of `ms`, as the day partitions and the days index spell it.

@@ -1,33 +1,32 @@
-//! Shop-platform webhooks: connections (a per-merchant, per-provider secret), signature checks,
-//! delivery de-duplication, and turning each platform's order JSON into our order through the
-//! same validation as every other order.
+//! Shop-platform webhooks: connections (a per-merchant, per-provider secret), delivery
+//! de-duplication, and turning each platform's mapped order into our order through the same
+//! validation as every other order.
 //!
 //! A webhook finds its merchant through the URL: `/api/integrations/{provider}/webhook?account=
 //! {merchant_id}` (Odoo also `&token={secret}`, as it cannot sign). Nothing is created unless the
 //! signature checks out with that merchant's stored secret; a failure is 401 whatever the reason
 //! (unknown account, no connection, bad or missing signature), so the endpoint tells an
 //! outsider nothing. The same delivery twice (delivery id header, or the platform's order id)
-//! yields one order. Wire formats live in [`providers`]; this file owns the flow.
+//! yields one order. Each platform's wire format (signature scheme, headers, order JSON) lives
+//! in `ipay_adapters::shops`, one module per platform; this file owns the flow.
 //!
 //! Stored: `lm_shop_conn/{merchant}:{provider}` (the connection, secret in clear because HMACs
 //! need it, never returned), `lm_shop_delivery/{merchant}:{provider}:{delivery_id}`,
 //! `lm_shop_last/{merchant}:{provider}` (time of the last accepted delivery).
 
-pub mod providers;
-
-use super::LastMile;
-use super::orders::{Inserted, OrderId, UpdateResult, ext_scope, validate};
-use crate::clock::Timestamp;
-use crate::error::{EngineError, EngineResult};
-use crate::ids::MerchantId;
-use crate::model::merchant::Secret;
-use crate::store::WriteOp;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use providers::{Provider, Scheme};
+use crate::LastMile;
+use crate::orders::{
+    Address, Customer, Inserted, OrderId, OrderInput, OrderItem, UpdateResult, ValidOrder,
+    ext_scope, validate,
+};
+use ipay_adapters::shops::signature::{self, header};
+use ipay_adapters::shops::{self as providers, Provider, Scheme, ShopOrder, sign};
+use ipay_engine::clock::Timestamp;
+use ipay_engine::error::{EngineError, EngineResult};
+use ipay_engine::ids::MerchantId;
+use ipay_engine::model::merchant::Secret;
+use ipay_engine::store::WriteOp;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 const CONN: &str = "lm_shop_conn";
 const DELIVERY: &str = "lm_shop_delivery";
@@ -138,64 +137,44 @@ fn unauthorized(why: &str) -> EngineError {
     }
 }
 
-fn header<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
-}
-
-fn hmac_sha256(secret: &[u8], body: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length; this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(body);
-    m.finalize().into_bytes().into()
-}
-
-/// Computes the signature header value a platform would send for `body` (used by simulate and
-/// by tests of this module; checking goes through [`verify`]).
-pub fn sign(scheme: Scheme, secret: &str, body: &[u8]) -> String {
-    match scheme {
-        Scheme::HmacBase64(_) => {
-            base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret.as_bytes(), body))
-        }
-        Scheme::HmacHex(_) => hex::encode(hmac_sha256(secret.as_bytes(), body)),
-        Scheme::HmacHexPrefixed(_) => {
-            format!(
-                "sha256={}",
-                hex::encode(hmac_sha256(secret.as_bytes(), body))
-            )
-        }
-        Scheme::Md5BodySecret(_) => {
-            use md5::Digest as _;
-            let mut h = md5::Md5::new();
-            h.update(body);
-            h.update(secret.as_bytes());
-            hex::encode(h.finalize())
-        }
-        Scheme::UrlToken => secret.to_string(),
-    }
-}
-
-/// Whether a delivery carries a valid signature (constant-time comparison).
+/// Whether a delivery carries a valid signature for `secret` (constant-time comparison).
 fn verify(scheme: Scheme, secret: &str, d: &Delivery<'_>) -> bool {
-    let given = match scheme {
-        Scheme::UrlToken => d.token,
-        Scheme::HmacBase64(h)
-        | Scheme::HmacHex(h)
-        | Scheme::HmacHexPrefixed(h)
-        | Scheme::Md5BodySecret(h) => header(d.headers, h),
-    };
-    let Some(given) = given.filter(|g| !g.is_empty()) else {
-        return false;
-    };
-    let expected = sign(scheme, secret, d.body);
-    let (a, b) = match scheme {
-        // Hex is case-insensitive.
-        Scheme::HmacHex(_) | Scheme::HmacHexPrefixed(_) | Scheme::Md5BodySecret(_) => {
-            (given.to_ascii_lowercase(), expected)
-        }
-        _ => (given.to_string(), expected),
-    };
-    a.as_bytes().ct_eq(b.as_bytes()).into()
+    signature::verify(scheme, secret, d.headers, d.token, d.body)
+}
+
+/// A platform's mapped order as our order input. Shop orders are collected through IPAY: that
+/// is why the merchant connected the shop.
+fn order_input(o: ShopOrder) -> OrderInput {
+    let a = o.customer.address;
+    OrderInput {
+        external_id: o.external_id,
+        customer: Customer {
+            name: o.customer.name,
+            email: o.customer.email,
+            phone: o.customer.phone,
+            address: Address {
+                line1: a.line1,
+                line2: a.line2,
+                city: a.city,
+                postal_code: a.postal_code,
+                region: a.region,
+                country: a.country,
+            },
+        },
+        items: o
+            .items
+            .into_iter()
+            .map(|i| OrderItem {
+                sku: i.sku,
+                name: i.name,
+                qty: i.qty,
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        amount: o.amount,
+        carrier_code: o.carrier_code,
+        ipay_flag: Some(true),
+    }
 }
 
 impl LastMile {
@@ -234,7 +213,7 @@ impl LastMile {
         let default_currency = match req.default_currency.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(c) => Some(
-                crate::money::Currency::parse(&c.to_ascii_uppercase())
+                ipay_engine::money::Currency::parse(&c.to_ascii_uppercase())
                     .map_err(|e| EngineError::money("default_currency", e))?
                     .code()
                     .to_string(),
@@ -252,7 +231,7 @@ impl LastMile {
             default_currency,
             connected_at: self.engine.clock().now(),
         };
-        let mut b = crate::store::WriteBatch::new();
+        let mut b = ipay_engine::store::WriteBatch::new();
         b.push(WriteOp::PutRecord {
             kind: CONN,
             key: format!("{merchant}:{}", provider.as_str()),
@@ -319,7 +298,7 @@ impl LastMile {
             shop_domain: conn.and_then(|c| c.shop_domain.clone()),
             default_carrier: conn.and_then(|c| c.default_carrier.clone()),
             webhook_url: url,
-            signature: p.scheme().describe(),
+            signature: p.signature(),
             topics: p.topics(),
             connected_at: conn.map(|c| c.connected_at),
             last_webhook_at: last,
@@ -347,7 +326,7 @@ impl LastMile {
             tracing::info!(provider = provider.as_str(), merchant = %merchant, "shop webhook with a missing or wrong signature refused");
             return Err(unauthorized(&format!(
                 "missing or wrong signature ({})",
-                scheme.describe()
+                provider.signature()
             )));
         }
         let delivery = provider
@@ -384,7 +363,6 @@ impl LastMile {
         d: &Delivery<'_>,
     ) -> EngineResult<WebhookOutcome> {
         let now = self.engine.clock().now();
-        let last_key = format!("{merchant}:{}", provider.as_str());
         if let Some(key) = &delivery_key
             && let Some(order) = self.engine.ledger().get_record(DELIVERY, key).await?
         {
@@ -404,46 +382,14 @@ impl LastMile {
                 format!("the body is not JSON: {e}"),
             )
         })?;
-        let ctx = providers::Defaults {
-            carrier: conn.default_carrier.as_deref(),
-            currency: conn.default_currency.as_deref().unwrap_or("EUR"),
+        let valid = match mapped_order(provider, conn, topic, &json)? {
+            Ok(valid) => valid,
+            Err(ignored) => return Ok(ignored),
         };
-        let input = match providers::map_order(provider, topic, &json, &ctx)? {
-            providers::Mapped::Order(input) => input,
-            providers::Mapped::Ignored(reason) => {
-                return Ok(WebhookOutcome {
-                    result: "ignored",
-                    order_id: None,
-                    reason: Some(reason),
-                    changed: vec![],
-                });
-            }
-        };
-        let valid = validate(*input).map_err(|e| {
-            EngineError::invalid(
-                "webhook_payload_invalid",
-                e.field.clone(),
-                format!("the order cannot be accepted: `{}` {}", e.field, e.reason),
-            )
-        })?;
-        // The delivery record names the order, so a redelivery can answer with it.
-        let extra = |order: Option<OrderId>| {
-            let mut ops = vec![WriteOp::PutRecord {
-                kind: LAST,
-                key: last_key.clone(),
-                value: now.ms().to_string().into_bytes(),
-            }];
-            if let Some(key) = &delivery_key {
-                ops.push(WriteOp::PutRecord {
-                    kind: DELIVERY,
-                    key: key.clone(),
-                    value: order
-                        .map(|o| o.to_string())
-                        .unwrap_or_default()
-                        .into_bytes(),
-                });
-            }
-            ops
+        let written = Written {
+            last_key: format!("{merchant}:{}", provider.as_str()),
+            at: now,
+            delivery_key,
         };
         // An update of an order the shop sent before changes it (under the external id's
         // reservation); an update of an unknown order creates it.
@@ -464,7 +410,7 @@ impl LastMile {
                             id,
                             valid,
                             info.cancelled,
-                            extra(Some(id)),
+                            written.ops(Some(id)),
                         )
                         .await;
                     keys.release(self).await;
@@ -477,6 +423,18 @@ impl LastMile {
                 }
             }
         }
+        self.shop_insert(provider, merchant, valid, &written).await
+    }
+
+    /// Stores a delivery's order as a new order (or finds the one with its external id).
+    async fn shop_insert(
+        &self,
+        provider: Provider,
+        merchant: MerchantId,
+        valid: ValidOrder,
+        written: &Written,
+    ) -> EngineResult<WebhookOutcome> {
+        let extra = |order: Option<OrderId>| written.ops(order);
         let out = self
             .insert_orders(
                 merchant,
@@ -544,6 +502,69 @@ impl LastMile {
     }
 }
 
+/// A verified delivery's order, mapped by its platform's wire format and validated like every
+/// other order; `Err` is the answer to a delivery that creates nothing (its topic, or a
+/// notification without order data).
+fn mapped_order(
+    provider: Provider,
+    conn: &Connection,
+    topic: Option<&str>,
+    json: &serde_json::Value,
+) -> EngineResult<Result<ValidOrder, WebhookOutcome>> {
+    let ctx = providers::Defaults {
+        carrier: conn.default_carrier.as_deref(),
+        currency: conn.default_currency.as_deref().unwrap_or("EUR"),
+    };
+    let input = match providers::map_order(provider, topic, json, &ctx)? {
+        providers::Mapped::Order(input) => input,
+        providers::Mapped::Ignored(reason) => {
+            return Ok(Err(WebhookOutcome {
+                result: "ignored",
+                order_id: None,
+                reason: Some(reason),
+                changed: vec![],
+            }));
+        }
+    };
+    validate(order_input(*input)).map(Ok).map_err(|e| {
+        EngineError::invalid(
+            "webhook_payload_invalid",
+            e.field.clone(),
+            format!("the order cannot be accepted: `{}` {}", e.field, e.reason),
+        )
+    })
+}
+
+/// What an accepted delivery records beside its order: the connection's last delivery time
+/// and, when the platform sends a delivery id, the delivery naming its order (so a
+/// redelivery can answer with it).
+struct Written {
+    last_key: String,
+    at: Timestamp,
+    delivery_key: Option<String>,
+}
+
+impl Written {
+    fn ops(&self, order: Option<OrderId>) -> Vec<WriteOp> {
+        let mut ops = vec![WriteOp::PutRecord {
+            kind: LAST,
+            key: self.last_key.clone(),
+            value: self.at.ms().to_string().into_bytes(),
+        }];
+        if let Some(key) = &self.delivery_key {
+            ops.push(WriteOp::PutRecord {
+                kind: DELIVERY,
+                key: key.clone(),
+                value: order
+                    .map(|o| o.to_string())
+                    .unwrap_or_default()
+                    .into_bytes(),
+            });
+        }
+        ops
+    }
+}
+
 /// The answer to an applied update: what changed, and what was kept and why.
 fn updated_outcome(order: OrderId, r: UpdateResult) -> WebhookOutcome {
     let reason = (!r.kept.is_empty()).then(|| {
@@ -571,16 +592,24 @@ mod tests {
     }
 
     #[test]
-    fn shopify_style_signature_matches_a_known_vector() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let sig = sign(
-            Scheme::HmacHex("x"),
-            "Jefe",
-            b"what do ya want for nothing?",
-        );
-        assert_eq!(
-            sig,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    fn every_sample_maps_to_a_valid_order() {
+        let d = providers::Defaults {
+            carrier: None,
+            currency: "EUR",
+        };
+        for p in Provider::ALL {
+            let (body, headers) = providers::sample(*p, Timestamp(1_700_000_000_000));
+            let topic = p
+                .topic_header()
+                .and_then(|h| headers.get(h))
+                .and_then(|v| v.to_str().ok());
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let Ok(providers::Mapped::Order(input)) = providers::map_order(*p, topic, &v, &d)
+            else {
+                panic!("{p:?} sample did not map to an order");
+            };
+            let valid = validate(order_input(*input));
+            assert!(valid.is_ok(), "{p:?}: {valid:?}");
+        }
     }
 }

@@ -11,15 +11,15 @@
 //! Anything that changes an order writes [`order_write_ops`] so record and index stay equal.
 //! Sessions, parcel states and payments are not here (see the session modules).
 
-use super::LastMile;
-use super::daily::{self, day};
-use crate::clock::Timestamp;
-use crate::engine::AmountInput;
-use crate::error::{EngineError, EngineResult};
-use crate::ids::MerchantId;
-use crate::model::Event;
-use crate::money::Money;
-use crate::store::{WriteBatch, WriteOp};
+use crate::LastMile;
+use crate::daily::{self, day};
+use ipay_engine::clock::Timestamp;
+use ipay_engine::engine::AmountInput;
+use ipay_engine::error::{EngineError, EngineResult};
+use ipay_engine::ids::MerchantId;
+use ipay_engine::model::Event;
+use ipay_engine::money::Money;
+use ipay_engine::store::{WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
@@ -34,7 +34,7 @@ const MAX_TEXT: usize = 200;
 const MAX_EXTERNAL_ID: usize = 100;
 const MAX_QTY: u32 = 100_000;
 
-pub use crate::ids::OrderId;
+pub use ipay_engine::ids::OrderId;
 
 /// Where an order is in its life. Payment sessions and parcels move it forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -289,7 +289,7 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
     };
     let amount =
         Money::from_parts(input.amount.value, input.amount.currency.trim()).map_err(|e| {
-            let field = if matches!(e, crate::money::MoneyError::UnknownCurrency(_)) {
+            let field = if matches!(e, ipay_engine::money::MoneyError::UnknownCurrency(_)) {
                 "amount.currency"
             } else {
                 "amount.value"
@@ -311,7 +311,7 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
                 format!("must be between 1 and {MAX_QTY}"),
             ));
         }
-        if it.unit_price < 0 || it.unit_price > crate::money::MAX_MINOR_UNITS {
+        if it.unit_price < 0 || it.unit_price > ipay_engine::money::MAX_MINOR_UNITS {
             return Err(FieldError::new(
                 &f("unit_price"),
                 "must be a non-negative whole number of minor units",
@@ -624,7 +624,7 @@ impl LastMile {
             .await;
         keys.release(self).await;
         let (out, events) = out?;
-        super::stream::publish(self.engine.hot().as_ref(), &events).await;
+        crate::stream::publish(self.engine.hot().as_ref(), &events).await;
         Ok(out)
     }
 
@@ -691,7 +691,7 @@ impl LastMile {
                 order.id.to_string(),
                 &order,
             );
-            batch.push(super::stream::index_op(&event));
+            batch.push(crate::stream::index_op(&event));
             batch.push(WriteOp::PutEvent(event.clone()));
             events.push(event);
             out.push(Inserted::Created(Box::new(order)));

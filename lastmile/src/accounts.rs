@@ -1,20 +1,20 @@
 //! Last-mile accounts: users with a role (merchant, operator, driver), argon2id password
 //! hashes, and the HS256 JWTs they log in with. A merchant user belongs to a last-mile
-//! merchant, which is an engine [`Merchant`](crate::model::Merchant) (so its events reach the
+//! merchant, which is an engine [`Merchant`](ipay_engine::model::Merchant) (so its events reach the
 //! merchant's webhooks) plus the record [`LastMileMerchant`].
 //!
 //! Who may register whom is decided here ([`Registrar`]); the gateway only says who asks.
 //! Stored: `lm_user/{user_id}` (the user), `lm_user_email/{email}` (→ user id),
 //! `lm_merchant/{merchant_id}` (the merchant), `lm_config/jwt_secret` (only when generated).
 
-use super::LastMile;
-use crate::Engine;
-use crate::clock::Timestamp;
-use crate::error::{EngineError, EngineResult};
-use crate::ids::MerchantId;
-use crate::store::{WriteBatch, WriteOp};
+use crate::LastMile;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use ipay_engine::Engine;
+use ipay_engine::clock::Timestamp;
+use ipay_engine::error::{EngineError, EngineResult};
+use ipay_engine::ids::MerchantId;
+use ipay_engine::store::{WriteBatch, WriteOp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -71,7 +71,7 @@ impl FromStr for Role {
     }
 }
 
-pub use crate::ids::UserId;
+pub use ipay_engine::ids::UserId;
 
 /// A stored user. The password hash never leaves the engine: use [`User::view`].
 #[derive(Clone, Serialize, Deserialize)]
@@ -400,7 +400,7 @@ impl LastMile {
                 (_, Some(m)) => Some(m),
                 (Role::Merchant, None) => {
                     let company = req.company_name.as_deref().unwrap_or(&name).trim();
-                    let creds = crate::engine::create_merchant(
+                    let creds = ipay_engine::engine::create_merchant(
                         ledger.as_ref(),
                         self.engine.clock().as_ref(),
                         company,

@@ -10,16 +10,17 @@
 //! external id exists (or repeats within the file) are skipped and reported. Rows are numbered
 //! as a spreadsheet or editor shows them: the header is row 1 (CSV: the line a record ends on).
 
-use super::LastMile;
-use super::orders::{
+use crate::LastMile;
+use crate::orders::{
     Address, Customer, FieldError, Inserted, OrderInput, OrderItem, ValidOrder, validate,
 };
-use crate::engine::AmountInput;
-use crate::error::{EngineError, EngineResult};
-use crate::ids::MerchantId;
-use crate::money::Currency;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use ipay_adapters::shops::parse_major;
+use ipay_engine::engine::AmountInput;
+use ipay_engine::error::{EngineError, EngineResult};
+use ipay_engine::ids::MerchantId;
+use ipay_engine::money::Currency;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -552,47 +553,6 @@ impl Mapper {
     }
 }
 
-/// Parses a decimal amount in major units (`12.50`, `12,5`, `1250`) into minor units of a
-/// currency with `exp` decimals. No thousands separators, no signs, no exponents.
-pub(crate) fn parse_major(s: &str, exp: u8) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "`{}` is not an amount like 12.50",
-            s.chars().take(40).collect::<String>()
-        )
-    };
-    let s = s.trim();
-    let (int, frac) = match s.find(['.', ',']) {
-        Some(i) => (&s[..i], &s[i + 1..]),
-        None => (s, ""),
-    };
-    if int.is_empty() && frac.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || int.len() > 15
-    {
-        return Err(bad());
-    }
-    if frac.len() > exp as usize {
-        return Err(format!("has more than {exp} decimals for this currency"));
-    }
-    let mut v: i64 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    for _ in 0..exp {
-        v = v.checked_mul(10).ok_or_else(bad)?;
-    }
-    if !frac.is_empty() {
-        let f: i64 = frac.parse().map_err(|_| bad())?;
-        v = v
-            .checked_add(f * 10i64.pow(u32::from(exp) - frac.len() as u32))
-            .ok_or_else(bad)?;
-    }
-    Ok(v)
-}
-
 /// What the parser thread sends to the writer.
 enum Msg {
     /// The header was read.
@@ -1056,20 +1016,6 @@ impl LastMile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn major_amounts_parse_with_the_currency_exponent() {
-        assert_eq!(parse_major("12.50", 2), Ok(1250));
-        assert_eq!(parse_major("12,5", 2), Ok(1250));
-        assert_eq!(parse_major("12", 2), Ok(1200));
-        assert_eq!(parse_major("500", 0), Ok(500));
-        assert_eq!(parse_major("1.250", 3), Ok(1250));
-        assert!(parse_major("1.234", 2).is_err());
-        assert!(parse_major("1,234.50", 2).is_err());
-        assert!(parse_major("-3", 2).is_err());
-        assert!(parse_major("abc", 2).is_err());
-        assert!(parse_major(".", 2).is_err());
-    }
 
     #[test]
     fn headers_map_through_synonyms() {

@@ -17,7 +17,7 @@
 //! - Checking compares the 4 digits with [`subtle::ConstantTimeEq`], so the time taken does
 //!   not reveal how many leading digits of a guess were right.
 
-use super::reference::{IpayReference, LEN as REF_LEN};
+use crate::reference::{IpayReference, LEN as REF_LEN};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -132,7 +132,7 @@ mod tests {
         for _ in 0..200 {
             let secret = OtpKey::generate_secret();
             let r = IpayReference::generate();
-            let pid = crate::ids::PaymentIntentId::new_at(1_700_000_000_000).to_string();
+            let pid = ipay_engine::ids::PaymentIntentId::new_at(1_700_000_000_000).to_string();
             let key = OtpKey::new(&secret);
             assert_eq!(
                 key.derive(&r, &pid).expose(),
