@@ -341,39 +341,7 @@ impl LastMile {
         by: Registrar,
     ) -> EngineResult<TokenResponse> {
         let role: Role = req.role.as_deref().unwrap_or("merchant").parse()?;
-        if role != Role::Merchant && by != Registrar::Operator {
-            return Err(EngineError::Forbidden {
-                code: "operator_required",
-                message: format!(
-                    "registering a {} needs an operator token (or the admin token)",
-                    role.as_str()
-                ),
-            });
-        }
-        if req.merchant_id.is_some() && by != Registrar::Operator {
-            return Err(EngineError::Forbidden {
-                code: "operator_required",
-                message: "only an operator may attach a user to an existing merchant".into(),
-            });
-        }
-        let email = normalize_email(&req.email)?;
-        let name = req.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "name",
-                "name must be 1 to 200 characters",
-            ));
-        }
-        let plen = req.password.chars().count();
-        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&plen) {
-            return Err(EngineError::invalid(
-                "password_too_weak",
-                "password",
-                format!("password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
-            ));
-        }
-        let ledger = self.engine.ledger();
+        let (email, name) = check_registration(&req, role, by)?;
         let existing_merchant = match req.merchant_id.as_deref() {
             Some(m) => {
                 let id = MerchantId::parse(m).map_err(|_| EngineError::not_found("merchant", m))?;
@@ -381,73 +349,95 @@ impl LastMile {
             }
             None => None,
         };
+        let company = req
+            .company_name
+            .as_deref()
+            .unwrap_or(&name)
+            .trim()
+            .to_string();
         let hash = hash_password(req.password).await?;
         // The email is reserved (on every node) from the check until the commit, so two
         // requests cannot both pass it.
         let keys = self
             .reserve_unique(vec![format!("lm:uniq:email:{email}")])
             .await?;
-        let out: EngineResult<(User, Option<LastMileMerchant>)> = async {
-            if ledger.get_record(USER_EMAIL, &email).await?.is_some() {
-                return Err(EngineError::Conflict {
-                    code: "email_taken",
-                    message: "an account with this email exists; log in instead".into(),
-                });
-            }
-            let now = self.engine.clock().now();
-            let mut batch = WriteBatch::new();
-            let merchant = match (role, existing_merchant) {
-                (_, Some(m)) => Some(m),
-                (Role::Merchant, None) => {
-                    let company = req.company_name.as_deref().unwrap_or(&name).trim();
-                    let creds = ipay_engine::engine::create_merchant(
-                        ledger.as_ref(),
-                        self.engine.clock().as_ref(),
-                        company,
-                    )
-                    .await?;
-                    let m = LastMileMerchant {
-                        id: creds.merchant_id,
-                        name: creds.name,
-                        created: now,
-                    };
-                    batch.push(WriteOp::PutRecord {
-                        kind: MERCHANT,
-                        key: m.id.to_string(),
-                        value: serde_json::to_vec(&m).map_err(internal)?,
-                    });
-                    Some(m)
-                }
-                _ => None,
-            };
-            let user = User {
-                id: UserId::new_at(now.ms()),
-                email: email.clone(),
-                name,
-                role,
-                merchant_id: merchant.as_ref().map(|m| m.id),
-                password_hash: hash,
-                created: now,
-            };
-            batch.push(WriteOp::PutRecord {
-                kind: USER,
-                key: user.id.to_string(),
-                value: serde_json::to_vec(&user).map_err(internal)?,
-            });
-            batch.push(WriteOp::PutRecord {
-                kind: USER_EMAIL,
-                key: email,
-                value: user.id.to_string().into_bytes(),
-            });
-            ledger.submit(batch).await?;
-            Ok((user, merchant))
-        }
-        .await;
+        let new_user = NewUser {
+            email,
+            name,
+            role,
+            password_hash: hash,
+        };
+        let out = self
+            .register_reserved(new_user, existing_merchant, &company)
+            .await;
         keys.release(self).await;
         let (user, merchant) = out?;
         let mut view = user.view();
         view.merchant_name = merchant.map(|m| m.name);
         self.issue(&user, view)
+    }
+
+    /// Stores a new user (and, for a merchant user without one, a new engine merchant) while
+    /// its email is reserved; 409 when the email is taken.
+    async fn register_reserved(
+        &self,
+        u: NewUser,
+        existing_merchant: Option<LastMileMerchant>,
+        company: &str,
+    ) -> EngineResult<(User, Option<LastMileMerchant>)> {
+        let ledger = self.engine.ledger();
+        if ledger.get_record(USER_EMAIL, &u.email).await?.is_some() {
+            return Err(EngineError::Conflict {
+                code: "email_taken",
+                message: "an account with this email exists; log in instead".into(),
+            });
+        }
+        let now = self.engine.clock().now();
+        let mut batch = WriteBatch::new();
+        let merchant = match (u.role, existing_merchant) {
+            (_, Some(m)) => Some(m),
+            (Role::Merchant, None) => {
+                let creds = ipay_engine::engine::create_merchant(
+                    ledger.as_ref(),
+                    self.engine.clock().as_ref(),
+                    company,
+                )
+                .await?;
+                let m = LastMileMerchant {
+                    id: creds.merchant_id,
+                    name: creds.name,
+                    created: now,
+                };
+                batch.push(WriteOp::PutRecord {
+                    kind: MERCHANT,
+                    key: m.id.to_string(),
+                    value: serde_json::to_vec(&m).map_err(internal)?,
+                });
+                Some(m)
+            }
+            _ => None,
+        };
+        let user = User {
+            id: UserId::new_at(now.ms()),
+            email: u.email.clone(),
+            name: u.name,
+            role: u.role,
+            merchant_id: merchant.as_ref().map(|m| m.id),
+            password_hash: u.password_hash,
+            created: now,
+        };
+        batch.push(WriteOp::PutRecord {
+            kind: USER,
+            key: user.id.to_string(),
+            value: serde_json::to_vec(&user).map_err(internal)?,
+        });
+        batch.push(WriteOp::PutRecord {
+            kind: USER_EMAIL,
+            key: u.email,
+            value: user.id.to_string().into_bytes(),
+        });
+        ledger.submit(batch).await?;
+        Ok((user, merchant))
     }
 
     /// Checks an email and password and returns a fresh token.
@@ -555,4 +545,53 @@ impl LastMile {
             user: view,
         })
     }
+}
+
+/// A registration's checked fields, ready to store.
+struct NewUser {
+    email: String,
+    name: String,
+    role: Role,
+    password_hash: String,
+}
+
+/// Checks who may register whom and the fields' shapes; the normalised email and the name.
+fn check_registration(
+    req: &RegisterRequest,
+    role: Role,
+    by: Registrar,
+) -> EngineResult<(String, String)> {
+    if role != Role::Merchant && by != Registrar::Operator {
+        return Err(EngineError::Forbidden {
+            code: "operator_required",
+            message: format!(
+                "registering a {} needs an operator token (or the admin token)",
+                role.as_str()
+            ),
+        });
+    }
+    if req.merchant_id.is_some() && by != Registrar::Operator {
+        return Err(EngineError::Forbidden {
+            code: "operator_required",
+            message: "only an operator may attach a user to an existing merchant".into(),
+        });
+    }
+    let email = normalize_email(&req.email)?;
+    let name = req.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    let plen = req.password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&plen) {
+        return Err(EngineError::invalid(
+            "password_too_weak",
+            "password",
+            format!("password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
+        ));
+    }
+    Ok((email, name))
 }

@@ -226,67 +226,12 @@ fn optional(field: &str, v: Option<&str>) -> Result<Option<String>, FieldError> 
 /// Validates an order and puts it in canonical form (trimmed text, upper-case country and
 /// carrier, lower-case email).
 pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
-    let external_id = match input.external_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(e) if e.chars().count() > MAX_EXTERNAL_ID || e.chars().any(char::is_control) => {
-            return Err(FieldError::new(
-                "external_id",
-                format!("must be at most {MAX_EXTERNAL_ID} printable characters"),
-            ));
-        }
-        Some(e) => Some(e.to_string()),
-    };
+    let external_id = valid_external_id(input.external_id.as_deref())?;
     let c = &input.customer;
     let name = required("customer.name", &c.name)?;
-    let email = match optional("customer.email", c.email.as_deref())? {
-        None => None,
-        Some(e) => {
-            let e = e.to_lowercase();
-            let ok = e.split_once('@').is_some_and(|(l, d)| {
-                !l.is_empty() && d.contains('.') && !d.contains('@') && !d.ends_with('.')
-            }) && !e.contains(char::is_whitespace);
-            if !ok {
-                return Err(FieldError::new(
-                    "customer.email",
-                    "must be an address like name@example.com",
-                ));
-            }
-            Some(e)
-        }
-    };
-    let phone = match optional("customer.phone", c.phone.as_deref())? {
-        None => None,
-        Some(p) => {
-            let digits = p.chars().filter(char::is_ascii_digit).count();
-            let ok = p
-                .chars()
-                .all(|ch| ch.is_ascii_digit() || " +-().".contains(ch))
-                && (6..=20).contains(&digits);
-            if !ok {
-                return Err(FieldError::new(
-                    "customer.phone",
-                    "must be a phone number of 6 to 20 digits (+, spaces, dashes and brackets allowed)",
-                ));
-            }
-            Some(p)
-        }
-    };
-    let a = &c.address;
-    let country = a.country.trim().to_ascii_uppercase();
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(FieldError::new(
-            "customer.address.country",
-            "must be an ISO 3166-1 alpha-2 country code such as NL or DE",
-        ));
-    }
-    let address = Address {
-        line1: required("customer.address.line1", &a.line1)?,
-        line2: optional("customer.address.line2", a.line2.as_deref())?,
-        city: required("customer.address.city", &a.city)?,
-        postal_code: required("customer.address.postal_code", &a.postal_code)?,
-        region: optional("customer.address.region", a.region.as_deref())?,
-        country,
-    };
+    let email = valid_email(c.email.as_deref())?;
+    let phone = valid_phone(c.phone.as_deref())?;
+    let address = valid_address(&c.address)?;
     let amount =
         Money::from_parts(input.amount.value, input.amount.currency.trim()).map_err(|e| {
             let field = if matches!(e, ipay_engine::money::MoneyError::UnknownCurrency(_)) {
@@ -296,14 +241,98 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
             };
             FieldError::new(field, e.to_string())
         })?;
-    if input.items.len() > MAX_ITEMS {
+    let items = valid_items(&input.items)?;
+    let carrier_code = valid_carrier(&input.carrier_code)?;
+    Ok(ValidOrder {
+        external_id,
+        customer: Customer {
+            name,
+            email,
+            phone,
+            address,
+        },
+        items,
+        amount,
+        carrier_code,
+        ipay_flag: input.ipay_flag.unwrap_or(true),
+    })
+}
+
+fn valid_external_id(e: Option<&str>) -> Result<Option<String>, FieldError> {
+    match e.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(e) if e.chars().count() > MAX_EXTERNAL_ID || e.chars().any(char::is_control) => {
+            Err(FieldError::new(
+                "external_id",
+                format!("must be at most {MAX_EXTERNAL_ID} printable characters"),
+            ))
+        }
+        Some(e) => Ok(Some(e.to_string())),
+    }
+}
+
+fn valid_email(e: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(e) = optional("customer.email", e)? else {
+        return Ok(None);
+    };
+    let e = e.to_lowercase();
+    let ok = e.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.contains('@') && !d.ends_with('.')
+    }) && !e.contains(char::is_whitespace);
+    if !ok {
+        return Err(FieldError::new(
+            "customer.email",
+            "must be an address like name@example.com",
+        ));
+    }
+    Ok(Some(e))
+}
+
+fn valid_phone(p: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(p) = optional("customer.phone", p)? else {
+        return Ok(None);
+    };
+    let digits = p.chars().filter(char::is_ascii_digit).count();
+    let ok = p
+        .chars()
+        .all(|ch| ch.is_ascii_digit() || " +-().".contains(ch))
+        && (6..=20).contains(&digits);
+    if !ok {
+        return Err(FieldError::new(
+            "customer.phone",
+            "must be a phone number of 6 to 20 digits (+, spaces, dashes and brackets allowed)",
+        ));
+    }
+    Ok(Some(p))
+}
+
+fn valid_address(a: &Address) -> Result<Address, FieldError> {
+    let country = a.country.trim().to_ascii_uppercase();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError::new(
+            "customer.address.country",
+            "must be an ISO 3166-1 alpha-2 country code such as NL or DE",
+        ));
+    }
+    Ok(Address {
+        line1: required("customer.address.line1", &a.line1)?,
+        line2: optional("customer.address.line2", a.line2.as_deref())?,
+        city: required("customer.address.city", &a.city)?,
+        postal_code: required("customer.address.postal_code", &a.postal_code)?,
+        region: optional("customer.address.region", a.region.as_deref())?,
+        country,
+    })
+}
+
+fn valid_items(input: &[OrderItem]) -> Result<Vec<OrderItem>, FieldError> {
+    if input.len() > MAX_ITEMS {
         return Err(FieldError::new(
             "items",
             format!("at most {MAX_ITEMS} items per order"),
         ));
     }
-    let mut items = Vec::with_capacity(input.items.len());
-    for (i, it) in input.items.iter().enumerate() {
+    let mut items = Vec::with_capacity(input.len());
+    for (i, it) in input.iter().enumerate() {
         let f = |n: &str| format!("items[{i}].{n}");
         if it.qty == 0 || it.qty > MAX_QTY {
             return Err(FieldError::new(
@@ -324,7 +353,11 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
             unit_price: it.unit_price,
         });
     }
-    let carrier_code = input.carrier_code.trim().to_ascii_uppercase();
+    Ok(items)
+}
+
+fn valid_carrier(c: &str) -> Result<String, FieldError> {
+    let carrier_code = c.trim().to_ascii_uppercase();
     if carrier_code.is_empty()
         || carrier_code.len() > 32
         || !carrier_code
@@ -336,19 +369,7 @@ pub fn validate(input: OrderInput) -> Result<ValidOrder, FieldError> {
             "must be 1 to 32 letters, digits, `_` or `-` (e.g. DHL, POSTNL)",
         ));
     }
-    Ok(ValidOrder {
-        external_id,
-        customer: Customer {
-            name,
-            email,
-            phone,
-            address,
-        },
-        items,
-        amount,
-        carrier_code,
-        ipay_flag: input.ipay_flag.unwrap_or(true),
-    })
+    Ok(carrier_code)
 }
 
 /// The outcome of storing one order.
