@@ -11,7 +11,6 @@ pub mod cql;
 pub mod embedded;
 pub mod memory_hot;
 pub mod redis_hot;
-pub mod wal;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
