@@ -1,80 +1,69 @@
-//! Embedded [`Ledger`]: one redb file plus a write-ahead log in the data directory.
+//! Embedded [`Ledger`]: a log-structured store (fjall) in the data directory, one process.
 //!
-//! Writes travel through two threads:
-//! 1. `ledger-wal` takes every batch queued (up to `max_batch`), appends them to the WAL as one
-//!    frame and makes it durable with a single `fdatasync` ([`super::wal`]);
-//! 2. `ledger-apply` applies that group to redb in one transaction without syncing, then
-//!    answers every submitter. Readers (redb MVCC) see the writes before anyone hears "ok".
+//! Writes: the submitting task encodes its batch into keyspace puts and deletes; the single
+//! `ledger-writer` thread takes every batch queued (up to `max_batch`), folds them into one
+//! atomic cross-keyspace write batch, appends it to the store's journal and makes it durable
+//! with one `fdatasync`, then publishes it to readers and answers every submitter. The synced
+//! journal frame is the commit point: a crash at any moment loses nothing acknowledged, and
+//! opening the directory again replays the journal. The queryable part (memtables, flushed
+//! and compacted into sorted tables) absorbs the writes in the store's own background
+//! threads; nothing stops writers to make it durable, so there are no checkpoint pauses.
 //!
-//! The two stages overlap: while one group is applied, the next is being synced. Every
-//! `checkpoint_interval` a durable redb commit makes all applied groups durable in the B-trees
-//! and the WAL segments they came from are deleted. Opening the ledger replays whatever WAL
-//! is left, so a crash at any point loses nothing that was acknowledged.
+//! Reads open a snapshot at the last published group, so they see every acknowledged write at
+//! once and never half of a batch or anything not yet durable.
 //!
-//! An I/O error on either stage stops the ledger for good (every later write fails with
-//! `store_unavailable`): after a failed fsync the state of the file is unknown, and guessing
-//! would risk losing or reviving writes. A restart replays the WAL and carries on.
+//! Storage layout: one keyspace per table with the key encodings of the earlier B-tree
+//! backend. Secondary indexes hold keys (plus a few filter bytes), never a copy of a record.
+//! An intent or idempotency record whose JSON equals the data of an event written in the same
+//! batch points at that event instead of copying it ([`codec`]). Idempotency records live in
+//! one keyspace per UTC day of their creation, so expiring them drops whole keyspaces instead
+//! of deleting record by record.
 //!
-//! Records are encoded by the submitting task, so the single-threaded stages only copy bytes.
-//! Secondary indexes are written in the same group as the records they index.
+//! An I/O error while committing stops the ledger for good (every later write fails with
+//! `store_unavailable`): after a failed fsync the state of the journal is unknown, and
+//! guessing would risk losing or reviving writes. A restart recovers from the journal.
+//!
+//! Not here: the outbox, webhooks and other features keep their data in the generic records
+//! and sorted entries through ordinary batches.
 
-use super::wal;
+mod codec;
+
 use super::*;
-use crate::model::IntentStatus;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use crate::model::{IntentStatus, ServiceStatus};
+use codec::Json;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tokio::sync::{broadcast, mpsc};
 
-type Bytes<'a> = &'a [u8];
-type Table = TableDefinition<'static, Bytes<'static>, Bytes<'static>>;
+const DAY_MS: i64 = 86_400_000;
+/// Prefix of the per-day idempotency keyspaces (`idempotency_<days since 1970>`).
+const IDEM_PREFIX: &str = "idempotency_";
 
-const MERCHANTS: Table = TableDefinition::new("merchants");
-const API_KEYS: Table = TableDefinition::new("api_keys");
-const API_KEY_HASH: Table = TableDefinition::new("api_key_hash");
-const KEYS_BY_MERCHANT: Table = TableDefinition::new("keys_by_merchant");
-const SERVICES: Table = TableDefinition::new("services");
-const SERVICES_BY_MERCHANT: Table = TableDefinition::new("services_by_merchant");
-const SERVICE_NAMES: Table = TableDefinition::new("service_names");
-const INTENTS: Table = TableDefinition::new("intents");
-const INTENTS_BY_MERCHANT: Table = TableDefinition::new("intents_by_merchant");
-const PENDING_EXPIRY: Table = TableDefinition::new("pending_expiry");
-const REFUNDS: Table = TableDefinition::new("refunds");
-const REFUNDS_BY_INTENT: Table = TableDefinition::new("refunds_by_intent");
-const REFUNDS_BY_MERCHANT: Table = TableDefinition::new("refunds_by_merchant");
-const EVENTS: Table = TableDefinition::new("events");
-const EVENTS_BY_MERCHANT: Table = TableDefinition::new("events_by_merchant");
-const EVENTS_BY_OBJECT: Table = TableDefinition::new("events_by_object");
-const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
-const IDEMPOTENCY_BY_TIME: Table = TableDefinition::new("idempotency_by_time");
-/// Generic records: `kind \0 key` → value.
-const RECORDS: Table = TableDefinition::new("records");
-/// Generic sorted indexes: `index \0 partition \0 sort` → value.
-const ENTRIES: Table = TableDefinition::new("entries");
-
-const ALL_TABLES: [Table; 20] = [
-    MERCHANTS,
-    API_KEYS,
-    API_KEY_HASH,
-    KEYS_BY_MERCHANT,
-    SERVICES,
-    SERVICES_BY_MERCHANT,
-    SERVICE_NAMES,
-    INTENTS,
-    INTENTS_BY_MERCHANT,
-    PENDING_EXPIRY,
-    REFUNDS,
-    REFUNDS_BY_INTENT,
-    REFUNDS_BY_MERCHANT,
-    EVENTS,
-    EVENTS_BY_MERCHANT,
-    EVENTS_BY_OBJECT,
-    IDEMPOTENCY,
-    IDEMPOTENCY_BY_TIME,
-    RECORDS,
-    ENTRIES,
+/// The fixed keyspaces, indexed by the `T_*` constants.
+const TABLES: [&str; 18] = [
+    "merchants",
+    "api_keys",
+    "api_key_hash",
+    "keys_by_merchant",
+    "services",
+    "services_by_merchant",
+    "service_names",
+    "intents",
+    "intents_by_merchant",
+    "pending_expiry",
+    "refunds",
+    "refunds_by_intent",
+    "refunds_by_merchant",
+    "events",
+    "events_by_merchant",
+    "events_by_object",
+    // Generic records: `kind \0 key` → value.
+    "records",
+    // Generic sorted indexes: `index \0 partition \0 sort` → value.
+    "entries",
 ];
 
 const T_MERCHANTS: usize = 0;
@@ -93,10 +82,8 @@ const T_REFUNDS_BY_MERCHANT: usize = 12;
 const T_EVENTS: usize = 13;
 const T_EVENTS_BY_MERCHANT: usize = 14;
 const T_EVENTS_BY_OBJECT: usize = 15;
-const T_IDEMPOTENCY: usize = 16;
-const T_IDEMPOTENCY_BY_TIME: usize = 17;
-const T_RECORDS: usize = 18;
-const T_ENTRIES: usize = 19;
+const T_RECORDS: usize = 16;
+const T_ENTRIES: usize = 17;
 
 fn record_key(kind: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(kind.len() + 1 + key.len());
@@ -141,139 +128,9 @@ fn check_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Encodes one op into writer-ready puts and deletes; runs on the submitting task.
-fn encode(op: WriteOp, out: &mut Vec<Enc>, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    let put = |t: usize, key: &[u8], value: Vec<u8>| Enc::Put {
-        t,
-        key: key.to_vec(),
-        value,
-    };
-    match op {
-        WriteOp::PutMerchant(m) => out.push(put(T_MERCHANTS, &m.id.to_bytes(), json(&m)?)),
-        WriteOp::PutApiKey { key, secret_hash } => {
-            let id = key.id.to_bytes();
-            out.push(put(T_API_KEYS, &id, json(&key)?));
-            if let Some(h) = secret_hash {
-                out.push(put(T_API_KEY_HASH, &h, id.to_vec()));
-            }
-            out.push(put(
-                T_KEYS_BY_MERCHANT,
-                &mkey_obj(key.merchant_id, key.livemode, id),
-                vec![],
-            ));
-        }
-        WriteOp::PutService(svc) => {
-            let json = json(&svc)?;
-            out.push(Enc::Service {
-                svc: Box::new(svc),
-                json,
-            });
-        }
-        WriteOp::PutIntent(pi) => {
-            let id = pi.id.to_bytes();
-            out.push(put(T_INTENTS, &id, json(&pi)?));
-            let mut summary = Vec::with_capacity(1 + pi.channel.len());
-            summary.push(pi.status.to_u8());
-            summary.extend_from_slice(pi.channel.as_bytes());
-            out.push(put(
-                T_INTENTS_BY_MERCHANT,
-                &mkey_obj(pi.merchant_id, pi.livemode, id),
-                summary,
-            ));
-            let ek = expiry_key(pi.expires_at, pi.id).to_vec();
-            if pi.status == IntentStatus::Pending {
-                out.push(Enc::Put {
-                    t: T_PENDING_EXPIRY,
-                    key: ek,
-                    value: vec![],
-                });
-            } else {
-                out.push(Enc::Del {
-                    t: T_PENDING_EXPIRY,
-                    key: ek,
-                });
-            }
-        }
-        WriteOp::PutRefund(r) => {
-            let id = r.id.to_bytes();
-            out.push(put(T_REFUNDS, &id, json(&r)?));
-            let mut k = [0u8; 32];
-            k[..16].copy_from_slice(&r.payment_intent.to_bytes());
-            k[16..].copy_from_slice(&id);
-            out.push(put(T_REFUNDS_BY_INTENT, &k, vec![]));
-            out.push(put(
-                T_REFUNDS_BY_MERCHANT,
-                &mkey_obj(r.merchant_id, r.livemode, id),
-                vec![],
-            ));
-        }
-        WriteOp::PutEvent(e) => {
-            let id = e.id.to_bytes();
-            out.push(put(T_EVENTS, &id, json(&e)?));
-            out.push(put(
-                T_EVENTS_BY_MERCHANT,
-                &mkey_obj(e.merchant_id, e.livemode, id),
-                e.event_type.as_bytes().to_vec(),
-            ));
-            out.push(Enc::Put {
-                t: T_EVENTS_BY_OBJECT,
-                key: object_key(&e.object_id, Some(e.id)),
-                value: vec![],
-            });
-            events.push(e);
-        }
-        WriteOp::PutIdempotency { scope, record } => {
-            let mut tk = (record.created.ms().max(0) as u64).to_be_bytes().to_vec();
-            tk.extend_from_slice(scope.as_bytes());
-            out.push(Enc::Put {
-                t: T_IDEMPOTENCY,
-                key: scope.into_bytes(),
-                value: json(&record)?,
-            });
-            out.push(Enc::Put {
-                t: T_IDEMPOTENCY_BY_TIME,
-                key: tk,
-                value: vec![],
-            });
-        }
-        WriteOp::PurgeIdempotencyBefore(t) => out.push(Enc::PurgeIdempotencyBefore(t)),
-        WriteOp::PutRecord { kind, key, value } => {
-            check_names(&[kind])?;
-            check_key(&key)?;
-            out.push(put(T_RECORDS, &record_key(kind, &key), value));
-        }
-        WriteOp::DeleteRecord { kind, key } => {
-            check_names(&[kind])?;
-            check_key(&key)?;
-            out.push(Enc::Del {
-                t: T_RECORDS,
-                key: record_key(kind, &key),
-            });
-        }
-        WriteOp::PutEntry {
-            index,
-            partition,
-            sort,
-            value,
-        } => {
-            check_names(&[index, &partition])?;
-            check_key(&sort)?;
-            out.push(put(T_ENTRIES, &entry_key(index, &partition, &sort), value));
-        }
-        WriteOp::DeleteEntry {
-            index,
-            partition,
-            sort,
-        } => {
-            check_names(&[index, &partition])?;
-            check_key(&sort)?;
-            out.push(Enc::Del {
-                t: T_ENTRIES,
-                key: entry_key(index, &partition, &sort),
-            });
-        }
-    }
-    Ok(())
+/// The UTC day (days since 1970) an idempotency record created at `ms` is filed under.
+fn idem_day(ms: i64) -> i64 {
+    ms.max(0) / DAY_MS
 }
 
 /// Tuning for the embedded ledger.
@@ -281,16 +138,19 @@ fn encode(op: WriteOp, out: &mut Vec<Enc>, events: &mut Vec<Event>) -> Result<()
 pub struct EmbeddedOptions {
     /// Batches waiting for the writer before `submit` refuses (back-pressure → 503).
     pub queue_capacity: usize,
-    /// Most batches folded into one transaction.
+    /// Most batches folded into one durable group commit.
     pub max_batch: usize,
-    /// redb page cache, bytes.
+    /// Block cache of the store, bytes.
     pub cache_bytes: usize,
-    /// How often applied writes are made durable in redb and the WAL behind them deleted.
+    /// No effect since the ledger moved to a log-structured store: writes become durable in
+    /// the journal and the store flushes in the background, so there is nothing to
+    /// checkpoint. Kept so existing configurations still load.
     pub checkpoint_interval: std::time::Duration,
-    /// WAL segment size before rotating to a new file.
+    /// Half the journal size, bytes, beyond which the store flushes its oldest memtables so
+    /// the journal behind them can go (the journal is bounded at twice this, at least
+    /// 64 MiB). Bounds both memory and the replay work after a crash.
     pub wal_segment_bytes: u64,
-    /// Also checkpoint once this many WAL bytes were applied since the last checkpoint: small,
-    /// frequent checkpoints keep the pause each one causes short.
+    /// No effect (see `checkpoint_interval`); kept so existing configurations still load.
     pub checkpoint_bytes: u64,
 }
 
@@ -307,17 +167,20 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// A write already encoded by the submitting task, so the single writer thread only copies
-/// bytes into the B-trees. `t` indexes [`ALL_TABLES`].
+/// Where a write goes: a fixed keyspace or the idempotency keyspace of one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    Table(usize),
+    Idempotency(i64),
+}
+
+/// A write already encoded by the submitting task, so the writer thread only moves bytes.
 enum Enc {
-    Put {
-        t: usize,
+    /// Put (`Some`) or delete (`None`).
+    Write {
+        target: Target,
         key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Del {
-        t: usize,
-        key: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
     /// Needs the stored version (to move its name index), so it is resolved in the writer.
     Service {
@@ -327,120 +190,226 @@ enum Enc {
     PurgeIdempotencyBefore(Timestamp),
 }
 
-impl Enc {
-    /// Appends the WAL form of this op.
-    fn write_to(&self, out: &mut Vec<u8>) {
-        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
-        }
-        match self {
-            Enc::Put { t, key, value } => {
-                out.push(0);
-                out.push(*t as u8);
-                bytes(out, key);
-                bytes(out, value);
-            }
-            Enc::Del { t, key } => {
-                out.push(1);
-                out.push(*t as u8);
-                bytes(out, key);
-            }
-            Enc::Service { json, .. } => {
-                out.push(2);
-                bytes(out, json);
-            }
-            Enc::PurgeIdempotencyBefore(t) => {
-                out.push(3);
-                out.extend_from_slice(&t.ms().to_le_bytes());
-            }
-        }
+fn put(t: usize, key: &[u8], value: Vec<u8>) -> Enc {
+    Enc::Write {
+        target: Target::Table(t),
+        key: key.to_vec(),
+        value: Some(value),
     }
+}
 
-    /// Parses a WAL payload back into ops.
-    fn read_all(mut b: &[u8]) -> Result<Vec<Enc>, StoreError> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
-            if b.len() < n {
-                return Err(StoreError("truncated WAL op".into()));
+fn del(t: usize, key: Vec<u8>) -> Enc {
+    Enc::Write {
+        target: Target::Table(t),
+        key,
+        value: None,
+    }
+}
+
+/// The events of one batch, so intents and idempotency bodies equal to an event's data can
+/// point at it instead of repeating it.
+struct BatchEvents<'a>(Vec<&'a Event>);
+
+impl BatchEvents<'_> {
+    /// The id of an event of this batch whose data is exactly `json` (and, when given, whose
+    /// object is `object`).
+    fn holding(&self, json: &[u8], object: Option<&str>) -> Option<[u8; 16]> {
+        self.0
+            .iter()
+            .find(|e| e.data.get().as_bytes() == json && object.is_none_or(|o| e.object_id == o))
+            .map(|e| e.id.to_bytes())
+    }
+}
+
+/// Encodes one op; runs on the submitting task.
+fn encode(op: &WriteOp, evs: &BatchEvents<'_>, out: &mut Vec<Enc>) -> Result<(), StoreError> {
+    match op {
+        WriteOp::PutMerchant(m) => out.push(put(T_MERCHANTS, &m.id.to_bytes(), json(m)?)),
+        WriteOp::PutApiKey { key, secret_hash } => {
+            let id = key.id.to_bytes();
+            out.push(put(T_API_KEYS, &id, json(key)?));
+            if let Some(h) = secret_hash {
+                out.push(put(T_API_KEY_HASH, h, id.to_vec()));
             }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Ok(h)
+            out.push(put(
+                T_KEYS_BY_MERCHANT,
+                &mkey_obj(key.merchant_id, key.livemode, id),
+                vec![],
+            ));
         }
-        fn bytes(b: &mut &[u8]) -> Result<Vec<u8>, StoreError> {
-            let n = take(b, 4)?;
-            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            Ok(take(b, n)?.to_vec())
-        }
-        fn table(b: &mut &[u8]) -> Result<usize, StoreError> {
-            let t = take(b, 1)?[0] as usize;
-            if t >= ALL_TABLES.len() {
-                return Err(StoreError(format!("unknown table {t} in WAL")));
+        WriteOp::PutService(svc) => out.push(Enc::Service {
+            svc: Box::new(svc.clone()),
+            json: json(svc)?,
+        }),
+        WriteOp::PutIntent(pi) => {
+            let id = pi.id.to_bytes();
+            let doc = json(pi)?;
+            let holder = evs.holding(&doc, Some(&pi.id.to_string()));
+            out.push(put(T_INTENTS, &id, codec::encode_doc(&doc, holder)));
+            let mut summary = Vec::with_capacity(1 + pi.channel.len());
+            summary.push(pi.status.to_u8());
+            summary.extend_from_slice(pi.channel.as_bytes());
+            out.push(put(
+                T_INTENTS_BY_MERCHANT,
+                &mkey_obj(pi.merchant_id, pi.livemode, id),
+                summary,
+            ));
+            let ek = expiry_key(pi.expires_at, pi.id);
+            if pi.status == IntentStatus::Pending {
+                out.push(put(T_PENDING_EXPIRY, &ek, vec![]));
+            } else {
+                out.push(del(T_PENDING_EXPIRY, ek.to_vec()));
             }
-            Ok(t)
         }
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let tag = take(&mut b, 1)?[0];
-            out.push(match tag {
-                0 => {
-                    let t = table(&mut b)?;
-                    let key = bytes(&mut b)?;
-                    Enc::Put {
-                        t,
-                        key,
-                        value: bytes(&mut b)?,
-                    }
-                }
-                1 => {
-                    let t = table(&mut b)?;
-                    Enc::Del {
-                        t,
-                        key: bytes(&mut b)?,
-                    }
-                }
-                2 => {
-                    let json = bytes(&mut b)?;
-                    Enc::Service {
-                        svc: Box::new(from_json(&json)?),
-                        json,
-                    }
-                }
-                3 => {
-                    let v = take(&mut b, 8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(v);
-                    Enc::PurgeIdempotencyBefore(Timestamp(i64::from_le_bytes(a)))
-                }
-                t => return Err(StoreError(format!("unknown WAL op {t}"))),
+        WriteOp::PutRefund(r) => {
+            let id = r.id.to_bytes();
+            out.push(put(T_REFUNDS, &id, json(r)?));
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(&r.payment_intent.to_bytes());
+            k[16..].copy_from_slice(&id);
+            out.push(put(T_REFUNDS_BY_INTENT, &k, vec![]));
+            out.push(put(
+                T_REFUNDS_BY_MERCHANT,
+                &mkey_obj(r.merchant_id, r.livemode, id),
+                vec![],
+            ));
+        }
+        WriteOp::PutEvent(e) => {
+            let id = e.id.to_bytes();
+            out.push(put(T_EVENTS, &id, codec::encode_event(e)?));
+            out.push(put(
+                T_EVENTS_BY_MERCHANT,
+                &mkey_obj(e.merchant_id, e.livemode, id),
+                e.event_type.as_bytes().to_vec(),
+            ));
+            out.push(put(
+                T_EVENTS_BY_OBJECT,
+                &object_key(&e.object_id, Some(e.id)),
+                vec![],
+            ));
+        }
+        WriteOp::PutIdempotency { scope, record } => {
+            let holder = evs.holding(record.body.as_bytes(), None);
+            out.push(Enc::Write {
+                target: Target::Idempotency(idem_day(record.created.ms())),
+                key: scope.as_bytes().to_vec(),
+                value: Some(codec::encode_idempotency(record, holder)),
             });
         }
-        Ok(out)
+        WriteOp::PurgeIdempotencyBefore(t) => out.push(Enc::PurgeIdempotencyBefore(*t)),
+        WriteOp::PutRecord { kind, key, value } => {
+            check_names(&[kind])?;
+            check_key(key)?;
+            out.push(put(T_RECORDS, &record_key(kind, key), value.clone()));
+        }
+        WriteOp::DeleteRecord { kind, key } => {
+            check_names(&[kind])?;
+            check_key(key)?;
+            out.push(del(T_RECORDS, record_key(kind, key)));
+        }
+        WriteOp::PutEntry {
+            index,
+            partition,
+            sort,
+            value,
+        } => {
+            check_names(&[index, partition])?;
+            check_key(sort)?;
+            out.push(put(
+                T_ENTRIES,
+                &entry_key(index, partition, sort),
+                value.clone(),
+            ));
+        }
+        WriteOp::DeleteEntry {
+            index,
+            partition,
+            sort,
+        } => {
+            check_names(&[index, partition])?;
+            check_key(sort)?;
+            out.push(del(T_ENTRIES, entry_key(index, partition, sort)));
+        }
     }
+    Ok(())
 }
 
 struct Job {
     ops: Vec<Enc>,
-    /// The WAL form of `ops`.
-    wal: Vec<u8>,
     events: Vec<Event>,
     done: Done,
 }
 
-/// A group that is durable in the WAL and waits to be applied to redb.
-struct Group {
-    jobs: Vec<Job>,
-    segment: u64,
+/// The store's handles, shared by readers and the writer thread.
+struct Stores {
+    db: Database,
+    tables: Vec<Keyspace>,
+    /// Idempotency keyspaces by day, created by the writer as records arrive.
+    idempotency: parking_lot::RwLock<BTreeMap<i64, Keyspace>>,
+    /// Records created before this (ms) count as purged even while their day's keyspace is
+    /// still there (it goes once the whole day is older than the cut-off).
+    purged_before: AtomicI64,
+}
+
+impl Stores {
+    fn table(&self, t: usize) -> &Keyspace {
+        &self.tables[t]
+    }
+
+    /// The idempotency keyspaces, newest day first.
+    fn idempotency_days(&self) -> Vec<Keyspace> {
+        self.idempotency.read().values().rev().cloned().collect()
+    }
+
+    /// The keyspace for `day`, created when missing (writer thread only).
+    fn idempotency_day(&self, day: i64) -> Result<Keyspace, StoreError> {
+        if let Some(ks) = self.idempotency.read().get(&day) {
+            return Ok(ks.clone());
+        }
+        let ks = self
+            .db
+            .keyspace(&format!("{IDEM_PREFIX}{day}"), keyspace_options)
+            .map_err(se)?;
+        self.idempotency.write().insert(day, ks.clone());
+        Ok(ks)
+    }
+
+    /// Drops the keyspaces of days that ended before `cutoff` (writer thread only).
+    fn purge_idempotency(&self, cutoff: Timestamp) {
+        self.purged_before.fetch_max(cutoff.ms(), Ordering::SeqCst);
+        let doomed: Vec<(i64, Keyspace)> = {
+            let mut days = self.idempotency.write();
+            let keep = days.split_off(&idem_day(cutoff.ms()));
+            std::mem::replace(&mut *days, keep).into_iter().collect()
+        };
+        for (day, ks) in doomed {
+            if let Err(e) = self.db.delete_keyspace(ks) {
+                // The records stay unreadable (see `purged_before`); the next purge retries.
+                tracing::warn!(day, error = %e, "could not drop an expired idempotency keyspace");
+            }
+        }
+    }
+}
+
+/// The options of every keyspace: lz4 blocks on every level (the values are JSON and
+/// repetitive keys, so this roughly halves the disk), smaller memtables than the default so
+/// twenty keyspaces do not hold gigabytes in memory.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    use fjall::CompressionType;
+    use fjall::config::CompressionPolicy;
+    KeyspaceCreateOptions::default()
+        .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+        .max_memtable_size(16 << 20)
 }
 
 /// The embedded ledger. Cheap to share behind an `Arc`.
 pub struct EmbeddedLedger {
-    db: Arc<Database>,
+    stores: Arc<Stores>,
     tx: mpsc::Sender<Job>,
     events: broadcast::Sender<Arc<Event>>,
-    /// Set when either writer stage hit an I/O error; all later writes are refused.
-    failed: Arc<std::sync::atomic::AtomicBool>,
-    /// Becomes `true` once the writer threads have finished and let go of the database file.
+    /// Set when the writer hit an I/O error; all later writes are refused.
+    failed: Arc<AtomicBool>,
+    /// Becomes `true` once the writer thread has finished and let go of the data directory.
     closed: tokio::sync::watch::Receiver<bool>,
     /// Run on every batch before it is queued (the webhook outbox).
     hooks: crate::store::hook::CommitHooks,
@@ -504,68 +473,124 @@ fn u128_at(b: &[u8], at: usize) -> u128 {
     u128::from_be_bytes(a)
 }
 
+/// The JSON a stored document stands for, fetched from its event when it is a pointer.
+fn resolve<T: for<'de> Deserialize<'de>>(
+    snap: &Snapshot,
+    s: &Stores,
+    doc: Json<'_>,
+) -> Result<T, StoreError> {
+    match doc {
+        Json::Inline(j) => from_json(j),
+        Json::Event(id) => {
+            // Written in the same atomic batch and never deleted: always there.
+            let ev = snap
+                .get(s.table(T_EVENTS), id)
+                .map_err(se)?
+                .ok_or_else(|| StoreError("a stored record points at a missing event".into()))?;
+            from_json(codec::event_parts(&ev)?.data)
+        }
+    }
+}
+
+fn load_json<T: for<'de> Deserialize<'de>>(
+    snap: &Snapshot,
+    s: &Stores,
+    t: usize,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match snap.get(s.table(t), key).map_err(se)? {
+        Some(v) => Ok(Some(from_json(&v)?)),
+        None => Ok(None),
+    }
+}
+
+fn load_intent(
+    snap: &Snapshot,
+    s: &Stores,
+    key: &[u8],
+) -> Result<Option<PaymentIntent>, StoreError> {
+    match snap.get(s.table(T_INTENTS), key).map_err(se)? {
+        Some(v) => Ok(Some(resolve(snap, s, codec::decode_doc(&v)?)?)),
+        None => Ok(None),
+    }
+}
+
+fn load_event(snap: &Snapshot, s: &Stores, key: &[u8]) -> Result<Option<Event>, StoreError> {
+    match snap.get(s.table(T_EVENTS), key).map_err(se)? {
+        Some(v) => {
+            let id = EventId::from_u128(u128_at(key, 0));
+            Ok(Some(codec::decode_event(id, &v)?))
+        }
+        None => Ok(None),
+    }
+}
+
 impl EmbeddedLedger {
-    /// Opens (or creates) `ledger.redb` in `dir` and starts the writer thread.
-    /// Fails if another process has the file open.
+    /// Opens (or creates) the ledger in `dir/ledger` and starts the writer thread.
+    /// Fails if another process has it open.
     pub fn open(dir: &Path, opts: EmbeddedOptions) -> Result<Arc<EmbeddedLedger>, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", dir.display())))?;
-        let path = dir.join("ledger.redb");
-        let db = Database::builder()
-            .set_cache_size(opts.cache_bytes)
-            .create(&path)
+        let old = dir.join("ledger.redb");
+        if old.exists() {
+            return Err(StoreError(format!(
+                "{} is a ledger of the earlier on-disk format, which this version does not read; \
+                 start with an empty data dir (or run the previous version against this one)",
+                old.display()
+            )));
+        }
+        let path = dir.join("ledger");
+        let journal = opts.wal_segment_bytes.saturating_mul(2).max(64 << 20);
+        let db = Database::builder(&path)
+            .cache_size(opts.cache_bytes as u64)
+            .max_journaling_size(journal)
+            .open()
             .map_err(|e| {
                 StoreError(format!(
-                    "cannot open {} (is another `ipay` process using this data dir?): {e}",
+                    "cannot open the ledger in {} (is another `ipay` process using this data \
+                     dir?): {e}",
                     path.display()
                 ))
             })?;
-        let txn = db.begin_write().map_err(se)?;
-        for t in ALL_TABLES {
-            txn.open_table(t).map_err(se)?;
+        let tables = TABLES
+            .iter()
+            .map(|name| db.keyspace(name, keyspace_options).map_err(se))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut days = BTreeMap::new();
+        for name in db.list_keyspace_names() {
+            let name: &str = name.as_ref();
+            if let Some(day) = name
+                .strip_prefix(IDEM_PREFIX)
+                .and_then(|d| d.parse::<i64>().ok())
+            {
+                days.insert(day, db.keyspace(name, keyspace_options).map_err(se)?);
+            }
         }
-        txn.commit().map_err(se)?;
-        let wal_dir = dir.join("wal");
-        let replayed = replay_wal(&db, &wal_dir)?;
-        if replayed > 0 {
-            tracing::info!(
-                groups = replayed,
-                "replayed write-ahead log into the ledger"
-            );
-        }
-        let wal = wal::Wal::create(&wal_dir, opts.wal_segment_bytes)?;
-        let db = Arc::new(db);
+        let stores = Arc::new(Stores {
+            db,
+            tables,
+            idempotency: parking_lot::RwLock::new(days),
+            purged_before: AtomicI64::new(i64::MIN),
+        });
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let (events, _) = broadcast::channel(16_384);
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // A small bound: the WAL stage may run at most a few groups ahead of the apply stage.
-        let (group_tx, group_rx) = std::sync::mpsc::sync_channel::<Group>(4);
-        let max_batch = opts.max_batch.max(1);
-        let f1 = failed.clone();
-        std::thread::Builder::new()
-            .name("ledger-wal".into())
-            .spawn(move || wal_stage(wal, rx, group_tx, max_batch, f1))
-            .map_err(se)?;
-        let (apply_db, apply_events, f2) = (db.clone(), events.clone(), failed.clone());
+        let failed = Arc::new(AtomicBool::new(false));
         let (closed_tx, closed) = tokio::sync::watch::channel(false);
-        let interval = opts.checkpoint_interval;
-        let checkpoint_bytes = opts.checkpoint_bytes.max(1);
+        let writer = Writer {
+            stores: stores.clone(),
+            events: events.clone(),
+            failed: failed.clone(),
+            max_batch: opts.max_batch.max(1),
+        };
         std::thread::Builder::new()
-            .name("ledger-apply".into())
+            .name("ledger-writer".into())
             .spawn(move || {
-                apply_stage(
-                    apply_db,
-                    wal_dir,
-                    group_rx,
-                    apply_events,
-                    (interval, checkpoint_bytes),
-                    f2,
-                );
+                writer.run(rx);
                 let _ = closed_tx.send(true);
             })
             .map_err(se)?;
         Ok(Arc::new(EmbeddedLedger {
-            db,
+            stores,
             tx,
             events,
             failed,
@@ -576,29 +601,23 @@ impl EmbeddedLedger {
 
     fn encode_batch(batch: WriteBatch, done: Done) -> Result<Job, (StoreError, Done)> {
         let mut ops = Vec::with_capacity(batch.ops.len() * 3);
-        let mut events = Vec::new();
-        for op in batch.ops {
-            if let Err(e) = encode(op, &mut ops, &mut events) {
-                return Err((e, done));
+        {
+            let evs = BatchEvents(batch.events().collect());
+            for op in &batch.ops {
+                if let Err(e) = encode(op, &evs, &mut ops) {
+                    return Err((e, done));
+                }
             }
         }
-        let size = ops
-            .iter()
-            .map(|o| match o {
-                Enc::Put { key, value, .. } => 10 + key.len() + value.len(),
-                _ => 64,
+        let events = batch
+            .ops
+            .into_iter()
+            .filter_map(|op| match op {
+                WriteOp::PutEvent(e) => Some(e),
+                _ => None,
             })
-            .sum();
-        let mut wal = Vec::with_capacity(size);
-        for op in &ops {
-            op.write_to(&mut wal);
-        }
-        Ok(Job {
-            ops,
-            wal,
-            events,
-            done,
-        })
+            .collect();
+        Ok(Job { ops, events, done })
     }
 
     fn stopped() -> StoreError {
@@ -607,7 +626,7 @@ impl EmbeddedLedger {
 
     /// Encodes and queues a batch; on failure hands `done` back untouched.
     fn enqueue(&self, batch: WriteBatch, done: Done) -> Result<(), (StoreError, Done)> {
-        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.failed.load(Ordering::Relaxed) {
             return Err((Self::stopped(), done));
         }
         let job = Self::encode_batch(batch, done)?;
@@ -622,8 +641,8 @@ impl EmbeddedLedger {
         }
     }
 
-    /// Resolves to `true` once the last handle to this ledger is gone and its writer threads
-    /// have checkpointed and released the database file (so it can be opened again).
+    /// Resolves to `true` once the last handle to this ledger is gone and its writer thread
+    /// has released the data directory (so it can be opened again).
     pub fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closed.clone()
     }
@@ -638,62 +657,29 @@ impl EmbeddedLedger {
         self.events.clone()
     }
 
+    /// Runs `f` on a snapshot of everything acknowledged so far (point reads: memtables and
+    /// cached blocks, quick enough for the calling task).
     fn read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+        f: impl FnOnce(&Snapshot, &Stores) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(se)?;
-        f(&txn)
+        let snap = self.stores.db.snapshot();
+        f(&snap, &self.stores)
     }
 
-    fn get_json<T: for<'de> Deserialize<'de>>(
-        &self,
-        table: Table,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.read(|txn| {
-            let t = txn.open_table(table).map_err(se)?;
-            match t.get(key).map_err(se)? {
-                Some(v) => Ok(Some(from_json(v.value())?)),
-                None => Ok(None),
-            }
-        })
-    }
-
+    /// Like [`EmbeddedLedger::read`], on the blocking pool (scans).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Snapshot, &Stores) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(se)?
+        let stores = self.stores.clone();
+        tokio::task::spawn_blocking(move || {
+            let snap = stores.db.snapshot();
+            f(&snap, &stores)
+        })
+        .await
+        .map_err(se)?
     }
-}
-
-/// Applies whatever the WAL still holds (groups acknowledged or not yet checkpointed before
-/// the last stop) and makes it durable in redb; then the segments are deleted.
-fn replay_wal(db: &Database, wal_dir: &Path) -> Result<usize, StoreError> {
-    let segments = wal::list_segments(wal_dir)?;
-    if segments.is_empty() {
-        return Ok(0);
-    }
-    let frames = wal::read_frames(wal_dir, &segments)?;
-    let mut txn = db.begin_write().map_err(se)?;
-    txn.set_durability(Durability::Immediate).map_err(se)?;
-    {
-        let mut w = Writer::open(&txn)?;
-        for f in &frames {
-            for op in Enc::read_all(f)? {
-                w.apply(&op)?;
-            }
-        }
-    }
-    txn.commit().map_err(se)?;
-    if let Some(last) = segments.last() {
-        wal::delete_segments_before(wal_dir, last + 1)?;
-    }
-    Ok(frames.len())
 }
 
 fn fail_all(jobs: Vec<Job>, e: &StoreError) {
@@ -702,280 +688,220 @@ fn fail_all(jobs: Vec<Job>, e: &StoreError) {
     }
 }
 
-fn wal_stage(
-    mut wal: wal::Wal,
-    mut rx: mpsc::Receiver<Job>,
-    groups: std::sync::mpsc::SyncSender<Group>,
+/// The single writer thread: group commit.
+struct Writer {
+    stores: Arc<Stores>,
+    events: broadcast::Sender<Arc<Event>>,
+    failed: Arc<AtomicBool>,
     max_batch: usize,
-    failed: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
-    let mut payload = Vec::with_capacity(1 << 20);
-    let mut scratch = Vec::with_capacity(1 << 20);
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = Vec::with_capacity(64);
-        jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        if failed.load(Ordering::SeqCst) {
-            fail_all(
-                jobs,
-                &StoreError("the ledger stopped after an I/O error; restart the engine".into()),
-            );
-            continue;
-        }
-        payload.clear();
-        for j in &jobs {
-            payload.extend_from_slice(&j.wal);
-        }
-        let started = std::time::Instant::now();
-        match wal.append_durable(&payload, &mut scratch) {
-            Ok(segment) => {
-                metrics::histogram!("ipay_ledger_wal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("ipay_ledger_group_size").record(jobs.len() as f64);
-                if let Err(std::sync::mpsc::SendError(g)) = groups.send(Group { jobs, segment }) {
-                    fail_all(g.jobs, &StoreError("ledger apply stage stopped".into()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "WAL append failed; the ledger stops taking writes");
-                failed.store(true, Ordering::SeqCst);
-                fail_all(jobs, &e);
-            }
-        }
-    }
 }
 
-fn apply_stage(
-    db: Arc<Database>,
-    wal_dir: std::path::PathBuf,
-    groups: std::sync::mpsc::Receiver<Group>,
-    events: broadcast::Sender<Arc<Event>>,
-    (checkpoint_interval, checkpoint_bytes): (std::time::Duration, u64),
-    failed: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
-    let mut last_checkpoint = std::time::Instant::now();
-    let mut dirty_segment: Option<u64> = None;
-    let mut dirty_bytes: u64 = 0;
-    loop {
-        let group = match groups.recv_timeout(checkpoint_interval) {
-            Ok(g) => Some(g),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if let Some(seg) = dirty_segment {
-                    let _ = checkpoint(&db, &wal_dir, seg + 1);
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = Vec::with_capacity(64);
+            jobs.push(first);
+            while jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
                 }
-                return;
             }
-        };
-        if let Some(Group { jobs, segment }) = group {
-            if failed.load(Ordering::SeqCst) {
-                fail_all(
-                    jobs,
-                    &StoreError("the ledger stopped after an I/O error; restart the engine".into()),
-                );
+            if self.failed.load(Ordering::SeqCst) {
+                fail_all(jobs, &EmbeddedLedger::stopped());
                 continue;
             }
             let started = std::time::Instant::now();
-            match apply_group(&db, &jobs) {
-                Ok(()) => {
+            match self.commit(&jobs) {
+                Ok(purge) => {
+                    if let Some(t) = purge {
+                        self.stores.purge_idempotency(t);
+                    }
                     metrics::histogram!("ipay_ledger_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    dirty_segment = Some(segment);
-                    dirty_bytes += jobs.iter().map(|j| j.wal.len() as u64).sum::<u64>();
+                    metrics::histogram!("ipay_ledger_group_size").record(jobs.len() as f64);
+                    let live = self.events.receiver_count() > 0;
                     for job in jobs {
                         job.done.finish(Ok(()));
-                        if events.receiver_count() > 0 {
+                        if live {
                             for ev in job.events {
-                                let _ = events.send(Arc::new(ev));
+                                let _ = self.events.send(Arc::new(ev));
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    // The group is durable in the WAL but not applied: stop, and let a restart
-                    // replay it rather than answer anything now.
-                    tracing::error!(error = %e, "ledger apply failed; the ledger stops taking writes");
-                    failed.store(true, Ordering::SeqCst);
+                    tracing::error!(error = %e, "ledger commit failed; the ledger stops taking writes");
+                    self.failed.store(true, Ordering::SeqCst);
                     fail_all(jobs, &e);
-                    continue;
                 }
             }
         }
-        if let Some(seg) = dirty_segment
-            && (last_checkpoint.elapsed() >= checkpoint_interval || dirty_bytes >= checkpoint_bytes)
-        {
-            {
-                // Everything applied so far came from segments <= seg; those before `seg` are
-                // complete, so they can go once redb holds their effects durably.
-                match checkpoint(&db, &wal_dir, seg) {
-                    // Nothing new to make durable until the next group is applied.
-                    Ok(()) => {
-                        dirty_segment = None;
-                        dirty_bytes = 0;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "checkpoint failed; the ledger stops taking writes");
-                        failed.store(true, Ordering::SeqCst);
-                    }
-                }
-                last_checkpoint = std::time::Instant::now();
-            }
+        // Every ledger handle is gone (the queue closed); wait for readers still holding the
+        // store (a scan on the blocking pool) so dropping it below really releases the
+        // directory before `closed` says so.
+        let Writer { stores, .. } = self;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&stores) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        drop(stores);
     }
-}
 
-fn apply_group(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
-    let mut txn = db.begin_write().map_err(se)?;
-    txn.set_durability(Durability::None).map_err(se)?;
-    {
-        let mut w = Writer::open(&txn)?;
+    /// Folds a group into one write batch and makes it durable (one `fdatasync`).
+    /// Returns the idempotency purge cut-off the group asked for, if any.
+    fn commit(&self, jobs: &[Job]) -> Result<Option<Timestamp>, StoreError> {
+        let s = &*self.stores;
+        // Within one batch every write carries the same sequence number, so a key written
+        // twice in a group must be written once, with its last value.
+        let mut writes: HashMap<(Target, Vec<u8>), Option<Vec<u8>>> =
+            HashMap::with_capacity(jobs.len() * 8);
+        let mut services: HashMap<[u8; 16], Service> = HashMap::new();
+        let mut snapshot: Option<Snapshot> = None;
+        let mut purge: Option<Timestamp> = None;
         for job in jobs {
             for op in &job.ops {
-                w.apply(op)?;
-            }
-        }
-    }
-    txn.commit().map_err(se)
-}
-
-/// Makes every applied group durable in redb, then deletes WAL segments before `keep_from`.
-fn checkpoint(db: &Database, wal_dir: &Path, keep_from: u64) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
-    let mut txn = db.begin_write().map_err(se)?;
-    txn.set_durability(Durability::Immediate).map_err(se)?;
-    txn.commit().map_err(se)?;
-    wal::delete_segments_before(wal_dir, keep_from)?;
-    metrics::histogram!("ipay_ledger_checkpoint_seconds").record(started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-struct Writer<'t> {
-    tables: Vec<redb::Table<'t, Bytes<'static>, Bytes<'static>>>,
-}
-
-impl<'t> Writer<'t> {
-    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
-        let tables = ALL_TABLES
-            .iter()
-            .map(|t| txn.open_table(*t).map_err(se))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Writer { tables })
-    }
-
-    fn apply(&mut self, op: &Enc) -> Result<(), StoreError> {
-        match op {
-            Enc::Put { t, key, value } => {
-                self.tables[*t].insert(&key[..], &value[..]).map_err(se)?;
-            }
-            Enc::Del { t, key } => {
-                self.tables[*t].remove(&key[..]).map_err(se)?;
-            }
-            Enc::Service { svc, json } => {
-                let id = svc.id.to_bytes();
-                let old: Option<Service> = match self.tables[T_SERVICES].get(&id[..]).map_err(se)? {
-                    Some(v) => Some(from_json(v.value())?),
-                    None => None,
-                };
-                let mk = mkey(svc.merchant_id, svc.livemode);
-                if let Some(old) = old {
-                    let mut nk = mk.to_vec();
-                    nk.extend_from_slice(old.name.as_bytes());
-                    self.tables[T_SERVICE_NAMES].remove(&nk[..]).map_err(se)?;
-                }
-                self.tables[T_SERVICES]
-                    .insert(&id[..], &json[..])
-                    .map_err(se)?;
-                let by_m = mkey_obj(svc.merchant_id, svc.livemode, id);
-                if svc.status == crate::model::ServiceStatus::Deleted {
-                    self.tables[T_SERVICES_BY_MERCHANT]
-                        .remove(&by_m[..])
-                        .map_err(se)?;
-                } else {
-                    self.tables[T_SERVICES_BY_MERCHANT]
-                        .insert(&by_m[..], &[][..])
-                        .map_err(se)?;
-                    let mut nk = mk.to_vec();
-                    nk.extend_from_slice(svc.name.as_bytes());
-                    self.tables[T_SERVICE_NAMES]
-                        .insert(&nk[..], &id[..])
-                        .map_err(se)?;
-                }
-            }
-            Enc::PurgeIdempotencyBefore(t) => {
-                let end = (t.ms().max(0) as u64).to_be_bytes();
-                let doomed: Vec<Vec<u8>> = self.tables[T_IDEMPOTENCY_BY_TIME]
-                    .range::<&[u8]>(..&end[..])
-                    .map_err(se)?
-                    .take(10_000)
-                    .filter_map(|r| r.ok().map(|(k, _)| k.value().to_vec()))
-                    .collect();
-                for k in doomed {
-                    self.tables[T_IDEMPOTENCY_BY_TIME]
-                        .remove(&k[..])
-                        .map_err(se)?;
-                    self.tables[T_IDEMPOTENCY].remove(&k[8..]).map_err(se)?;
+                match op {
+                    Enc::Write { target, key, value } => {
+                        writes.insert((*target, key.clone()), value.clone());
+                    }
+                    Enc::Service { svc, json } => {
+                        let id = svc.id.to_bytes();
+                        let old = match services.get(&id) {
+                            Some(o) => Some(o.clone()),
+                            None => {
+                                let snap = snapshot.get_or_insert_with(|| s.db.snapshot());
+                                load_json::<Service>(snap, s, T_SERVICES, &id)?
+                            }
+                        };
+                        service_writes(&mut writes, old.as_ref(), svc, json);
+                        services.insert(id, (**svc).clone());
+                    }
+                    Enc::PurgeIdempotencyBefore(t) => {
+                        purge = Some(purge.map_or(*t, |p| p.max(*t)));
+                    }
                 }
             }
         }
-        Ok(())
+        if writes.is_empty() {
+            return Ok(purge);
+        }
+        let mut days: HashMap<i64, Keyspace> = HashMap::new();
+        let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
+        for ((target, key), value) in writes {
+            let ks = match target {
+                Target::Table(t) => s.table(t),
+                Target::Idempotency(day) => {
+                    if let std::collections::hash_map::Entry::Vacant(e) = days.entry(day) {
+                        e.insert(s.idempotency_day(day)?);
+                    }
+                    &days[&day]
+                }
+            };
+            match value {
+                Some(v) => batch.insert(ks, key, v),
+                None => batch.remove(ks, key),
+            }
+        }
+        let started = std::time::Instant::now();
+        batch.commit().map_err(se)?;
+        metrics::histogram!("ipay_ledger_wal_sync_seconds").record(started.elapsed().as_secs_f64());
+        Ok(purge)
     }
 }
 
-/// Pages through an index whose keys are `merchant(16) | mode(1) | id(16)`, filtering on the
-/// index value, loading only the records of the requested page.
-/// A range over a `merchant | mode | id` index and the table its ids point into.
+/// The writes of storing `svc` over `old`: the record, the merchant listing and the name
+/// index (the old name released, the new one taken unless the service is deleted).
+fn service_writes(
+    writes: &mut HashMap<(Target, Vec<u8>), Option<Vec<u8>>>,
+    old: Option<&Service>,
+    svc: &Service,
+    json: &[u8],
+) {
+    let id = svc.id.to_bytes();
+    let mk = mkey(svc.merchant_id, svc.livemode);
+    let name_key = |name: &str| {
+        let mut nk = mk.to_vec();
+        nk.extend_from_slice(name.as_bytes());
+        (Target::Table(T_SERVICE_NAMES), nk)
+    };
+    if let Some(old) = old {
+        writes.insert(name_key(&old.name), None);
+    }
+    writes.insert(
+        (Target::Table(T_SERVICES), id.to_vec()),
+        Some(json.to_vec()),
+    );
+    let by_m = (
+        Target::Table(T_SERVICES_BY_MERCHANT),
+        mkey_obj(svc.merchant_id, svc.livemode, id).to_vec(),
+    );
+    if svc.status == ServiceStatus::Deleted {
+        writes.insert(by_m, None);
+    } else {
+        writes.insert(by_m, Some(vec![]));
+        writes.insert(name_key(&svc.name), Some(id.to_vec()));
+    }
+}
+
+/// A range over a `merchant | mode | id` index and how to load the records its ids name.
 struct Scan<'a> {
-    index: Table,
-    records: Table,
+    index: usize,
     lo: &'a [u8],
     hi: &'a [u8],
     descending: bool,
 }
 
-fn scan_index<T: for<'de> Deserialize<'de>>(
-    txn: &redb::ReadTransaction,
+/// Pages through an index whose keys are `merchant(16) | mode(1) | id(16)`, filtering on the
+/// index value, loading only the records of the requested page.
+fn scan_index<T>(
+    snap: &Snapshot,
+    s: &Stores,
     scan: Scan<'_>,
     page: PageRequest,
     keep: impl Fn(&[u8], &[u8]) -> bool,
+    load: impl Fn(&Snapshot, &Stores, &[u8]) -> Result<Option<T>, StoreError>,
 ) -> Result<Page<T>, StoreError> {
-    let idx = txn.open_table(scan.index).map_err(se)?;
-    let rec = txn.open_table(scan.records).map_err(se)?;
-    let range = idx.range::<&[u8]>(scan.lo..scan.hi).map_err(se)?;
-    let descending = scan.descending;
+    let range = snap.range(s.table(scan.index), scan.lo..scan.hi);
     let mut total = 0u64;
     let mut data = Vec::with_capacity(page.limit.min(1000));
     let mut visit = |k: &[u8], v: &[u8]| -> Result<(), StoreError> {
         if !keep(k, v) {
             return Ok(());
         }
-        if total as usize >= page.offset && data.len() < page.limit {
-            let id = &k[17..33];
-            if let Some(r) = rec.get(id).map_err(se)? {
-                data.push(from_json(r.value())?);
-            }
+        if total as usize >= page.offset
+            && data.len() < page.limit
+            && let Some(r) = load(snap, s, &k[17..33])?
+        {
+            data.push(r);
         }
         total += 1;
         Ok(())
     };
-    if descending {
+    if scan.descending {
         for item in range.rev() {
-            let (k, v) = item.map_err(se)?;
-            visit(k.value(), v.value())?;
+            let (k, v) = item.into_inner().map_err(se)?;
+            visit(&k, &v)?;
         }
     } else {
         for item in range {
-            let (k, v) = item.map_err(se)?;
-            visit(k.value(), v.value())?;
+            let (k, v) = item.into_inner().map_err(se)?;
+            visit(&k, &v)?;
         }
     }
     Ok(Page { data, total })
+}
+
+fn load_api_key(snap: &Snapshot, s: &Stores, id: &[u8]) -> Result<Option<ApiKey>, StoreError> {
+    load_json(snap, s, T_API_KEYS, id)
+}
+
+fn load_service(snap: &Snapshot, s: &Stores, id: &[u8]) -> Result<Option<Service>, StoreError> {
+    load_json(snap, s, T_SERVICES, id)
+}
+
+fn load_refund(snap: &Snapshot, s: &Stores, id: &[u8]) -> Result<Option<Refund>, StoreError> {
+    load_json(snap, s, T_REFUNDS, id)
 }
 
 #[async_trait::async_trait]
@@ -990,7 +916,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn writable(&self) -> bool {
-        !self.failed.load(std::sync::atomic::Ordering::Relaxed)
+        !self.failed.load(Ordering::Relaxed)
     }
 
     fn commit_hooks(&self) -> Option<&crate::store::hook::CommitHooks> {
@@ -1005,25 +931,20 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError> {
-        self.get_json(MERCHANTS, &id.to_bytes())
+        self.read(|snap, s| load_json(snap, s, T_MERCHANTS, &id.to_bytes()))
     }
 
     async fn get_api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
-        self.get_json(API_KEYS, &id.to_bytes())
+        self.read(|snap, s| load_api_key(snap, s, &id.to_bytes()))
     }
 
     async fn find_api_key_by_hash(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError> {
-        self.read(|txn| {
-            let h = txn.open_table(API_KEY_HASH).map_err(se)?;
-            let Some(id) = h.get(&hash[..]).map_err(se)? else {
-                return Ok(None);
-            };
-            let keys = txn.open_table(API_KEYS).map_err(se)?;
-            match keys.get(id.value()).map_err(se)? {
-                Some(v) => Ok(Some(from_json(v.value())?)),
+        self.read(
+            |snap, s| match snap.get(s.table(T_API_KEY_HASH), hash).map_err(se)? {
+                Some(id) => load_api_key(snap, s, &id),
                 None => Ok(None),
-            }
-        })
+            },
+        )
     }
 
     async fn list_api_keys(
@@ -1033,29 +954,23 @@ impl Ledger for EmbeddedLedger {
     ) -> Result<Vec<ApiKey>, StoreError> {
         let lo = mkey(merchant, livemode);
         let hi = prefix_end(&lo, 34);
-        self.read(|txn| {
+        self.read(|snap, s| {
             let page = PageRequest {
                 limit: usize::MAX,
                 offset: 0,
             };
-            scan_index(
-                txn,
-                Scan {
-                    index: KEYS_BY_MERCHANT,
-                    records: API_KEYS,
-                    lo: &lo,
-                    hi: &hi,
-                    descending: true,
-                },
-                page,
-                |_, _| true,
-            )
-            .map(|p| p.data)
+            let scan = Scan {
+                index: T_KEYS_BY_MERCHANT,
+                lo: &lo,
+                hi: &hi,
+                descending: true,
+            };
+            scan_index(snap, s, scan, page, |_, _| true, load_api_key).map(|p| p.data)
         })
     }
 
     async fn get_service(&self, id: ServiceId) -> Result<Option<Service>, StoreError> {
-        self.get_json(SERVICES, &id.to_bytes())
+        self.read(|snap, s| load_service(snap, s, &id.to_bytes()))
     }
 
     async fn find_service_by_name(
@@ -1066,17 +981,12 @@ impl Ledger for EmbeddedLedger {
     ) -> Result<Option<Service>, StoreError> {
         let mut nk = mkey(merchant, livemode).to_vec();
         nk.extend_from_slice(name.as_bytes());
-        self.read(|txn| {
-            let names = txn.open_table(SERVICE_NAMES).map_err(se)?;
-            let Some(id) = names.get(&nk[..]).map_err(se)? else {
-                return Ok(None);
-            };
-            let svcs = txn.open_table(SERVICES).map_err(se)?;
-            match svcs.get(id.value()).map_err(se)? {
-                Some(v) => Ok(Some(from_json(v.value())?)),
+        self.read(
+            |snap, s| match snap.get(s.table(T_SERVICE_NAMES), &nk).map_err(se)? {
+                Some(id) => load_service(snap, s, &id),
                 None => Ok(None),
-            }
-        })
+            },
+        )
     }
 
     async fn list_services(
@@ -1087,24 +997,19 @@ impl Ledger for EmbeddedLedger {
     ) -> Result<Page<Service>, StoreError> {
         let lo = mkey(merchant, livemode);
         let hi = prefix_end(&lo, 34);
-        self.read(|txn| {
-            scan_index(
-                txn,
-                Scan {
-                    index: SERVICES_BY_MERCHANT,
-                    records: SERVICES,
-                    lo: &lo,
-                    hi: &hi,
-                    descending: true,
-                },
-                page,
-                |_, _| true,
-            )
+        self.read(|snap, s| {
+            let scan = Scan {
+                index: T_SERVICES_BY_MERCHANT,
+                lo: &lo,
+                hi: &hi,
+                descending: true,
+            };
+            scan_index(snap, s, scan, page, |_, _| true, load_service)
         })
     }
 
     async fn get_intent(&self, id: PaymentIntentId) -> Result<Option<PaymentIntent>, StoreError> {
-        self.get_json(INTENTS, &id.to_bytes())
+        self.read(|snap, s| load_intent(snap, s, &id.to_bytes()))
     }
 
     async fn list_intents(
@@ -1114,8 +1019,7 @@ impl Ledger for EmbeddedLedger {
         q: &IntentQuery,
     ) -> Result<Page<PaymentIntent>, StoreError> {
         let q = q.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(se)?;
+        self.blocking(move |snap, s| {
             let after = q
                 .created_after
                 .map(|ms| PaymentIntentId::min_at(ms).to_bytes())
@@ -1129,15 +1033,16 @@ impl Ledger for EmbeddedLedger {
             };
             let status = q.status.map(|s| s.to_u8());
             let channel = q.channel.clone();
+            let scan = Scan {
+                index: T_INTENTS_BY_MERCHANT,
+                lo: &lo,
+                hi: &hi,
+                descending: q.descending,
+            };
             scan_index(
-                &txn,
-                Scan {
-                    index: INTENTS_BY_MERCHANT,
-                    records: INTENTS,
-                    lo: &lo,
-                    hi: &hi,
-                    descending: q.descending,
-                },
+                snap,
+                s,
+                scan,
                 q.page,
                 |_, v| {
                     status.is_none_or(|s| v.first() == Some(&s))
@@ -1145,13 +1050,14 @@ impl Ledger for EmbeddedLedger {
                             .as_deref()
                             .is_none_or(|c| v.get(1..) == Some(c.as_bytes()))
                 },
+                load_intent,
             )
         })
         .await
     }
 
     async fn get_refund(&self, id: RefundId) -> Result<Option<Refund>, StoreError> {
-        self.get_json(REFUNDS, &id.to_bytes())
+        self.read(|snap, s| load_refund(snap, s, &id.to_bytes()))
     }
 
     async fn list_refunds(
@@ -1165,36 +1071,31 @@ impl Ledger for EmbeddedLedger {
             None => {
                 let lo = mkey(merchant, livemode);
                 let hi = prefix_end(&lo, 34);
-                self.read(|txn| {
-                    scan_index(
-                        txn,
-                        Scan {
-                            index: REFUNDS_BY_MERCHANT,
-                            records: REFUNDS,
-                            lo: &lo,
-                            hi: &hi,
-                            descending: true,
-                        },
-                        page,
-                        |_, _| true,
-                    )
+                self.read(|snap, s| {
+                    let scan = Scan {
+                        index: T_REFUNDS_BY_MERCHANT,
+                        lo: &lo,
+                        hi: &hi,
+                        descending: true,
+                    };
+                    scan_index(snap, s, scan, page, |_, _| true, load_refund)
                 })
             }
-            Some(pi) => self.read(|txn| {
+            Some(pi) => self.read(|snap, s| {
                 // Refunds of one intent are few; load them all and page in memory.
-                let idx = txn.open_table(REFUNDS_BY_INTENT).map_err(se)?;
-                let rec = txn.open_table(REFUNDS).map_err(se)?;
                 let lo = pi.to_bytes();
                 let hi = prefix_end(&lo, 32);
                 let mut all: Vec<Refund> = Vec::new();
-                for item in idx.range::<&[u8]>(&lo[..]..&hi[..]).map_err(se)?.rev() {
-                    let (k, _) = item.map_err(se)?;
-                    let id = RefundId::from_u128(u128_at(k.value(), 16));
-                    if let Some(v) = rec.get(&id.to_bytes()[..]).map_err(se)? {
-                        let r: Refund = from_json(v.value())?;
-                        if r.merchant_id == merchant && r.livemode == livemode {
-                            all.push(r);
-                        }
+                for item in snap
+                    .range(s.table(T_REFUNDS_BY_INTENT), &lo[..]..&hi[..])
+                    .rev()
+                {
+                    let k = item.key().map_err(se)?;
+                    if let Some(r) = load_refund(snap, s, &k[16..32])?
+                        && r.merchant_id == merchant
+                        && r.livemode == livemode
+                    {
+                        all.push(r);
                     }
                 }
                 let total = all.len() as u64;
@@ -1205,7 +1106,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn get_event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
-        self.get_json(EVENTS, &id.to_bytes())
+        self.read(|snap, s| load_event(snap, s, &id.to_bytes()))
     }
 
     async fn list_events(
@@ -1215,26 +1116,19 @@ impl Ledger for EmbeddedLedger {
         q: &EventQuery,
     ) -> Result<Page<Event>, StoreError> {
         let q = q.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(se)?;
+        self.blocking(move |snap, s| {
             if let Some(obj) = &q.object_id {
-                let idx = txn.open_table(EVENTS_BY_OBJECT).map_err(se)?;
-                let rec = txn.open_table(EVENTS).map_err(se)?;
                 let lo = object_key(obj, None);
                 let hi = prefix_end(&lo, lo.len() + 16);
                 let mut all = Vec::new();
-                for item in idx.range::<&[u8]>(&lo[..]..&hi[..]).map_err(se)? {
-                    let (k, _) = item.map_err(se)?;
-                    let kv = k.value();
-                    let id = EventId::from_u128(u128_at(kv, kv.len() - 16));
-                    if let Some(v) = rec.get(&id.to_bytes()[..]).map_err(se)? {
-                        let e: Event = from_json(v.value())?;
-                        if e.merchant_id == merchant
-                            && e.livemode == livemode
-                            && q.event_type.as_deref().is_none_or(|t| t == e.event_type)
-                        {
-                            all.push(e);
-                        }
+                for item in snap.range(s.table(T_EVENTS_BY_OBJECT), &lo[..]..&hi[..]) {
+                    let k = item.key().map_err(se)?;
+                    if let Some(e) = load_event(snap, s, &k[k.len() - 16..])?
+                        && e.merchant_id == merchant
+                        && e.livemode == livemode
+                        && q.event_type.as_deref().is_none_or(|t| t == e.event_type)
+                    {
+                        all.push(e);
                     }
                 }
                 all.reverse();
@@ -1249,34 +1143,68 @@ impl Ledger for EmbeddedLedger {
             let lo = mkey(merchant, livemode);
             let hi = prefix_end(&lo, 34);
             let ty = q.event_type.clone();
+            let scan = Scan {
+                index: T_EVENTS_BY_MERCHANT,
+                lo: &lo,
+                hi: &hi,
+                descending: true,
+            };
             scan_index(
-                &txn,
-                Scan {
-                    index: EVENTS_BY_MERCHANT,
-                    records: EVENTS,
-                    lo: &lo,
-                    hi: &hi,
-                    descending: true,
-                },
+                snap,
+                s,
+                scan,
                 q.page,
                 |_, v| ty.as_deref().is_none_or(|t| t.as_bytes() == v),
+                load_event,
             )
         })
         .await
     }
 
     async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_json(IDEMPOTENCY, scope.as_bytes())
+        let days = self.stores.idempotency_days();
+        self.read(|snap, s| {
+            for ks in &days {
+                let Some(v) = snap.get(ks, scope).map_err(se)? else {
+                    continue;
+                };
+                let p = codec::decode_idempotency(&v)?;
+                if p.created.ms() < s.purged_before.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                let body = match p.body {
+                    Json::Inline(b) => String::from_utf8(b.to_vec())
+                        .map_err(|_| StoreError("corrupt idempotency record".into()))?,
+                    Json::Event(id) => {
+                        let ev = snap
+                            .get(s.table(T_EVENTS), id)
+                            .map_err(se)?
+                            .ok_or_else(|| {
+                                StoreError("an idempotency record points at a missing event".into())
+                            })?;
+                        String::from_utf8(codec::event_parts(&ev)?.data.to_vec())
+                            .map_err(|_| StoreError("corrupt event record".into()))?
+                    }
+                };
+                return Ok(Some(IdempotencyRecord {
+                    request_hash: p.request_hash,
+                    status: p.status,
+                    body,
+                    created: p.created,
+                }));
+            }
+            Ok(None)
+        })
     }
 
     async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_names(&[kind])?;
         check_key(key)?;
-        self.read(|txn| {
-            let t = txn.open_table(RECORDS).map_err(se)?;
-            Ok(t.get(&record_key(kind, key)[..])
+        self.read(|snap, s| {
+            Ok(snap
+                .get(s.table(T_RECORDS), record_key(kind, key))
                 .map_err(se)?
-                .map(|v| v.value().to_vec()))
+                .map(|v| v.to_vec()))
         })
     }
 
@@ -1311,12 +1239,8 @@ impl Ledger for EmbeddedLedger {
         let limit = range.limit;
         let descending = range.descending;
         let plen = prefix.len();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(se)?;
-            let t = txn.open_table(ENTRIES).map_err(se)?;
-            let r = t
-                .range::<&[u8]>((lo.as_ref().map(|v| &v[..]), up.as_ref().map(|v| &v[..])))
-                .map_err(se)?;
+        self.blocking(move |snap, s| {
+            let r = snap.range(s.table(T_ENTRIES), (lo, up));
             let mut out = Vec::with_capacity(limit.min(1024));
             let mut push = |k: &[u8], v: &[u8]| {
                 let sort = String::from_utf8_lossy(&k[plen.min(k.len())..]).into_owned();
@@ -1324,13 +1248,13 @@ impl Ledger for EmbeddedLedger {
             };
             if descending {
                 for item in r.rev().take(limit) {
-                    let (k, v) = item.map_err(se)?;
-                    push(k.value(), v.value());
+                    let (k, v) = item.into_inner().map_err(se)?;
+                    push(&k, &v);
                 }
             } else {
                 for item in r.take(limit) {
-                    let (k, v) = item.map_err(se)?;
-                    push(k.value(), v.value());
+                    let (k, v) = item.into_inner().map_err(se)?;
+                    push(&k, &v);
                 }
             }
             Ok(out)
@@ -1339,17 +1263,15 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn pending_expiries(&self) -> Result<Vec<(PaymentIntentId, Timestamp)>, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(se)?;
-            let t = txn.open_table(PENDING_EXPIRY).map_err(se)?;
-            let mut out = Vec::with_capacity(t.len().map_err(se)? as usize);
-            for item in t.iter().map_err(se)? {
-                let (k, _) = item.map_err(se)?;
-                let k = k.value();
+        self.blocking(|snap, s| {
+            let t = s.table(T_PENDING_EXPIRY);
+            let mut out = Vec::with_capacity(t.approximate_len());
+            for item in snap.iter(t) {
+                let k = item.key().map_err(se)?;
                 let mut ms = [0u8; 8];
                 ms.copy_from_slice(&k[..8]);
                 out.push((
-                    PaymentIntentId::from_u128(u128_at(k, 8)),
+                    PaymentIntentId::from_u128(u128_at(&k, 8)),
                     Timestamp(u64::from_be_bytes(ms) as i64),
                 ));
             }
@@ -1359,14 +1281,12 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn count_intents_by_status(&self) -> Result<StatusCounts, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(se)?;
-            let t = txn.open_table(INTENTS_BY_MERCHANT).map_err(se)?;
+        self.blocking(|snap, s| {
             let mut counts = [0u64; 5];
-            for item in t.iter().map_err(se)? {
-                let (_, v) = item.map_err(se)?;
-                if let Some(s) = v.value().first().and_then(|s| IntentStatus::from_u8(*s)) {
-                    counts[s.to_u8() as usize] += 1;
+            for item in snap.iter(s.table(T_INTENTS_BY_MERCHANT)) {
+                let (_, v) = item.into_inner().map_err(se)?;
+                if let Some(st) = v.first().and_then(|b| IntentStatus::from_u8(*b)) {
+                    counts[st.to_u8() as usize] += 1;
                 }
             }
             Ok(counts)
@@ -1381,7 +1301,6 @@ mod tests {
 
     #[test]
     fn table_indices_match_the_table_list() {
-        use redb::TableHandle;
         let names = [
             (T_MERCHANTS, "merchants"),
             (T_API_KEYS, "api_keys"),
@@ -1389,44 +1308,19 @@ mod tests {
             (T_INTENTS, "intents"),
             (T_PENDING_EXPIRY, "pending_expiry"),
             (T_EVENTS_BY_OBJECT, "events_by_object"),
-            (T_IDEMPOTENCY_BY_TIME, "idempotency_by_time"),
+            (T_RECORDS, "records"),
+            (T_ENTRIES, "entries"),
         ];
         for (i, n) in names {
-            assert_eq!(ALL_TABLES[i].name(), n);
+            assert_eq!(TABLES[i], n);
         }
     }
 
     #[test]
-    fn wal_ops_round_trip() {
-        let ops = vec![
-            Enc::Put {
-                t: T_INTENTS,
-                key: vec![1, 2, 3],
-                value: b"{\"a\":1}".to_vec(),
-            },
-            Enc::Del {
-                t: T_PENDING_EXPIRY,
-                key: vec![9; 24],
-            },
-            Enc::PurgeIdempotencyBefore(Timestamp(1_234)),
-        ];
-        let mut bytes = Vec::new();
-        for op in &ops {
-            op.write_to(&mut bytes);
-        }
-        let back = Enc::read_all(&bytes).unwrap();
-        assert_eq!(back.len(), 3);
-        assert!(
-            matches!(&back[0], Enc::Put { t, key, value } if *t == T_INTENTS && key == &vec![1, 2, 3] && value == b"{\"a\":1}")
-        );
-        assert!(
-            matches!(&back[1], Enc::Del { t, key } if *t == T_PENDING_EXPIRY && key.len() == 24)
-        );
-        assert!(matches!(
-            &back[2],
-            Enc::PurgeIdempotencyBefore(Timestamp(1_234))
-        ));
-        assert!(Enc::read_all(&bytes[..bytes.len() - 1]).is_err());
-        assert!(Enc::read_all(&[0, 200]).is_err());
+    fn idempotency_days_are_utc_days() {
+        assert_eq!(idem_day(0), 0);
+        assert_eq!(idem_day(DAY_MS - 1), 0);
+        assert_eq!(idem_day(DAY_MS), 1);
+        assert_eq!(idem_day(-5), 0);
     }
 }

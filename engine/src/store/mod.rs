@@ -12,7 +12,6 @@ pub mod embedded;
 pub mod hook;
 pub mod memory_hot;
 pub mod redis_hot;
-pub mod wal;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
