@@ -778,3 +778,26 @@ async fn the_watcher_marks_sessions_paid_without_a_read() {
     drop(events);
     srv.stop().await;
 }
+
+/// A merchant's first payments race to activate its last-mile service; every one of them must
+/// go through (a loser finds the service already active, which is what it wanted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_payments_of_a_merchant_all_start() {
+    let srv = server().await;
+    let shop = srv.lastmile_merchant("Race Parcels BV").await;
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(token_of(&session(&srv, &shop, "NL", "DHL").await));
+    }
+    let body = json!({"channel": "sandbox", "simulate": "succeed"});
+    let answers = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|t| start_payment(&srv, t, body.clone())),
+    )
+    .await;
+    for r in answers {
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.body["status"], "PAID");
+    }
+}

@@ -66,6 +66,25 @@ impl LastMile {
         }
     }
 
+    /// Moves the last-mile service and returns its status. Concurrent first payments of one
+    /// merchant race to activate it: a loser finds it already moved (409
+    /// `invalid_state_transition`), which is what it wanted, so it reads the status instead.
+    async fn ps_service_move(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        action: ServiceAction,
+    ) -> EngineResult<ServiceStatus> {
+        match self.engine.service_action(ctx, id, action).await {
+            Ok(svc) => Ok(svc.status),
+            Err(EngineError::Conflict {
+                code: "invalid_state_transition",
+                ..
+            }) => Ok(self.engine.get_service(ctx, id).await?.status),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The merchant's active last-mile service, created on first use.
     async fn ps_service_for(&self, ctx: &AuthContext) -> EngineResult<ServiceId> {
         if let Some(id) = self.sessions.services.get(&ctx.merchant_id) {
@@ -78,20 +97,15 @@ impl LastMile {
             ..Default::default()
         };
         let (svc, _) = self.engine.upsert_service(ctx, input).await?;
-        let mut status = svc.status;
-        if status == ServiceStatus::Draft {
-            status = self
-                .engine
-                .service_action(ctx, &svc.id.to_string(), ServiceAction::Activate)
-                .await?
-                .status;
-        } else if status == ServiceStatus::Paused {
-            status = self
-                .engine
-                .service_action(ctx, &svc.id.to_string(), ServiceAction::Resume)
-                .await?
-                .status;
-        }
+        let action = match svc.status {
+            ServiceStatus::Draft => Some(ServiceAction::Activate),
+            ServiceStatus::Paused => Some(ServiceAction::Resume),
+            _ => None,
+        };
+        let status = match action {
+            None => svc.status,
+            Some(action) => self.ps_service_move(ctx, &svc.id.to_string(), action).await?,
+        };
         if status != ServiceStatus::Active {
             return Err(EngineError::Conflict {
                 code: "service_not_active",
