@@ -223,6 +223,7 @@ async fn a_short_replay_loses_no_lifecycle_webhook_or_cent() {
     .collect();
     let report = replay(&w, &setup, &extra).await;
     stop(w).await;
+    println!("{report}");
 
     let a = &report.accounting;
     assert!(a.generated >= 100, "too few lifecycles: {report}");

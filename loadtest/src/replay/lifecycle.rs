@@ -340,15 +340,19 @@ async fn drive(ctx: &Ctx, rec: &mut Record, intended: Instant) -> StepResult<End
         .await,
     )?;
     ctx.stats.stage(Stage::OtpVerified, t.elapsed());
-    let parcel = v.body["parcel_status"]
-        .as_str()
-        .or_else(|| v.body["session"]["parcel_status"].as_str());
-    if let Some(ps) = parcel
-        && ps != "DELIVERED"
-    {
+    if v.body["released"] != true {
         return Err((
             "otp",
-            Error::new(format!("verified, but the parcel is {ps}")),
+            Error::new(format!("verified but not released: {}", v.describe())),
+        ));
+    }
+    let parcel = v.body["session"]["parcel_status"]
+        .as_str()
+        .unwrap_or_default();
+    if parcel != "DELIVERED" {
+        return Err((
+            "otp",
+            Error::new(format!("verified, but the parcel is `{parcel}`")),
         ));
     }
     Ok(End::Delivered)
