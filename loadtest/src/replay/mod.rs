@@ -126,8 +126,11 @@ pub struct Accounting {
     pub psp_paid_orders: u64,
     /// Whether the two money totals agree.
     pub money_matches: bool,
-    /// HTTP answers with a 5xx status (any request of the run).
+    /// HTTP answers with a 5xx status (any request of the run), 503 included.
     pub http_5xx: u64,
+    /// Of those, `503` answers: load shedding, retried after `Retry-After`; they fail the
+    /// accounting only through the lifecycles they end up losing.
+    pub http_503: u64,
     /// Requests retried after 429/503.
     pub retried: u64,
     /// Transport failures.
@@ -537,6 +540,7 @@ async fn account(
         .filter(|(c, _)| **c >= 500)
         .map(|(_, n)| n)
         .sum();
+    a.http_503 = stats.statuses().get(&503).copied().unwrap_or(0);
     a.retried = api.counts().retried.load(Ordering::Relaxed);
     a.transport_errors = api.counts().transport_errors.load(Ordering::Relaxed);
     let lost: u64 = a.lost.values().sum();
@@ -549,7 +553,7 @@ async fn account(
         && a.webhooks.conflicting_events == 0
         && a.webhooks.bad_signatures == 0
         && a.money_matches
-        && a.http_5xx == 0;
+        && a.http_5xx == a.http_503;
     Ok(a)
 }
 
@@ -679,9 +683,10 @@ impl fmt::Display for ReplayReport {
             .collect();
         writeln!(
             f,
-            "  HTTP: {}  (5xx {}, retried {}, transport errors {})",
+            "  HTTP: {}  (5xx {} of which 503 {}, retried {}, transport errors {})",
             statuses.join(" "),
             a.http_5xx,
+            a.http_503,
             a.retried,
             a.transport_errors
         )?;
