@@ -306,19 +306,25 @@ pub struct ReplayArgs {
 /// Longest replayed day: real time.
 const MAX_DAY: Duration = Duration::from_secs(86_400);
 
-/// A duration of up to a day: `Nh` up to 24, or anything [`parse_duration`] takes.
+/// A duration of up to a day: a number with `s`, `m` or `h` (`90s`, `1200m`, `24h`), or
+/// anything [`parse_duration`] takes.
 fn parse_day_duration(input: &str) -> std::result::Result<Duration, String> {
     let text = input.trim();
-    let value = match text.strip_suffix('h') {
-        Some(hours) => {
-            let h: f64 = hours
-                .parse()
-                .map_err(|_| format!("`{text}`: expected e.g. 10m, 1h, 24h"))?;
-            if !(h.is_finite() && h > 0.0) {
-                return Err(format!("`{text}` must be longer than 0"));
+    let scaled = [("h", 3600.0), ("m", 60.0), ("s", 1.0)]
+        .into_iter()
+        .find_map(|(unit, secs)| {
+            let number = text.strip_suffix(unit)?;
+            // `ms` and `us` are left to `parse_duration`.
+            if number.ends_with(['m', 'u', 'µ']) {
+                return None;
             }
-            Duration::from_secs_f64(h * 3600.0)
+            Some(number.parse::<f64>().map(|n| n * secs))
+        });
+    let value = match scaled {
+        Some(Ok(secs)) if secs.is_finite() && secs > 0.0 && secs <= MAX_DAY.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
         }
+        Some(_) => return Err(format!("`{text}` must be longer than 0 and at most 24h")),
         None => parse_duration(text)?,
     };
     if value.is_zero() || value > MAX_DAY {
@@ -417,4 +423,21 @@ fn finish_replay(report: ReplayReport, args: &ReplayArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod replay_arg_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_may_be_compressed_into_up_to_24_hours() {
+        assert_eq!(parse_day_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_day_duration("1200m"), Ok(Duration::from_secs(72_000)));
+        assert_eq!(parse_day_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_day_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_day_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_day_duration("25h").is_err());
+        assert!(parse_day_duration("0m").is_err());
+        assert!(parse_day_duration("abc").is_err());
+    }
 }
