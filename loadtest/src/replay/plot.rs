@@ -171,6 +171,9 @@ fn write_png(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Resu
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    // Flat colours and thin lines: the slow settings shrink the file several times.
+    enc.set_compression(png::Compression::Best);
+    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
     let mut w = enc
         .write_header()
         .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
