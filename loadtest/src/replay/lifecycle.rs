@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 /// already been told about (the session settles from its intent on read).
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
+/// Re-sends of an unacknowledged PSP callback (a real PSP retries for hours; a replay only
+/// needs to ride out load shedding).
+const PSP_RESENDS: u32 = 5;
+
 /// Payer countries (ISO 3166-1 alpha-2) of the EU parcels.
 const COUNTRIES: [&str; 8] = ["NL", "DE", "FR", "BE", "ES", "IT", "PL", "AT"];
 /// Carriers, as their shop shipping lines name them.
@@ -288,12 +292,30 @@ async fn drive(ctx: &Ctx, rec: &mut Record, intended: Instant) -> StepResult<End
         )
         .await,
     )?;
-    let ack = delivered.body["status"].as_u64().unwrap_or(0);
+    let mut ack = delivered.body["status"].as_u64().unwrap_or(0);
+    // A PSP re-sends a notification the merchant did not acknowledge (an engine shedding load
+    // answers 503); the simulator does not on its own, so the payer's PSP side does it here,
+    // byte for byte, with the same notification id.
+    let mut resent = 0;
+    while !(200..300).contains(&ack) && resent < PSP_RESENDS {
+        resent += 1;
+        tokio::time::sleep(Duration::from_millis(500) * resent).await;
+        let again = at(
+            "callback",
+            api.expect(
+                "simulator re-send",
+                api.sim(Method::POST, &format!("/_sim/orders/{intent}/duplicate")),
+                &[StatusCode::OK],
+            )
+            .await,
+        )?;
+        ack = again.body["status"].as_u64().unwrap_or(0);
+    }
     if !(200..300).contains(&ack) {
         return Err((
             "callback",
             Error::new(format!(
-                "the engine did not acknowledge the {} callback: {}",
+                "the engine did not acknowledge the {} callback after {resent} re-sends: {}",
                 p.channel,
                 delivered.describe()
             )),
