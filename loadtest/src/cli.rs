@@ -13,6 +13,11 @@ use crate::ceiling;
 use crate::driver::{self, MAX_RATE, Plan, Scenario};
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
+use crate::replay::lifecycle::CsvBatching;
+use crate::replay::mix::{Outcome, Source, Weighted, parse_weights};
+use crate::replay::schedule::{DEFAULT_CURVE, Shape};
+use crate::replay::setup::Setup;
+use crate::replay::{self as replay_mod, ReplayConfig, ReplayReport};
 use crate::report::Report;
 use crate::scenarios::{CreateIntents, CreateIntentsConfig, GetPath};
 use crate::target::Target;
@@ -39,6 +44,8 @@ pub enum Command {
     CreateIntents(CreateIntentsArgs),
     /// Load `GET` of one path.
     Get(GetArgs),
+    /// Replay a China→EU parcel day: full lifecycles, from order to delivery.
+    Replay(ReplayArgs),
 }
 
 /// Arguments of `ceiling-server`.
@@ -179,6 +186,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CeilingServer(args) => serve_ceiling(&args).await,
         Command::CreateIntents(args) => finish(create_intents(&args).await?, &args.load),
         Command::Get(args) => finish(get(&args).await?, &args.load),
+        Command::Replay(args) => finish_replay(replay(&args).await?, &args),
     }
 }
 
@@ -219,4 +227,217 @@ fn print_stdout(text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Error::new(format!("cannot write to stdout: {e}")))
+}
+
+/// Arguments of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Base URL of the engine, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    pub target: String,
+    /// Base URL of the PSP simulator (`psp-sim`), e.g. http://127.0.0.1:7911.
+    #[arg(long)]
+    pub sim: String,
+    /// Setup file: `{"merchants":[{"merchant_id","token","secret_key"}],"drivers":[jwt,…]}`.
+    #[arg(long, value_name = "PATH")]
+    pub setup: PathBuf,
+    /// Parcels in an average replayed day (the 2024 EU figure is about 12,600,000).
+    #[arg(long, default_value_t = 12_600_000)]
+    pub parcels_per_day: u64,
+    /// Wall-clock time one replayed day is compressed into (e.g. 60m, 10m, 24h).
+    #[arg(long, default_value = "60m", value_parser = parse_day_duration)]
+    pub compress: Duration,
+    /// Multiplier of the day's volume (peak days are 1.5 to 3.5 × the average).
+    #[arg(long, default_value_t = 1.0)]
+    pub peak_factor: f64,
+    /// Hour of the replayed day to start at (0-23).
+    #[arg(long, default_value_t = 0)]
+    pub start_hour: u32,
+    /// Wall-clock length of the run; default: the whole compressed day.
+    #[arg(long, value_parser = parse_day_duration)]
+    pub duration: Option<Duration>,
+    /// Relative arrivals per hour of the day, 24 comma-separated weights.
+    #[arg(long)]
+    pub curve: Option<String>,
+    /// Order sources and weights (api, shopify, woocommerce, csv).
+    #[arg(long, default_value = "api=55,shopify=15,woocommerce=10,csv=20")]
+    pub sources: String,
+    /// Payment channels and weights (each must be in the engine's `lastmile.sessions.channels`).
+    #[arg(long, default_value = "stripe=50,multisafepay=50")]
+    pub channels: String,
+    /// Lifecycle outcomes and weights (paid, expired, failed, refused).
+    #[arg(long, default_value = "paid=85,expired=5,failed=5,refused=5")]
+    pub outcomes: String,
+    /// Lifecycles in flight at most; later arrivals are counted as not sent.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_in_flight: usize,
+    /// Limit of one HTTP exchange.
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// How long to wait after the last lifecycle for outstanding webhooks.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Rows per bulk CSV upload at most.
+    #[arg(long, default_value_t = 200, value_parser = value_parser!(u16).range(1..=5000))]
+    pub csv_batch_rows: u16,
+    /// Longest a CSV row waits for its upload.
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+    pub csv_batch_wait: Duration,
+    /// Skip reading every order back at the end.
+    #[arg(long)]
+    pub no_verify_states: bool,
+    /// Directory to write the SVG/PNG plots into.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// File name prefix of the plots.
+    #[arg(long, default_value = "replay")]
+    pub plots_prefix: String,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Longest replayed day: real time.
+const MAX_DAY: Duration = Duration::from_secs(86_400);
+
+/// A duration of up to a day: a number with `s`, `m` or `h` (`90s`, `1200m`, `24h`), or
+/// anything [`parse_duration`] takes.
+fn parse_day_duration(input: &str) -> std::result::Result<Duration, String> {
+    let text = input.trim();
+    let scaled = [("h", 3600.0), ("m", 60.0), ("s", 1.0)]
+        .into_iter()
+        .find_map(|(unit, secs)| {
+            let number = text.strip_suffix(unit)?;
+            // `ms` and `us` are left to `parse_duration`.
+            if number.ends_with(['m', 'u', 'µ']) {
+                return None;
+            }
+            Some(number.parse::<f64>().map(|n| n * secs))
+        });
+    let value = match scaled {
+        Some(Ok(secs)) if secs.is_finite() && secs > 0.0 && secs <= MAX_DAY.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
+        }
+        Some(_) => return Err(format!("`{text}` must be longer than 0 and at most 24h")),
+        None => parse_duration(text)?,
+    };
+    if value.is_zero() || value > MAX_DAY {
+        return Err(format!("`{text}` must be longer than 0 and at most 24h"));
+    }
+    Ok(value)
+}
+
+fn parse_curve(text: &str) -> Result<[f64; 24]> {
+    let values: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::new("--curve must be 24 comma-separated numbers"))?;
+    values
+        .try_into()
+        .map_err(|_| Error::new("--curve must have exactly 24 weights, one per hour"))
+}
+
+impl ReplayArgs {
+    /// The run these arguments describe.
+    pub fn config(&self) -> Result<ReplayConfig> {
+        let day_wall = self.compress;
+        let shape = Shape {
+            parcels_per_day: self.parcels_per_day,
+            day_wall,
+            peak_factor: self.peak_factor,
+            start_hour: self.start_hour,
+            run_wall: self.duration.unwrap_or(day_wall),
+            curve: match &self.curve {
+                Some(c) => parse_curve(c)?,
+                None => DEFAULT_CURVE,
+            },
+        };
+        shape.validate()?;
+        let channel_weights = parse_weights(&self.channels, |name| {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+                return Err(Error::new(format!("`{name}` is not a channel name")));
+            }
+            Ok(name.to_string())
+        })?;
+        let channel_names: Vec<String> = channel_weights.iter().map(|(n, _)| n.clone()).collect();
+        let channels = Weighted::new(
+            channel_weights
+                .iter()
+                .enumerate()
+                .map(|(i, (_, w))| (i, *w))
+                .collect(),
+        )?;
+        Ok(ReplayConfig {
+            target: Target::parse(&self.target)?,
+            sim: Target::parse(&self.sim)?,
+            setup: Setup::load(&self.setup)?,
+            shape,
+            sources: Weighted::new(parse_weights(&self.sources, str::parse::<Source>)?)?,
+            channels,
+            channel_names,
+            outcomes: Weighted::new(parse_weights(&self.outcomes, str::parse::<Outcome>)?)?,
+            max_in_flight: self.max_in_flight,
+            request_timeout: self.timeout,
+            drain: self.drain,
+            csv: CsvBatching {
+                max_rows: usize::from(self.csv_batch_rows),
+                max_wait: self.csv_batch_wait,
+            },
+            verify_states: !self.no_verify_states,
+            progress: !self.quiet && !self.json,
+        })
+    }
+}
+
+/// Runs the `replay` scenario and returns its report.
+pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport> {
+    replay_mod::run(args.config()?).await
+}
+
+fn finish_replay(report: ReplayReport, args: &ReplayArgs) -> Result<()> {
+    if let Some(path) = &args.json_out {
+        write_file(path, &format!("{}\n", report.to_json()))?;
+    }
+    if let Some(dir) = &args.plots {
+        let files = replay_mod::plot::write_all(dir, &args.plots_prefix, &report.timeline)?;
+        if !args.json {
+            let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("plots: {}", names.join(", "));
+        }
+    }
+    if args.json {
+        print_stdout(&format!("{}\n", report.to_json()))?;
+    } else {
+        print_stdout(&report.to_string())?;
+    }
+    if !report.accounting.ok {
+        return Err(Error::new(
+            "the accounting failed: see lost lifecycles, webhooks, money and 5xx above",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod replay_arg_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_may_be_compressed_into_up_to_24_hours() {
+        assert_eq!(parse_day_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_day_duration("1200m"), Ok(Duration::from_secs(72_000)));
+        assert_eq!(parse_day_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_day_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_day_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_day_duration("25h").is_err());
+        assert!(parse_day_duration("0m").is_err());
+        assert!(parse_day_duration("abc").is_err());
+    }
 }

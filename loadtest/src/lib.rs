@@ -4,7 +4,8 @@
 //!
 //! The generic machinery lives in [`driver`] (connections, scheduling,
 //! statistics) and [`report`]; scenarios in [`scenarios`] only build
-//! requests.
+//! requests. [`replay`] is different: it drives whole parcel lifecycles
+//! (order, payment, PSP callback, webhooks, delivery) and accounts for each.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod driver;
 pub mod duration;
 pub mod error;
+pub mod replay;
 pub mod report;
 pub mod scenarios;
 pub mod target;
