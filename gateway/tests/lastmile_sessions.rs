@@ -790,12 +790,9 @@ async fn concurrent_first_payments_of_a_merchant_all_start() {
         tokens.push(token_of(&session(&srv, &shop, "NL", "DHL").await));
     }
     let body = json!({"channel": "sandbox", "simulate": "succeed"});
-    let answers = futures::future::join_all(
-        tokens
-            .iter()
-            .map(|t| start_payment(&srv, t, body.clone())),
-    )
-    .await;
+    let answers =
+        futures::future::join_all(tokens.iter().map(|t| start_payment(&srv, t, body.clone())))
+            .await;
     for r in answers {
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         assert_eq!(r.body["status"], "PAID");

@@ -77,10 +77,9 @@ impl LastMile {
     ) -> EngineResult<ServiceStatus> {
         match self.engine.service_action(ctx, id, action).await {
             Ok(svc) => Ok(svc.status),
-            Err(EngineError::Conflict {
-                code: "invalid_state_transition",
-                ..
-            }) => Ok(self.engine.get_service(ctx, id).await?.status),
+            Err(EngineError::InvalidStateTransition { .. }) => {
+                Ok(self.engine.get_service(ctx, id).await?.status)
+            }
             Err(e) => Err(e),
         }
     }
@@ -104,7 +103,10 @@ impl LastMile {
         };
         let status = match action {
             None => svc.status,
-            Some(action) => self.ps_service_move(ctx, &svc.id.to_string(), action).await?,
+            Some(action) => {
+                self.ps_service_move(ctx, &svc.id.to_string(), action)
+                    .await?
+            }
         };
         if status != ServiceStatus::Active {
             return Err(EngineError::Conflict {
