@@ -1,5 +1,6 @@
 //! Assembles the HTTP application: state, routes, middleware (request id + error envelope,
-//! metrics, body limit, timeout, concurrency limit) and the server lifecycle.
+//! metrics, body limit, timeout, concurrency limit) and the server lifecycle. Connections
+//! themselves (caps, timeouts, accept errors) are `server.rs`'s.
 
 use crate::config::Config;
 use crate::error::{ApiError, request_id};
@@ -260,19 +261,15 @@ pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServe
         admin_token: Arc::from(cfg.admin.token.as_str()),
     };
     let app = router(state, cfg);
+    let limits = crate::server::ConnLimits::from_config(&cfg.server);
     let listener = tokio::net::TcpListener::bind(cfg.server.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, svc)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
+        crate::server::serve(listener, app, limits, async move {
+            let _ = rx.await;
+        })
+        .await;
     });
     Ok(RunningServer {
         addr,

@@ -38,6 +38,20 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Requests handled at once; more are refused with 503 at once rather than queued.
     pub max_concurrent_requests: usize,
+    /// Longest a client may take to send a request's line and headers once it started, ms;
+    /// slower connections are closed without an answer.
+    pub header_read_timeout_ms: u64,
+    /// Longest a kept-alive connection may wait for its next request, ms; then it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once. Past it a new connection gets 503 `connection_limit` with
+    /// `Connection: close` and is closed. Keep it below the process's open-file limit
+    /// (`ulimit -n`) less what storage and outbound calls use.
+    pub max_connections: usize,
+    /// Largest request line plus headers, bytes (larger → 431 `header_too_large`).
+    pub max_header_bytes: usize,
+    /// Longest pause between accepts after repeated accept errors (out of descriptors), ms;
+    /// pauses start at 5 ms and double.
+    pub accept_backoff_max_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +63,11 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 30_000,
             max_concurrent_requests: 4_096,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 4_096,
+            max_header_bytes: 32 * 1024,
+            accept_backoff_max_ms: 1_000,
         }
     }
 }

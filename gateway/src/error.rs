@@ -6,7 +6,7 @@
 //! our handlers (unknown route, wrong method, timeout, overload) into the same JSON shape.
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipay_engine::ids::RequestId;
@@ -110,8 +110,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Renders the error envelope.
-fn render(err: &ApiError, request_id: &str) -> Response {
+/// The bytes of the error envelope `{"error":{"code","message",…,"request_id"}}`.
+pub fn envelope_bytes(err: &ApiError, request_id: &str) -> Vec<u8> {
     let mut body = Map::new();
     body.insert("code".into(), Value::String(err.code.into()));
     body.insert("message".into(), Value::String(err.message.clone()));
@@ -119,8 +119,12 @@ fn render(err: &ApiError, request_id: &str) -> Response {
         body.insert(k.clone(), v.clone());
     }
     body.insert("request_id".into(), Value::String(request_id.into()));
-    let bytes = serde_json::to_vec(&json!({ "error": body })).unwrap_or_default();
-    let mut resp = Response::new(Body::from(bytes));
+    serde_json::to_vec(&json!({ "error": body })).unwrap_or_default()
+}
+
+/// Renders the error envelope.
+fn render(err: &ApiError, request_id: &str) -> Response {
+    let mut resp = Response::new(Body::from(envelope_bytes(err, request_id)));
     *resp.status_mut() = err.status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -191,13 +195,29 @@ fn valid_client_request_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// The client's `X-Request-Id` when it is usable, otherwise a new id.
+fn request_id_of(headers: Option<&HeaderMap>) -> String {
+    headers
+        .and_then(|h| h.get("x-request-id"))
+        .and_then(valid_client_request_id)
+        .unwrap_or_else(|| RequestId::new_at(chrono::Utc::now().timestamp_millis()).to_string())
+}
+
+/// A complete error response for answers given below the router (oversized headers, the
+/// connection cap), which the [`request_id`] middleware never sees: it carries the envelope, a
+/// request id (the client's, from `headers`, when usable) and `X-Request-Id`.
+pub fn standalone(err: &ApiError, headers: Option<&HeaderMap>) -> Response {
+    let id = request_id_of(headers);
+    let mut resp = render(err, &id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
 /// Outermost middleware: assigns the request id and gives every error the JSON envelope.
 pub async fn request_id(mut req: Request<Body>, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(valid_client_request_id)
-        .unwrap_or_else(|| RequestId::new_at(chrono::Utc::now().timestamp_millis()).to_string());
+    let id = request_id_of(Some(req.headers()));
     req.extensions_mut().insert(ReqId(id.clone()));
     let resp = next.run(req).await;
     let mut resp = if let Some(err) = resp.extensions().get::<ApiError>().cloned() {

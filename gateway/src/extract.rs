@@ -205,6 +205,22 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        // Two keys would leave it to chance which one guards the request (and a retry sent
+        // through a different proxy chain could pick the other), so the request is refused.
+        if parts
+            .headers
+            .get_all("idempotency-key")
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                "send exactly one Idempotency-Key header; this request had several",
+            )
+            .param("Idempotency-Key"));
+        }
         match parts.headers.get("idempotency-key") {
             None => Ok(IdempotencyKey(None)),
             Some(v) => v
