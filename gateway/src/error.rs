@@ -111,7 +111,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Renders the error envelope.
-fn render(err: &ApiError, request_id: &str) -> Response {
+pub(crate) fn render(err: &ApiError, request_id: &str) -> Response {
     let mut body = Map::new();
     body.insert("code".into(), Value::String(err.code.into()));
     body.insert("message".into(), Value::String(err.message.clone()));

@@ -9,4 +9,5 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;

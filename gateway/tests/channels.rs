@@ -201,7 +201,6 @@ async fn fixture_on(
             master_key: Some(MasterKey::generate()),
             sleeper: Arc::new(sleeper.clone()),
             psp_budget: ChannelSetup::psp_budget(request_timeout_ms),
-            ..Default::default()
         })
         .unwrap();
     let m = srv.merchant("channels").await;
