@@ -1,7 +1,8 @@
 //! Engine settings: `[limits]` and `[sessions]` of `ipay.toml` as the engine reads them.
 //!
 //! Only the shapes and their documented defaults live here; the modules that enforce a limit
-//! read it from [`EngineConfig`]. Channel, webhook and store settings have their own structs
+//! read it from [`EngineConfig`] (the request rate limits are enforced by the HTTP gateway,
+//! after authentication). Channel, webhook and store settings have their own structs
 //! next to the code that uses them.
 
 use crate::session::SessionConfig;
@@ -31,6 +32,14 @@ pub struct Limits {
     pub max_page_size: usize,
     /// How long a looked-up API key is trusted before it is read again, ms.
     pub key_cache_ttl_ms: u64,
+    /// Requests per second one API key may make, sustained (0: no per-key limit).
+    pub rate_per_key_per_sec: u32,
+    /// Requests one API key may make at once above the sustained rate (the bucket size).
+    pub rate_per_key_burst: u32,
+    /// Requests per second one merchant may make with all its keys together (0: no limit).
+    pub rate_per_merchant_per_sec: u32,
+    /// Requests one merchant may make at once above its sustained rate.
+    pub rate_per_merchant_burst: u32,
 }
 
 impl Default for Limits {
@@ -46,6 +55,12 @@ impl Default for Limits {
             idempotency_wait_ms: 10_000,
             max_page_size: 100,
             key_cache_ttl_ms: 30_000,
+            // Generous: a safety net against a runaway client, far above what one node serves
+            // (a few thousand creates per second), so load tests and normal traffic never see it.
+            rate_per_key_per_sec: 10_000,
+            rate_per_key_burst: 20_000,
+            rate_per_merchant_per_sec: 20_000,
+            rate_per_merchant_burst: 40_000,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub lastmile: Arc<ipay_lastmile::LastMile>,
     pub metrics: PrometheusHandle,
     pub admin_token: Arc<str>,
+    /// Request rate limits per API key and per merchant (`[limits] rate_per_…`).
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every server in a process).
@@ -259,6 +261,7 @@ pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServe
         lastmile,
         metrics: metrics_handle(),
         admin_token: Arc::from(cfg.admin.token.as_str()),
+        rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&cfg.limits)),
     };
     let app = router(state, cfg);
     let limits = crate::server::ConnLimits::from_config(&cfg.server);

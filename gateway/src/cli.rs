@@ -283,6 +283,7 @@ fn channel_setup(cfg: &Config) -> Result<ipay_engine::channels::ChannelSetup, St
         config: cfg.channels.clone(),
         master_key,
         sleeper: Arc::new(ipay_engine::channels::retry::TokioSleeper),
+        psp_budget: ipay_engine::channels::ChannelSetup::psp_budget(cfg.server.request_timeout_ms),
     })
 }
 

@@ -123,7 +123,7 @@ pub fn envelope_bytes(err: &ApiError, request_id: &str) -> Vec<u8> {
 }
 
 /// Renders the error envelope.
-fn render(err: &ApiError, request_id: &str) -> Response {
+pub(crate) fn render(err: &ApiError, request_id: &str) -> Response {
     let mut resp = Response::new(Body::from(envelope_bytes(err, request_id)));
     *resp.status_mut() = err.status;
     resp.headers_mut().insert(

@@ -1,5 +1,6 @@
 //! Request extractors whose every failure is a coded JSON error: bodies ([`ApiJson`]), query
-//! strings ([`ApiQuery`]), the API key ([`Auth`]) and the `Idempotency-Key` header.
+//! strings ([`ApiQuery`]), the API key ([`Auth`], which also applies the request rate limits
+//! of [`crate::ratelimit`]) and the `Idempotency-Key` header.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -8,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use ipay_engine::AuthContext;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -184,16 +186,23 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
+    /// A rendered answer: a rate-limit refusal carries headers an [`ApiError`] cannot.
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token =
-            bearer(parts).ok_or_else(|| ApiError::from(ipay_engine::EngineError::AuthInvalid))?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::from(ipay_engine::EngineError::AuthInvalid).into_response())?;
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let ctx = state.engine.authenticate(token, ip).await?;
+        let ctx = state
+            .engine
+            .authenticate(token, ip)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        // Counted only once the caller is known: a bad key spends no merchant's budget.
+        state.rate_limits.check(&ctx, parts).map_err(|r| *r)?;
         Ok(Auth(ctx))
     }
 }

@@ -9,5 +9,6 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;

@@ -28,6 +28,8 @@ const SECRET: &str = "fake-psp-secret-0123456789";
 #[derive(Default)]
 struct Psp {
     down: AtomicBool,
+    /// Calls never answer (a PSP that accepts the connection and goes silent).
+    hang: AtomicBool,
     calls: AtomicU32,
 }
 
@@ -57,6 +59,9 @@ impl ChannelAdapter for FakeAdapter {
         req: &ChannelPaymentRequest,
     ) -> Result<ChannelPayment, ChannelError> {
         self.psp.calls.fetch_add(1, Ordering::SeqCst);
+        if self.psp.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.psp.down.load(Ordering::SeqCst) {
             return Err(ChannelError::Unavailable("HTTP 503 from the PSP".into()));
         }
@@ -173,7 +178,15 @@ struct Fixture {
 }
 
 async fn fixture_with(tweak: impl FnOnce(&mut ChannelsConfig)) -> Fixture {
-    let srv = common::start().await;
+    fixture_on(common::start().await, 30_000, tweak).await
+}
+
+/// The fixture on `srv`, whose `server.request_timeout_ms` is `request_timeout_ms`.
+async fn fixture_on(
+    srv: TestServer,
+    request_timeout_ms: u64,
+    tweak: impl FnOnce(&mut ChannelsConfig),
+) -> Fixture {
     let psp = Arc::new(Psp::default());
     let sleeper = RecordingSleeper::with_clock(srv.clock.clone());
     let mut config = ChannelsConfig {
@@ -187,6 +200,7 @@ async fn fixture_with(tweak: impl FnOnce(&mut ChannelsConfig)) -> Fixture {
             config,
             master_key: Some(MasterKey::generate()),
             sleeper: Arc::new(sleeper.clone()),
+            psp_budget: ChannelSetup::psp_budget(request_timeout_ms),
         })
         .unwrap();
     let m = srv.merchant("channels").await;
@@ -428,6 +442,32 @@ async fn an_unavailable_channel_is_retried_after_1s_and_5s_then_answers_503_with
         vec![Duration::from_secs(1), Duration::from_secs(5)]
     );
     assert_eq!(f.health("alipay").await["consecutive_failures"], 3);
+    f.srv.stop().await;
+}
+
+// Real time, kept short: the server's request timeout is 2 s, so the PSP budget is 1.6 s.
+#[tokio::test]
+async fn a_hanging_channel_answers_503_with_alternatives_before_the_request_timeout() {
+    let srv = common::start_with(|c| c.server.request_timeout_ms = 2_000).await;
+    let f = fixture_on(srv, 2_000, |_| {}).await;
+    for c in ["alipay", "wechat"] {
+        assert_eq!(f.configure(c).await.status, StatusCode::CREATED);
+    }
+    f.psp.hang.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let r = f.intent("alipay", 699, "CNY").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(
+        took < Duration::from_millis(2_000),
+        "answered after {took:?}"
+    );
+    assert_eq!(r.headers["retry-after"], "30");
+    assert_eq!(r.body["error"]["code"], "channel_unavailable");
+    assert_eq!(r.body["error"]["alternatives"], json!(["wechat"]));
+    // The 1 s retry delay and another attempt do not fit the 1.6 s budget: one attempt, no wait.
+    assert_eq!(f.psp.calls.load(Ordering::SeqCst), 1);
+    assert!(f.sleeper.take().is_empty());
     f.srv.stop().await;
 }
 

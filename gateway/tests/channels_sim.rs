@@ -64,6 +64,7 @@ async fn world(tweak: impl FnOnce(&mut ChannelsConfig)) -> World {
             config,
             master_key: Some(MasterKey::generate()),
             sleeper: Arc::new(sleeper.clone()),
+            ..Default::default()
         })
         .unwrap();
     sim.set_webhook_url("stripe", &format!("{}/api/payments/webhook", srv.base));

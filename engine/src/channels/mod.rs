@@ -49,8 +49,15 @@ const MAX_LISTED: usize = 100;
 /// Longest PSP notification id kept for de-duplication.
 pub const MAX_NOTIFICATION_ID_LEN: usize = 200;
 
+/// Default request timeout the PSP budget is derived from when the caller names none, ms
+/// (`[server] request_timeout_ms`'s default).
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Shortest attempt worth making: a retry whose call would get less than this (or less than
+/// `call_timeout_ms`, if smaller) is not made.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// What the engine needs to run real channels: the adapter factory, `[channels]`, the master
-/// key, and how to wait between retries.
+/// key, how to wait between retries, and how long one request may spend on PSP calls.
 pub struct ChannelSetup {
     /// Builds adapters from stored credentials; without one only built-in channels work.
     pub factory: Option<Arc<dyn ChannelFactory>>,
@@ -58,6 +65,18 @@ pub struct ChannelSetup {
     /// Encrypts stored credentials; without one `POST /v1/channels` is refused.
     pub master_key: Option<MasterKey>,
     pub sleeper: Arc<dyn Sleeper>,
+    /// Longest one request may spend calling a PSP, retries and the waits between them
+    /// included; see [`ChannelSetup::psp_budget`].
+    pub psp_budget: Duration,
+}
+
+impl ChannelSetup {
+    /// The PSP budget that fits a request timeout of `request_timeout_ms`: four fifths of it,
+    /// so that the store writes around the call and the answer itself still fit and an outage
+    /// ends in `503 channel_unavailable`, never in the server's `408 request_timeout`.
+    pub fn psp_budget(request_timeout_ms: u64) -> Duration {
+        Duration::from_millis(request_timeout_ms.max(1).saturating_mul(4) / 5)
+    }
 }
 
 impl Default for ChannelSetup {
@@ -67,6 +86,7 @@ impl Default for ChannelSetup {
             config: ChannelsConfig::default(),
             master_key: None,
             sleeper: Arc::new(TokioSleeper),
+            psp_budget: ChannelSetup::psp_budget(DEFAULT_REQUEST_TIMEOUT_MS),
         }
     }
 }
@@ -427,6 +447,12 @@ impl ChannelHub {
 
     /// Opens a payment with the channel behind its breaker, retrying after each configured
     /// delay while the channel is unavailable and the breaker lets calls through.
+    ///
+    /// Everything happens within [`ChannelSetup::psp_budget`]: each attempt's timeout is
+    /// `call_timeout_ms` cut to what is left of the budget, a retry is made only when its delay
+    /// and a useful attempt still fit, and the breaker is looked at before each wait, so an
+    /// outage ends in [`ChannelError::Unavailable`] (the caller's `503`) before the request
+    /// times out.
     pub async fn create_payment(
         &self,
         channel: &str,
@@ -434,13 +460,22 @@ impl ChannelHub {
         req: &ChannelPaymentRequest,
     ) -> Result<ChannelPayment, ChannelError> {
         let breaker = self.breaker(channel);
-        let timeout = Duration::from_millis(self.setup.config.call_timeout_ms.max(1));
+        let call_timeout = Duration::from_millis(self.setup.config.call_timeout_ms.max(1));
+        let min_attempt = call_timeout.min(MIN_ATTEMPT);
+        let budget = self.setup.psp_budget;
+        // Time spent so far: attempts as measured, waits as asked for (a test sleeper returns
+        // at once but stands for the whole delay).
+        let mut spent = Duration::ZERO;
         let mut delays = self.retry_delays.iter();
         loop {
             let Some(permit) = breaker.try_acquire(self.clock.now_ms()) else {
                 metrics::counter!("ipay_channel_calls_total", "channel" => channel.to_string(), "outcome" => "short_circuited").increment(1);
                 return Err(ChannelError::Unavailable("circuit breaker open".into()));
             };
+            let timeout = call_timeout
+                .min(budget.saturating_sub(spent))
+                .max(min_attempt);
+            let started = tokio::time::Instant::now();
             let outcome = match tokio::time::timeout(timeout, adapter.create_payment(req)).await {
                 Ok(r) => r,
                 Err(_) => Err(ChannelError::Unavailable(format!(
@@ -448,27 +483,40 @@ impl ChannelHub {
                     timeout.as_millis()
                 ))),
             };
+            spent += started.elapsed();
             let label = match &outcome {
                 Ok(_) => "ok",
                 Err(ChannelError::Rejected(_)) => "rejected",
                 Err(ChannelError::Unavailable(_)) => "unavailable",
             };
             metrics::counter!("ipay_channel_calls_total", "channel" => channel.to_string(), "outcome" => label).increment(1);
-            match outcome {
-                Err(ChannelError::Unavailable(why)) => {
-                    breaker.on_failure(permit, self.clock.now_ms());
-                    tracing::warn!(channel, error = %why, "PSP call failed");
-                    match delays.next() {
-                        Some(d) => self.setup.sleeper.sleep(*d).await,
-                        None => return Err(ChannelError::Unavailable(why)),
-                    }
-                }
+            let why = match outcome {
+                Err(ChannelError::Unavailable(why)) => why,
                 other => {
                     // A refusal is an answer: the channel is up.
                     breaker.on_success();
                     return other;
                 }
+            };
+            breaker.on_failure(permit, self.clock.now_ms());
+            tracing::warn!(channel, error = %why, "PSP call failed");
+            let Some(delay) = delays.next().copied() else {
+                return Err(ChannelError::Unavailable(why));
+            };
+            // Waiting for a breaker that is already open only delays the same answer.
+            if !breaker.is_closed() {
+                return Err(ChannelError::Unavailable(format!(
+                    "{why}; circuit breaker open"
+                )));
             }
+            if spent + delay + min_attempt > budget {
+                return Err(ChannelError::Unavailable(format!(
+                    "{why}; no time left for another attempt within {} ms",
+                    budget.as_millis()
+                )));
+            }
+            self.setup.sleeper.sleep(delay).await;
+            spent += delay;
         }
     }
 
@@ -540,5 +588,155 @@ impl ChannelHub {
             .ledger
             .get_record(RECORD_KIND, &record_key(merchant, livemode, channel))
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ids::PaymentIntentId;
+    use crate::money::{Currency, Money};
+    use crate::store::embedded::{EmbeddedLedger, EmbeddedOptions};
+    use retry::RecordingSleeper;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A PSP that never answers, or answers 503 at once; counts its calls either way.
+    struct Psp {
+        hang: bool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl ChannelAdapter for Psp {
+        fn name(&self) -> &'static str {
+            "wechat"
+        }
+
+        fn supports_currency(&self, _currency: Currency) -> bool {
+            true
+        }
+
+        fn allows_livemode(&self) -> bool {
+            true
+        }
+
+        async fn create_payment(
+            &self,
+            _req: &ChannelPaymentRequest,
+        ) -> Result<ChannelPayment, ChannelError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Err(ChannelError::Unavailable("HTTP 503 from the PSP".into()))
+        }
+    }
+
+    struct Setup {
+        hub: ChannelHub,
+        sleeper: RecordingSleeper,
+        adapter: Arc<dyn ChannelAdapter>,
+        psp: Arc<Psp>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup(hang: bool, request_timeout_ms: u64, config: ChannelsConfig) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).expect("ledger");
+        let clock = ManualClock::new(1_800_000_000_000);
+        let sleeper = RecordingSleeper::with_clock(clock.clone());
+        let setup = ChannelSetup {
+            config,
+            sleeper: Arc::new(sleeper.clone()),
+            psp_budget: ChannelSetup::psp_budget(request_timeout_ms),
+            ..Default::default()
+        };
+        let psp = Arc::new(Psp {
+            hang,
+            calls: AtomicU32::new(0),
+        });
+        Setup {
+            hub: ChannelHub::new(ledger, Arc::new(clock), setup),
+            sleeper,
+            adapter: psp.clone(),
+            psp,
+            _dir: dir,
+        }
+    }
+
+    fn request() -> ChannelPaymentRequest {
+        ChannelPaymentRequest {
+            intent_id: PaymentIntentId::new_at(1_800_000_000_000),
+            amount: Money::new(699, Currency::parse("CNY").expect("CNY")).expect("money"),
+            expires_at: Timestamp(1_800_000_900_000),
+            livemode: false,
+        }
+    }
+
+    // Paused tokio time: the call timeouts elapse at once, and the elapsed time is exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_channel_gives_up_within_the_request_budget() {
+        // The defaults of the outage report: 10 s calls, retries after 1 s and 5 s, 30 s
+        // requests. Three full attempts and both delays (36 s) cannot fit.
+        let s = setup(true, 30_000, ChannelsConfig::default());
+        let started = tokio::time::Instant::now();
+        let r = s.hub.create_payment("wechat", &s.adapter, &request()).await;
+        let took = started.elapsed() + s.sleeper.delays().iter().sum::<Duration>();
+        assert!(
+            matches!(r, Err(ChannelError::Unavailable(_))),
+            "{:?}",
+            r.map(|p| p.qr_code)
+        );
+        assert!(
+            took <= ChannelSetup::psp_budget(30_000),
+            "gave up after {took:?}"
+        );
+        assert_eq!(s.psp.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(s.sleeper.delays(), vec![Duration::from_secs(1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attempt_is_cut_to_what_is_left_of_the_budget() {
+        // A 5 s request: 4 s of budget, so the first (10 s) attempt is cut to 4 s and no retry
+        // fits after it.
+        let s = setup(true, 5_000, ChannelsConfig::default());
+        let started = tokio::time::Instant::now();
+        let r = s.hub.create_payment("wechat", &s.adapter, &request()).await;
+        assert!(r.is_err());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_millis(4_100),
+            "{took:?}"
+        );
+        assert_eq!(s.psp.calls.load(Ordering::SeqCst), 1);
+        assert!(s.sleeper.delays().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_opening_between_attempts_ends_without_the_next_delay() {
+        let config = ChannelsConfig {
+            breaker_failure_threshold: 2,
+            ..Default::default()
+        };
+        let s = setup(false, 30_000, config);
+        let r = s.hub.create_payment("wechat", &s.adapter, &request()).await;
+        assert!(matches!(r, Err(ChannelError::Unavailable(_))));
+        // The second failure opened the breaker: the 5 s delay is not slept.
+        assert_eq!(s.psp.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(s.sleeper.delays(), vec![Duration::from_secs(1)]);
+        assert!(!s.hub.healthy("wechat"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_channel_still_gets_every_retry_that_fits() {
+        let s = setup(false, 30_000, ChannelsConfig::default());
+        let r = s.hub.create_payment("wechat", &s.adapter, &request()).await;
+        assert!(r.is_err());
+        assert_eq!(s.psp.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            s.sleeper.delays(),
+            vec![Duration::from_secs(1), Duration::from_secs(5)]
+        );
     }
 }

@@ -1,0 +1,117 @@
+//! Request rate limits of the merchant API: a token bucket per API key and one per merchant
+//! (all its keys together), checked right after authentication, so an unauthenticated request
+//! costs nobody's budget and one merchant's burst never slows another merchant.
+//!
+//! Past a limit the answer is `429 rate_limited` with `Retry-After` and the `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` headers. The buckets live in this process:
+//! in cluster mode each node counts on its own, so a merchant spread over N nodes may reach N
+//! times the configured rate (the limits are a safety net against runaway clients, not
+//! billing). It does not limit PSP callbacks (the engine's channel subsystem does) nor the
+//! admin API.
+
+use crate::error::{ApiError, ReqId, render};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use ipay_engine::ids::{ApiKeyId, MerchantId};
+use ipay_engine::{AuthContext, Limits};
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Keys tracked by one limiter before idle buckets are swept (bounds memory under key churn).
+const SWEEP_ABOVE: usize = 100_000;
+
+/// The `X-RateLimit-*` headers.
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// One keyed limit: the buckets and the size of each.
+struct Limit<K: Hash + Eq + Clone> {
+    buckets: DefaultKeyedRateLimiter<K>,
+    burst: u32,
+}
+
+impl<K: Hash + Eq + Clone> Limit<K> {
+    /// `None` when `per_sec` is 0 (the limit is off).
+    fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        Some(Limit {
+            buckets: DefaultKeyedRateLimiter::keyed(quota),
+            burst: burst.get(),
+        })
+    }
+
+    /// Takes one request from `key`'s bucket, or says how long until one is available.
+    fn take(&self, key: &K) -> Result<(), Duration> {
+        if self.buckets.len() > SWEEP_ABOVE {
+            self.buckets.retain_recent();
+        }
+        self.buckets
+            .check_key(key)
+            .map_err(|n| n.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// The per-key and per-merchant request limits of one node.
+pub struct RateLimits {
+    per_key: Option<Limit<ApiKeyId>>,
+    per_merchant: Option<Limit<MerchantId>>,
+}
+
+impl RateLimits {
+    /// The limits `[limits]` configures.
+    pub fn new(cfg: &Limits) -> Self {
+        RateLimits {
+            per_key: Limit::new(cfg.rate_per_key_per_sec, cfg.rate_per_key_burst),
+            per_merchant: Limit::new(cfg.rate_per_merchant_per_sec, cfg.rate_per_merchant_burst),
+        }
+    }
+
+    /// Counts one request of the authenticated caller; past its key's or its merchant's limit,
+    /// the complete `429` answer.
+    pub fn check(&self, ctx: &AuthContext, parts: &Parts) -> Result<(), Box<Response>> {
+        if let Some(l) = &self.per_key
+            && let Err(wait) = l.take(&ctx.key.id)
+        {
+            return Err(Box::new(refusal("API key", l.burst, wait, parts)));
+        }
+        if let Some(l) = &self.per_merchant
+            && let Err(wait) = l.take(&ctx.merchant_id)
+        {
+            return Err(Box::new(refusal("merchant", l.burst, wait, parts)));
+        }
+        Ok(())
+    }
+}
+
+/// `429 rate_limited` with `Retry-After` and the `X-RateLimit-*` headers, rendered here (not
+/// by the request-id middleware) so that the headers survive.
+fn refusal(what: &str, burst: u32, wait: Duration, parts: &Parts) -> Response {
+    // Whole seconds, rounded up: a client that waits `Retry-After` is let in.
+    let secs = u32::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u32::MAX);
+    metrics::counter!("ipay_http_rate_limited_total", "limit" => what.replace(' ', "_").to_lowercase())
+        .increment(1);
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests for this {what}; retry after {secs} s"),
+    );
+    err.retry_after = Some(secs);
+    let id = parts
+        .extensions
+        .get::<ReqId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let mut resp = render(&err, &id);
+    let h = resp.headers_mut();
+    h.insert(LIMIT, HeaderValue::from(burst));
+    h.insert(REMAINING, HeaderValue::from(0u32));
+    h.insert(RESET, HeaderValue::from(secs));
+    resp
+}
