@@ -75,11 +75,7 @@ impl Callbacks {
 
     /// The intent the callback names (read without verifying anything) and the adapter
     /// built from its merchant's credentials, after the provider and merchant rate limits.
-    async fn target(
-        &self,
-        channel: &str,
-        cb: &InboundCallback,
-    ) -> EngineResult<Target> {
+    async fn target(&self, channel: &str, cb: &InboundCallback) -> EngineResult<Target> {
         let hub = self.routing.hub();
         let unknown = || EngineError::not_found("channel", channel);
         if !hub.knows(channel) {
@@ -87,14 +83,13 @@ impl Callbacks {
         }
         hub.check_provider_rate(channel)?;
         let factory = hub.factory().ok_or_else(unknown)?;
-        let claimed =
-            factory
-                .peek_intent(channel, cb)
-                .ok_or_else(|| EngineError::Invalid {
-                    code: "parameter_invalid",
-                    message: format!("the callback names no payment intent `{channel}` knows"),
-                    param: None,
-                })?;
+        let claimed = factory
+            .peek_intent(channel, cb)
+            .ok_or_else(|| EngineError::Invalid {
+                code: "parameter_invalid",
+                message: format!("the callback names no payment intent `{channel}` knows"),
+                param: None,
+            })?;
         let missing = || EngineError::not_found("payment intent", &claimed);
         let pid = PaymentIntentId::parse(&claimed).map_err(|_| missing())?;
         let intent = match self.ledger.get_intent(pid).await? {
@@ -128,10 +123,7 @@ impl Callbacks {
         cb: &InboundCallback,
     ) -> EngineResult<CallbackNotice> {
         let pid = target.intent.id;
-        let notice = match target
-            .adapter
-            .verify_callback(cb, self.clock.now())
-        {
+        let notice = match target.adapter.verify_callback(cb, self.clock.now()) {
             Ok(n) => n,
             Err(e) => {
                 count(channel, "rejected");

@@ -7,7 +7,6 @@
 use crate::auth::AuthContext;
 use crate::clock::Clock;
 use crate::config::Limits;
-use crate::url_policy::UrlPolicy;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::ServiceId;
 use crate::merchants::MerchantLocks;
@@ -15,6 +14,7 @@ use crate::model::service::next_service_status;
 use crate::model::{Permission, Service, ServiceAction, ServiceInput, ServiceStatus};
 use crate::paging::page;
 use crate::store::{Ledger, Page, PageRequest, WriteBatch, WriteOp};
+use crate::url_policy::UrlPolicy;
 use dashmap::DashMap;
 use std::sync::Arc;
 
