@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::ids::{MerchantId, RequestId};
 use crate::model::Event;
 use crate::store::{EntryRange, HotState, Ledger, WriteBatch, WriteOp};
-use crate::url_policy::UrlPolicy;
+use crate::url_policy::{GuardedResolver, Lookup, UrlPolicy, refusal_in};
 use dashmap::DashMap;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -65,8 +65,14 @@ impl Shared {
         cfg: WebhookConfig,
         url_policy: UrlPolicy,
         outbox: Arc<Outbox>,
+        lookup: Arc<dyn Lookup>,
     ) -> Result<Shared, StoreError> {
+        // Every connection goes to an address the policy checked after resolving (so DNS
+        // rebinding cannot get round it), never through a proxy (which would resolve for us),
+        // and redirects are not followed (a 3xx is an answer, not a new target).
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver::new(url_policy.clone(), lookup)))
+            .no_proxy()
             .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
             .redirect(reqwest::redirect::Policy::none())
@@ -119,6 +125,9 @@ enum Kind {
     },
     /// 410 Gone: disable the endpoint.
     Gone,
+    /// Not sent: the URL policy refuses the endpoint's URL or every address its host resolves
+    /// to. Dropped at once; retrying would only knock on the same door.
+    Refused,
     /// Not sent: the endpoint is disabled.
     Disabled,
     /// Not sent: the endpoint no longer exists.
@@ -816,7 +825,10 @@ impl ShardTask {
         self.release(&o.job.delivery);
         let mut d = o.job.delivery.clone();
         let now = o.at;
-        let attempted = matches!(o.kind, Kind::Success | Kind::Failure { .. } | Kind::Gone);
+        let attempted = matches!(
+            o.kind,
+            Kind::Success | Kind::Failure { .. } | Kind::Gone | Kind::Refused
+        );
         if attempted {
             d.attempts += 1;
             d.last_attempt = Some(Timestamp(now));
@@ -853,6 +865,13 @@ impl ShardTask {
             }
             Kind::Failure { .. } => {
                 metrics::counter!("ipay_webhook_attempts_total", "outcome" => "dropped")
+                    .increment(1);
+                d.status = DeliveryStatus::Dropped;
+                d.next_attempt = None;
+                AttemptStatus::Dropped
+            }
+            Kind::Refused => {
+                metrics::counter!("ipay_webhook_attempts_total", "outcome" => "refused")
                     .increment(1);
                 d.status = DeliveryStatus::Dropped;
                 d.next_attempt = None;
@@ -1093,14 +1112,12 @@ async fn send(sh: &Shared, job: Job) -> Outcome {
             0,
         );
     }
-    if !sh.url_policy.allows_webhook(&t.url) {
+    if let Err(why) = sh.url_policy.check_url(&t.url) {
         return outcome(
             job,
-            Kind::Failure {
-                retry_after_secs: None,
-            },
+            Kind::Refused,
             None,
-            Some("the endpoint URL is not https".into()),
+            Some(format!("URL not allowed: {why}")),
             0,
         );
     }
@@ -1192,13 +1209,16 @@ async fn send(sh: &Shared, job: Job) -> Outcome {
                 )
             }
         }
-        Err(e) => (
-            Kind::Failure {
-                retry_after_secs: None,
-            },
-            None,
-            Some(describe(&e)),
-        ),
+        Err(e) => match refusal_in(&e) {
+            Some(why) => (Kind::Refused, None, Some(why.to_string())),
+            None => (
+                Kind::Failure {
+                    retry_after_secs: None,
+                },
+                None,
+                Some(describe(&e)),
+            ),
+        },
     };
     let latency = started.elapsed().as_millis() as u64;
     outcome(job, kind, code, error, latency)

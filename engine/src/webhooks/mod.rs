@@ -27,7 +27,7 @@ pub use outbox::Outbox;
 use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
 use crate::store::{HotState, Ledger};
-use crate::url_policy::UrlPolicy;
+use crate::url_policy::{AllowList, Lookup, SystemLookup, UrlPolicy};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -62,6 +62,10 @@ pub struct WebhookConfig {
     /// Accept `http://127.0.0.1`, `http://localhost` and `http://[::1]` endpoints (tests and
     /// local development only). Off by default: endpoints must be https.
     pub allow_insecure_loopback: bool,
+    /// Hosts and networks webhooks may reach although they are private, loopback or link-local
+    /// (IP addresses, CIDR networks such as `10.20.0.0/16`, or exact host names). Empty by
+    /// default: webhooks only go to public addresses.
+    pub allowed_private_hosts: Vec<String>,
     /// Default overlap after a secret rotation, s (old and new secret both sign).
     pub rotation_overlap_secs: i64,
     /// Longest overlap a rotation may ask for, s.
@@ -89,6 +93,7 @@ impl Default for WebhookConfig {
             endpoint_cache_ms: 2_000,
             max_endpoints: 16,
             allow_insecure_loopback: false,
+            allowed_private_hosts: Vec::new(),
             rotation_overlap_secs: 86_400,
             rotation_overlap_max_secs: 7 * 86_400,
             recover_max_events: 10_000,
@@ -100,10 +105,25 @@ impl Default for WebhookConfig {
 
 impl WebhookConfig {
     /// The URL policy these settings ask for (endpoints, manifests and the dispatcher share it).
+    /// An unreadable allow-list entry allows nothing here (and [`Webhooks::start`] refuses to
+    /// start with it, see [`WebhookConfig::validate`]).
     pub fn url_policy(&self) -> UrlPolicy {
         UrlPolicy {
             allow_insecure_loopback: self.allow_insecure_loopback,
+            allowed_private_hosts: AllowList::parse(&self.allowed_private_hosts)
+                .unwrap_or_default(),
         }
+    }
+
+    /// Refuses settings that cannot work together or cannot be read.
+    pub fn validate(&self) -> EngineResult<()> {
+        if self.inflight_lease_ms <= self.timeout_ms {
+            return Err(EngineError::Internal(
+                "webhooks.inflight_lease_ms must be larger than webhooks.timeout_ms".into(),
+            ));
+        }
+        AllowList::parse(&self.allowed_private_hosts).map_err(EngineError::Internal)?;
+        Ok(())
     }
 }
 
@@ -135,11 +155,17 @@ impl Webhooks {
     /// Starts the delivery scheduler (unless `cfg.dispatch` is off), taking shard leases in
     /// `deps.hot`.
     pub async fn start(deps: WebhookDeps, cfg: WebhookConfig) -> EngineResult<Arc<Webhooks>> {
-        if cfg.inflight_lease_ms <= cfg.timeout_ms {
-            return Err(EngineError::Internal(
-                "webhooks.inflight_lease_ms must be larger than webhooks.timeout_ms".into(),
-            ));
-        }
+        Webhooks::start_with_lookup(deps, cfg, Arc::new(SystemLookup)).await
+    }
+
+    /// [`Webhooks::start`] resolving endpoint host names with `lookup` instead of the system
+    /// resolver (tests pin names to addresses with a [`crate::url_policy::StaticLookup`]).
+    pub async fn start_with_lookup(
+        deps: WebhookDeps,
+        cfg: WebhookConfig,
+        lookup: Arc<dyn Lookup>,
+    ) -> EngineResult<Arc<Webhooks>> {
+        cfg.validate()?;
         let WebhookDeps {
             ledger,
             hot,
@@ -150,7 +176,7 @@ impl Webhooks {
         } = deps;
         let node = model::new_id("node_", clock.now_ms());
         let shared = Arc::new(
-            dispatch::Shared::new(ledger, clock, cfg.clone(), url_policy, outbox)
+            dispatch::Shared::new(ledger, clock, cfg.clone(), url_policy, outbox, lookup)
                 .map_err(EngineError::from)?,
         );
         let (stop, rx) = watch::channel(false);

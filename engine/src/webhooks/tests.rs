@@ -121,6 +121,14 @@ struct Env {
 }
 
 async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
+    env_resolving(tweak, Arc::new(crate::url_policy::SystemLookup)).await
+}
+
+/// [`env`] whose dispatcher resolves endpoint host names with `lookup`.
+async fn env_resolving(
+    tweak: impl FnOnce(&mut WebhookConfig),
+    lookup: Arc<dyn crate::url_policy::Lookup>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
@@ -157,7 +165,9 @@ async fn env(tweak: impl FnOnce(&mut WebhookConfig)) -> Env {
         url_policy: cfg.url_policy(),
         max_page_size: engine.config().limits.max_page_size,
     };
-    let webhooks = Webhooks::start(deps, cfg).await.unwrap();
+    let webhooks = Webhooks::start_with_lookup(deps, cfg, lookup)
+        .await
+        .unwrap();
     Env {
         clock,
         engine,
@@ -523,4 +533,54 @@ async fn a_merchant_without_endpoints_writes_no_markers_and_an_added_endpoint_ge
     })
     .await;
     assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_whose_name_resolves_inside_at_delivery_is_refused_and_dropped() {
+    // The name was public when the endpoint was created; now it points at this machine's
+    // receiver (DNS rebinding). The dispatcher must refuse the address, not connect to it.
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let port = rx
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut names = HashMap::new();
+    names.insert(
+        "rebind.example.com".to_string(),
+        vec!["127.0.0.1".parse().unwrap()],
+    );
+    let e = env_resolving(|_| {}, Arc::new(crate::url_policy::StaticLookup(names))).await;
+    let ep = e
+        .endpoint(&format!("https://rebind.example.com:{port}/hook"))
+        .await;
+    let evt = e.emit("pi_rebind", "payment_intent.succeeded").await;
+    let did = format!("{evt}:{ep}");
+    let d = e
+        .wait_delivery(&did, "the refusal", |d| d.status == DeliveryStatus::Dropped)
+        .await;
+    assert_eq!(d.attempts, 1, "a refused address is not retried");
+    let why = d.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("rebind.example.com resolves to 127.0.0.1, a loopback address"),
+        "{why}"
+    );
+    assert_eq!(rx.count(), 0);
+    let logs = e
+        .webhooks
+        .logs(
+            &e.ctx,
+            LogParams {
+                event_id: Some(evt.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logs.data.len(), 1);
+    assert_eq!(logs.data[0].status, model::AttemptStatus::Dropped);
 }
