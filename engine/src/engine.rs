@@ -378,7 +378,7 @@ impl Inner {
             clock.clone(),
             limits.clone(),
             locks.clone(),
-            config.url_policy,
+            config.url_policy.clone(),
         ));
         let routing = Arc::new(ChannelRouter::new(ledger.clone(), clock.clone(), locks));
         let intents = Arc::new(Intents::new(

@@ -72,6 +72,9 @@ async fn start(channels: &[&str]) -> World {
             config: cfg.channels.clone(),
             master_key: Some(ipay_engine::channels::vault::MasterKey::generate()),
             sleeper: Arc::new(ipay_engine::channels::retry::TokioSleeper),
+            psp_budget: ipay_engine::channels::ChannelSetup::psp_budget(
+                cfg.server.request_timeout_ms,
+            ),
         })
         .expect("channels");
     let server = app::start(engine.clone(), &cfg).await.expect("server");
