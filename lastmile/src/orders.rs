@@ -534,6 +534,19 @@ struct Filter {
 }
 
 impl Filter {
+    /// Reads a listing's filters, normalised as orders store them.
+    fn of(p: &OrderListParams) -> EngineResult<Filter> {
+        Ok(Filter {
+            status: p.status.as_deref().map(str::parse).transpose()?,
+            country: p.country.as_deref().map(|c| c.trim().to_ascii_uppercase()),
+            carrier: p
+                .carrier_code
+                .as_deref()
+                .map(|c| c.trim().to_ascii_uppercase()),
+            source: p.source.as_deref().map(|s| s.trim().to_ascii_lowercase()),
+        })
+    }
+
     fn matches(&self, o: &Order) -> bool {
         self.status.is_none_or(|s| o.status == s)
             && self
@@ -543,6 +556,65 @@ impl Filter {
             && self.carrier.as_deref().is_none_or(|c| o.carrier_code == c)
             && self.source.as_deref().is_none_or(|s| o.source == s)
     }
+}
+
+/// A new order built from a validated one, created now.
+fn new_order(merchant: MerchantId, source: &str, v: ValidOrder, now: Timestamp) -> Order {
+    Order {
+        id: OrderId::new_at(now.ms()),
+        merchant_id: merchant,
+        external_id: v.external_id,
+        source: source.to_string(),
+        status: OrderStatus::Created,
+        customer: v.customer,
+        items: v.items,
+        amount: v.amount,
+        carrier_code: v.carrier_code,
+        ipay_flag: v.ipay_flag,
+        created: now,
+        updated: now,
+    }
+}
+
+/// Reads a listing's page size: 1 to 100, default 20.
+fn list_limit(limit: Option<usize>) -> EngineResult<usize> {
+    let limit = limit.unwrap_or(20);
+    if limit == 0 || limit > 100 {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    Ok(limit)
+}
+
+/// Reads a listing's cursor: the last order id of the previous page.
+fn list_cursor(cursor: Option<&str>) -> EngineResult<Option<OrderId>> {
+    cursor
+        .map(|c| {
+            OrderId::parse(c).map_err(|_| {
+                EngineError::invalid(
+                    "parameter_invalid",
+                    "cursor",
+                    "cursor must be the next_cursor of a previous page",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The exclusive upper bound on listed ids: the cursor or `created_before`, whichever is lower.
+fn upper_id(cursor: Option<OrderId>, before: Option<i64>) -> Option<String> {
+    let mut upper: Option<String> = before.map(|ms| OrderId::min_at(ms).to_string());
+    if let Some(c) = cursor {
+        let c = c.to_string();
+        upper = Some(match upper {
+            Some(u) if u < c => u,
+            _ => c,
+        });
+    }
+    upper
 }
 
 fn time_param(name: &str, v: Option<&str>) -> EngineResult<Option<i64>> {
@@ -666,54 +738,17 @@ impl LastMile {
         let mut out = Vec::with_capacity(orders.len());
         let mut events = Vec::with_capacity(orders.len());
         for v in orders {
-            if let Some(ext) = v.external_id.as_deref() {
-                if !seen.insert(ext.to_string()) {
-                    out.push(Inserted::Duplicate { existing: None });
-                    continue;
-                }
-                if let Some(existing) = self
-                    .find_order_by_external_id(merchant, namespace, ext)
-                    .await?
-                {
-                    out.push(Inserted::Duplicate {
-                        existing: Some(existing),
-                    });
-                    continue;
-                }
+            let ext = v.external_id.as_deref();
+            if let Some(dup) = self
+                .duplicate_of(merchant, namespace, ext, &mut seen)
+                .await?
+            {
+                out.push(dup);
+                continue;
             }
-            let order = Order {
-                id: OrderId::new_at(now.ms()),
-                merchant_id: merchant,
-                external_id: v.external_id,
-                source: source.to_string(),
-                status: OrderStatus::Created,
-                customer: v.customer,
-                items: v.items,
-                amount: v.amount,
-                carrier_code: v.carrier_code,
-                ipay_flag: v.ipay_flag,
-                created: now,
-                updated: now,
-            };
-            batch.ops.extend(order_write_ops(&order)?);
-            if let Some(ext) = order.external_id.as_deref() {
-                batch.push(WriteOp::PutRecord {
-                    kind: ORDER_EXT,
-                    key: ext_key(merchant, namespace, ext),
-                    value: order.id.to_string().into_bytes(),
-                });
-            }
+            let order = new_order(merchant, source, v, now);
+            let event = self.push_created(&mut batch, namespace, &order, now)?;
             days.insert(day(now.ms()));
-            let event = Event::new(
-                merchant,
-                self.cfg.events_livemode,
-                "order.created",
-                now,
-                order.id.to_string(),
-                &order,
-            );
-            batch.push(crate::stream::index_op(&event));
-            batch.push(WriteOp::PutEvent(event.clone()));
             events.push(event);
             out.push(Inserted::Created(Box::new(order)));
         }
@@ -736,6 +771,60 @@ impl LastMile {
         Ok((out, events))
     }
 
+    /// Whether an order with external id `ext` is a duplicate: earlier in the same call
+    /// (`seen`) or already stored in `namespace`.
+    async fn duplicate_of(
+        &self,
+        merchant: MerchantId,
+        namespace: &str,
+        ext: Option<&str>,
+        seen: &mut HashSet<String>,
+    ) -> EngineResult<Option<Inserted>> {
+        let Some(ext) = ext else {
+            return Ok(None);
+        };
+        if !seen.insert(ext.to_string()) {
+            return Ok(Some(Inserted::Duplicate { existing: None }));
+        }
+        let existing = self
+            .find_order_by_external_id(merchant, namespace, ext)
+            .await?;
+        Ok(existing.map(|existing| Inserted::Duplicate {
+            existing: Some(existing),
+        }))
+    }
+
+    /// Adds a new order's writes to `batch`: the order, its external-id record, and its
+    /// `order.created` event with the event's stream-index entry; returns the event.
+    fn push_created(
+        &self,
+        batch: &mut WriteBatch,
+        namespace: &str,
+        order: &Order,
+        now: Timestamp,
+    ) -> EngineResult<Event> {
+        let merchant = order.merchant_id;
+        batch.ops.extend(order_write_ops(order)?);
+        if let Some(ext) = order.external_id.as_deref() {
+            batch.push(WriteOp::PutRecord {
+                kind: ORDER_EXT,
+                key: ext_key(merchant, namespace, ext),
+                value: order.id.to_string().into_bytes(),
+            });
+        }
+        let event = Event::new(
+            merchant,
+            self.cfg.events_livemode,
+            "order.created",
+            now,
+            order.id.to_string(),
+            order,
+        );
+        batch.push(crate::stream::index_op(&event));
+        batch.push(WriteOp::PutEvent(event.clone()));
+        Ok(event)
+    }
+
     /// A merchant's orders, newest first, filtered; keyset-paginated. A page may hold fewer
     /// than `limit` orders while `has_more` is true when the scan budget ran out (filters that
     /// match rarely); follow `next_cursor`.
@@ -744,44 +833,12 @@ impl LastMile {
         merchant: MerchantId,
         p: &OrderListParams,
     ) -> EngineResult<OrderPage> {
-        let limit = p.limit.unwrap_or(20);
-        if limit == 0 || limit > 100 {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "limit",
-                "limit must be between 1 and 100",
-            ));
-        }
-        let cursor = match p.cursor.as_deref() {
-            Some(c) => Some(OrderId::parse(c).map_err(|_| {
-                EngineError::invalid(
-                    "parameter_invalid",
-                    "cursor",
-                    "cursor must be the next_cursor of a previous page",
-                )
-            })?),
-            None => None,
-        };
-        let filter = Filter {
-            status: p.status.as_deref().map(str::parse).transpose()?,
-            country: p.country.as_deref().map(|c| c.trim().to_ascii_uppercase()),
-            carrier: p
-                .carrier_code
-                .as_deref()
-                .map(|c| c.trim().to_ascii_uppercase()),
-            source: p.source.as_deref().map(|s| s.trim().to_ascii_lowercase()),
-        };
+        let limit = list_limit(p.limit)?;
+        let cursor = list_cursor(p.cursor.as_deref())?;
+        let filter = Filter::of(p)?;
         let after = time_param("created_after", p.created_after.as_deref())?;
         let before = time_param("created_before", p.created_before.as_deref())?;
-        // Upper bound (exclusive) on ids: the cursor or `created_before`, whichever is lower.
-        let mut upper: Option<String> = before.map(|ms| OrderId::min_at(ms).to_string());
-        if let Some(c) = cursor {
-            let c = c.to_string();
-            upper = Some(match upper {
-                Some(u) if u < c => u,
-                _ => c,
-            });
-        }
+        let upper = upper_id(cursor, before);
         let lower: Option<String> = after.map(|ms| OrderId::min_at(ms).to_string());
         let last_day = upper
             .as_deref()

@@ -457,71 +457,18 @@ impl Mapper {
                 v.insert(*f, s.trim());
             }
         }
-        let get = |f: Field| v.get(&f).copied().filter(|s| !s.is_empty());
-        let err = |f: Field, reason: String| RowError {
+        let cells = Cells {
+            mapper: self,
             row,
-            column: self.column(f),
-            reason,
+            v,
         };
-        let currency = match get(Field::Currency) {
-            Some(c) => Currency::parse(&c.to_ascii_uppercase())
-                .map_err(|e| err(Field::Currency, e.to_string()))?,
-            None => self
-                .default_currency
-                .ok_or_else(|| err(Field::Currency, "is required".into()))?,
-        };
+        let currency = cells.currency()?;
         let exp = currency.exponent();
-        let amount = match (get(Field::AmountMinor), get(Field::Amount)) {
-            (Some(m), _) => m.parse::<i64>().map_err(|_| {
-                err(
-                    Field::AmountMinor,
-                    "must be a whole number of minor units".into(),
-                )
-            })?,
-            (None, Some(a)) => parse_major(a, exp).map_err(|r| err(Field::Amount, r))?,
-            (None, None) => {
-                let f = if self.header_of.contains_key(&Field::Amount) {
-                    Field::Amount
-                } else {
-                    Field::AmountMinor
-                };
-                return Err(err(f, "is required".into()));
-            }
-        };
-        let ipay_flag = match get(Field::IpayFlag).map(str::to_ascii_lowercase).as_deref() {
-            None => None,
-            Some("1" | "true" | "yes" | "y" | "ja" | "x") => Some(true),
-            Some("0" | "false" | "no" | "n" | "nee") => Some(false),
-            Some(_) => {
-                return Err(err(
-                    Field::IpayFlag,
-                    "must be true/false, yes/no or 1/0".into(),
-                ));
-            }
-        };
-        let mut items = Vec::new();
-        if get(Field::Sku).is_some() || get(Field::ItemName).is_some() {
-            let qty = match get(Field::Qty) {
-                None => 1,
-                Some(q) => q
-                    .parse::<u32>()
-                    .map_err(|_| err(Field::Qty, "must be a whole number".into()))?,
-            };
-            let unit_price = match get(Field::UnitPrice) {
-                Some(p) => parse_major(p, exp).map_err(|r| err(Field::UnitPrice, r))?,
-                None => amount / i64::from(qty.max(1)),
-            };
-            let sku = get(Field::Sku).or(get(Field::ItemName)).unwrap_or_default();
-            let name = get(Field::ItemName).or(get(Field::Sku)).unwrap_or_default();
-            items.push(OrderItem {
-                sku: sku.to_string(),
-                name: name.to_string(),
-                qty,
-                unit_price,
-            });
-        }
-        let s = |f: Field| get(f).unwrap_or_default().to_string();
-        let o = |f: Field| get(f).map(str::to_string);
+        let amount = cells.amount(exp)?;
+        let ipay_flag = cells.ipay_flag()?;
+        let items = cells.items(amount, exp)?;
+        let s = |f: Field| cells.get(f).unwrap_or_default().to_string();
+        let o = |f: Field| cells.get(f).map(str::to_string);
         let input = OrderInput {
             external_id: o(Field::ExternalId),
             customer: Customer {
@@ -550,6 +497,109 @@ impl Mapper {
             column: self.column_of_path(&field),
             reason,
         })
+    }
+}
+
+/// One data row's cells, keyed by the field their column fills.
+struct Cells<'m, 'a> {
+    mapper: &'m Mapper,
+    row: u64,
+    v: BTreeMap<Field, &'a str>,
+}
+
+impl<'a> Cells<'_, 'a> {
+    /// The field's cell, unless it is absent or blank.
+    fn get(&self, f: Field) -> Option<&'a str> {
+        self.v.get(&f).copied().filter(|s| !s.is_empty())
+    }
+
+    /// A refusal of this row, naming the field's column.
+    fn err(&self, f: Field, reason: String) -> RowError {
+        RowError {
+            row: self.row,
+            column: self.mapper.column(f),
+            reason,
+        }
+    }
+
+    /// The row's currency, else the upload's default currency.
+    fn currency(&self) -> Result<Currency, RowError> {
+        match self.get(Field::Currency) {
+            Some(c) => Currency::parse(&c.to_ascii_uppercase())
+                .map_err(|e| self.err(Field::Currency, e.to_string())),
+            None => self
+                .mapper
+                .default_currency
+                .ok_or_else(|| self.err(Field::Currency, "is required".into())),
+        }
+    }
+
+    /// The row's amount in minor units: the minor-unit column wins over the major one.
+    fn amount(&self, exp: u8) -> Result<i64, RowError> {
+        match (self.get(Field::AmountMinor), self.get(Field::Amount)) {
+            (Some(m), _) => m.parse::<i64>().map_err(|_| {
+                self.err(
+                    Field::AmountMinor,
+                    "must be a whole number of minor units".into(),
+                )
+            }),
+            (None, Some(a)) => parse_major(a, exp).map_err(|r| self.err(Field::Amount, r)),
+            (None, None) => {
+                let f = if self.mapper.header_of.contains_key(&Field::Amount) {
+                    Field::Amount
+                } else {
+                    Field::AmountMinor
+                };
+                Err(self.err(f, "is required".into()))
+            }
+        }
+    }
+
+    /// The row's iPay flag, when it has one.
+    fn ipay_flag(&self) -> Result<Option<bool>, RowError> {
+        match self
+            .get(Field::IpayFlag)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None => Ok(None),
+            Some("1" | "true" | "yes" | "y" | "ja" | "x") => Ok(Some(true)),
+            Some("0" | "false" | "no" | "n" | "nee") => Ok(Some(false)),
+            Some(_) => Err(self.err(Field::IpayFlag, "must be true/false, yes/no or 1/0".into())),
+        }
+    }
+
+    /// The row's single item, when it names a SKU or an item; priced from the amount unless
+    /// it has a unit price.
+    fn items(&self, amount: i64, exp: u8) -> Result<Vec<OrderItem>, RowError> {
+        let mut items = Vec::new();
+        if self.get(Field::Sku).is_some() || self.get(Field::ItemName).is_some() {
+            let qty = match self.get(Field::Qty) {
+                None => 1,
+                Some(q) => q
+                    .parse::<u32>()
+                    .map_err(|_| self.err(Field::Qty, "must be a whole number".into()))?,
+            };
+            let unit_price = match self.get(Field::UnitPrice) {
+                Some(p) => parse_major(p, exp).map_err(|r| self.err(Field::UnitPrice, r))?,
+                None => amount / i64::from(qty.max(1)),
+            };
+            let sku = self
+                .get(Field::Sku)
+                .or(self.get(Field::ItemName))
+                .unwrap_or_default();
+            let name = self
+                .get(Field::ItemName)
+                .or(self.get(Field::Sku))
+                .unwrap_or_default();
+            items.push(OrderItem {
+                sku: sku.to_string(),
+                name: name.to_string(),
+                qty,
+                unit_price,
+            });
+        }
+        Ok(items)
     }
 }
 
@@ -611,16 +661,8 @@ fn is_blank<'a>(mut fields: impl Iterator<Item = &'a str>) -> bool {
 /// Parses a CSV from `r` (blocking), sending batches to `tx`.
 fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, size: usize) {
     let mut r = io::BufReader::with_capacity(64 * 1024, r);
-    // Sniff the delimiter from the header line: `,`, `;` (Excel in many EU locales) or tab.
-    let delimiter = match r.fill_buf() {
-        Ok(buf) => {
-            let line = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
-            let count = |d: u8| line.iter().filter(|b| **b == d).count();
-            [b',', b';', b'\t']
-                .into_iter()
-                .max_by_key(|d| count(*d))
-                .unwrap_or(b',')
-        }
+    let delimiter = match sniff_delimiter(&mut r) {
+        Ok(d) => d,
         Err(e) => {
             let _ = tx.blocking_send(Msg::Refused(read_error(&e)));
             return;
@@ -632,21 +674,10 @@ fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, si
         .has_headers(false)
         .from_reader(r);
     let mut record = csv::ByteRecord::new();
-    let headers: Vec<String> = match csv.read_byte_record(&mut record) {
-        Ok(true) => record
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect(),
-        Ok(false) => {
-            let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
-                "upload_empty",
-                "file",
-                "the file is empty; send a header row and data rows",
-            )));
-            return;
-        }
+    let headers = match read_csv_header(&mut csv, &mut record) {
+        Ok(h) => h,
         Err(e) => {
-            let _ = tx.blocking_send(Msg::Refused(csv_error(&e)));
+            let _ = tx.blocking_send(Msg::Refused(e));
             return;
         }
     };
@@ -667,40 +698,69 @@ fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, si
         return;
     }
     let mut b = Batcher {
-        tx: tx.clone(),
+        tx,
         size,
         rows: 0,
         orders: Vec::with_capacity(size),
         errors: Vec::new(),
     };
+    if read_csv_rows(&mut csv, &mut record, &headers, &mapper, &mut b) {
+        b.flush();
+    }
+}
+
+/// Sniffs the delimiter from the header line: `,`, `;` (Excel in many EU locales) or tab.
+fn sniff_delimiter(r: &mut impl BufRead) -> io::Result<u8> {
+    let buf = r.fill_buf()?;
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
+    let count = |d: u8| line.iter().filter(|b| **b == d).count();
+    Ok([b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|d| count(*d))
+        .unwrap_or(b','))
+}
+
+/// Reads the header record; an empty or unreadable file refuses the upload.
+fn read_csv_header<R: Read>(
+    csv: &mut csv::Reader<R>,
+    record: &mut csv::ByteRecord,
+) -> EngineResult<Vec<String>> {
+    match csv.read_byte_record(record) {
+        Ok(true) => Ok(record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect()),
+        Ok(false) => Err(EngineError::invalid(
+            "upload_empty",
+            "file",
+            "the file is empty; send a header row and data rows",
+        )),
+        Err(e) => Err(csv_error(&e)),
+    }
+}
+
+/// Maps and batches every data record; false when the upload ended early (writer gone or an
+/// I/O error, already reported), true when the caller should flush the last batch.
+fn read_csv_rows<R: Read>(
+    csv: &mut csv::Reader<R>,
+    record: &mut csv::ByteRecord,
+    headers: &[String],
+    mapper: &Mapper,
+    b: &mut Batcher,
+) -> bool {
     let mut row: u64 = 1;
     loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(false) => break,
+        match csv.read_byte_record(record) {
+            Ok(false) => return true,
             Ok(true) => {
                 // The line the record ends on (the input always ends with a newline, see
                 // `ChannelReader`), so blank lines count as in an editor.
                 row = csv.position().line().saturating_sub(1).max(row + 1);
-                let fields: Result<Vec<&str>, usize> = record
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| std::str::from_utf8(f).map_err(|_| i))
-                    .collect();
-                let result = match fields {
-                    Ok(fields) => {
-                        if is_blank(fields.iter().copied()) {
-                            continue;
-                        }
-                        mapper.map_row(row, fields.into_iter())
-                    }
-                    Err(i) => Err(RowError {
-                        row,
-                        column: headers.get(i).cloned().unwrap_or_default(),
-                        reason: "is not valid UTF-8; save the file as UTF-8".into(),
-                    }),
+                let Some(result) = map_csv_record(row, record, headers, mapper) else {
+                    continue;
                 };
                 if !b.push(row, result) {
-                    return;
+                    return false;
                 }
             }
             Err(e) => {
@@ -708,8 +768,8 @@ fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, si
                 // error only costs its row.
                 if e.is_io_error() {
                     b.flush();
-                    let _ = tx.blocking_send(Msg::Aborted(csv_error(&e).to_string()));
-                    return;
+                    let _ = b.tx.blocking_send(Msg::Aborted(csv_error(&e).to_string()));
+                    return false;
                 }
                 row += 1;
                 if !b.push(
@@ -720,12 +780,38 @@ fn parse_csv(r: impl Read, currency: Option<Currency>, tx: mpsc::Sender<Msg>, si
                         reason: format!("unreadable CSV row: {e}"),
                     }),
                 ) {
-                    return;
+                    return false;
                 }
             }
         }
     }
-    b.flush();
+}
+
+/// Maps one CSV record read on `row`; `None` for a blank record.
+fn map_csv_record(
+    row: u64,
+    record: &csv::ByteRecord,
+    headers: &[String],
+    mapper: &Mapper,
+) -> Option<Result<ValidOrder, RowError>> {
+    let fields: Result<Vec<&str>, usize> = record
+        .iter()
+        .enumerate()
+        .map(|(i, f)| std::str::from_utf8(f).map_err(|_| i))
+        .collect();
+    match fields {
+        Ok(fields) => {
+            if is_blank(fields.iter().copied()) {
+                return None;
+            }
+            Some(mapper.map_row(row, fields.into_iter()))
+        }
+        Err(i) => Some(Err(RowError {
+            row,
+            column: headers.get(i).cloned().unwrap_or_default(),
+            reason: "is not valid UTF-8; save the file as UTF-8".into(),
+        })),
+    }
 }
 
 /// Parses an XLSX held in memory (blocking): the first worksheet, first row the header.
@@ -878,7 +964,7 @@ impl LastMile {
             })
             .transpose()?;
         let size = self.cfg.upload_batch_size;
-        let (tx, mut rx) = mpsc::channel::<Msg>(2);
+        let (tx, rx) = mpsc::channel::<Msg>(2);
         let (pump, parser) = match format {
             UploadFormat::Csv => {
                 let (btx, brx) = mpsc::channel::<io::Result<Bytes>>(16);
@@ -890,127 +976,164 @@ impl LastMile {
                 let parser = tokio::task::spawn_blocking(move || {
                     parse_csv(reader, currency, tx, size);
                 });
-                let max = self.cfg.upload_max_bytes;
-                let pump = async move {
-                    let mut body = std::pin::pin!(body);
-                    let mut total: u64 = 0;
-                    while let Some(chunk) = body.next().await {
-                        let item = match chunk {
-                            Ok(b) => {
-                                total += b.len() as u64;
-                                if total > max {
-                                    Err(too_large(max))
-                                } else {
-                                    Ok(b)
-                                }
-                            }
-                            Err(e) => {
-                                Err(io::Error::other(format!("reading the body failed: {e}")))
-                            }
-                        };
-                        let stop = item.is_err();
-                        if btx.send(item).await.is_err() || stop {
-                            break;
-                        }
-                    }
-                };
+                let pump = pump_body(body, btx, self.cfg.upload_max_bytes);
                 (futures::future::Either::Left(pump), parser)
             }
             UploadFormat::Xlsx => {
-                let max = self.cfg.xlsx_max_bytes;
-                let mut buf = Vec::new();
-                let mut body = std::pin::pin!(body);
-                while let Some(chunk) = body.next().await {
-                    let b = chunk.map_err(|e| {
-                        EngineError::invalid(
-                            "upload_unreadable",
-                            "file",
-                            format!("reading the body failed: {e}"),
-                        )
-                    })?;
-                    if buf.len() + b.len() > max {
-                        return Err(EngineError::invalid(
-                            "upload_too_large",
-                            "file",
-                            format!(
-                                "an XLSX upload may be at most {max} bytes; upload large files as CSV"
-                            ),
-                        ));
-                    }
-                    buf.extend_from_slice(&b);
-                }
+                let buf = read_xlsx_body(body, self.cfg.xlsx_max_bytes).await?;
                 let parser = tokio::task::spawn_blocking(move || {
                     parse_xlsx(buf, currency, tx, size);
                 });
                 (futures::future::Either::Right(async {}), parser)
             }
         };
-        let source = format.source();
-        let max_reported = self.cfg.upload_max_reported_rows;
-        // `move`: the writer owns `rx`, so when it stops early the channel closes and the
-        // parser thread (blocked on a full channel) ends too.
-        let writer = async move {
-            let mut rep = UploadReport::default();
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    Msg::Header { mapping, ignored } => {
-                        rep.column_mapping = mapping;
-                        rep.ignored_columns = ignored;
-                    }
-                    Msg::Refused(e) => return Err(e),
-                    Msg::Aborted(why) => {
-                        rep.aborted = Some(why);
-                        break;
-                    }
-                    Msg::Batch {
-                        rows,
-                        orders,
-                        errors,
-                    } => {
-                        rep.rows += rows;
-                        rep.failed += errors.len() as u64;
-                        for e in errors {
-                            if rep.errors.len() < max_reported {
-                                rep.errors.push(e);
-                            } else {
-                                rep.truncated = true;
-                            }
-                        }
-                        let (row_nos, valid): (Vec<u64>, Vec<ValidOrder>) =
-                            orders.into_iter().unzip();
-                        let exts: Vec<Option<String>> = valid
-                            .iter()
-                            .map(|v| v.external_id().map(str::to_string))
-                            .collect();
-                        let out = self
-                            .insert_orders(merchant, source, "manual", valid, &|_| vec![])
-                            .await?;
-                        for ((row, ext), o) in row_nos.into_iter().zip(exts).zip(out) {
-                            match o {
-                                Inserted::Created(_) => rep.created += 1,
-                                Inserted::Duplicate { existing } => {
-                                    rep.duplicates += 1;
-                                    if rep.duplicate_rows.len() < max_reported {
-                                        rep.duplicate_rows.push(DuplicateRow {
-                                            row,
-                                            external_id: ext.unwrap_or_default(),
-                                            existing_order_id: existing.map(|e| e.to_string()),
-                                        });
-                                    } else {
-                                        rep.truncated = true;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(rep)
-        };
+        // The writer owns `rx`, so when it stops early the channel closes and the parser
+        // thread (blocked on a full channel) ends too.
+        let writer = self.write_upload(merchant, format.source(), rx);
         let (_, rep) = futures::join!(pump, writer);
         let _ = parser.await;
         rep
     }
+
+    /// Stores the parser's batches as they arrive and builds the report.
+    async fn write_upload(
+        &self,
+        merchant: MerchantId,
+        source: &str,
+        mut rx: mpsc::Receiver<Msg>,
+    ) -> EngineResult<UploadReport> {
+        let max_reported = self.cfg.upload_max_reported_rows;
+        let mut rep = UploadReport::default();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Header { mapping, ignored } => {
+                    rep.column_mapping = mapping;
+                    rep.ignored_columns = ignored;
+                }
+                Msg::Refused(e) => return Err(e),
+                Msg::Aborted(why) => {
+                    rep.aborted = Some(why);
+                    break;
+                }
+                Msg::Batch {
+                    rows,
+                    orders,
+                    errors,
+                } => {
+                    rep.rows += rows;
+                    rep.add_errors(errors, max_reported);
+                    let (row_nos, valid): (Vec<u64>, Vec<ValidOrder>) = orders.into_iter().unzip();
+                    let exts: Vec<Option<String>> = valid
+                        .iter()
+                        .map(|v| v.external_id().map(str::to_string))
+                        .collect();
+                    let out = self
+                        .insert_orders(merchant, source, "manual", valid, &|_| vec![])
+                        .await?;
+                    let rows = row_nos.into_iter().zip(exts);
+                    rep.add_inserted(rows, out, max_reported);
+                }
+            }
+        }
+        Ok(rep)
+    }
+}
+
+impl UploadReport {
+    /// Counts refused rows, keeping the first `max_reported` of them.
+    fn add_errors(&mut self, errors: Vec<RowError>, max_reported: usize) {
+        self.failed += errors.len() as u64;
+        for e in errors {
+            if self.errors.len() < max_reported {
+                self.errors.push(e);
+            } else {
+                self.truncated = true;
+            }
+        }
+    }
+
+    /// Counts what each stored row (row number, external id) became, keeping the first
+    /// `max_reported` duplicates.
+    fn add_inserted(
+        &mut self,
+        rows: impl Iterator<Item = (u64, Option<String>)>,
+        out: Vec<Inserted>,
+        max_reported: usize,
+    ) {
+        for ((row, ext), o) in rows.zip(out) {
+            match o {
+                Inserted::Created(_) => self.created += 1,
+                Inserted::Duplicate { existing } => {
+                    self.duplicates += 1;
+                    if self.duplicate_rows.len() < max_reported {
+                        self.duplicate_rows.push(DuplicateRow {
+                            row,
+                            external_id: ext.unwrap_or_default(),
+                            existing_order_id: existing.map(|e| e.to_string()),
+                        });
+                    } else {
+                        self.truncated = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forwards the body's chunks to the CSV parser thread, stopping with an error once it
+/// exceeds `max` bytes or the body fails.
+async fn pump_body<S, E>(body: S, btx: mpsc::Sender<io::Result<Bytes>>, max: u64)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut total: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let item = match chunk {
+            Ok(b) => {
+                total += b.len() as u64;
+                if total > max {
+                    Err(too_large(max))
+                } else {
+                    Ok(b)
+                }
+            }
+            Err(e) => Err(io::Error::other(format!("reading the body failed: {e}"))),
+        };
+        let stop = item.is_err();
+        if btx.send(item).await.is_err() || stop {
+            break;
+        }
+    }
+}
+
+/// Reads a whole XLSX body, refusing one over `max` bytes.
+async fn read_xlsx_body<S, E>(body: S, max: usize) -> EngineResult<Vec<u8>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut buf = Vec::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let b = chunk.map_err(|e| {
+            EngineError::invalid(
+                "upload_unreadable",
+                "file",
+                format!("reading the body failed: {e}"),
+            )
+        })?;
+        if buf.len() + b.len() > max {
+            return Err(EngineError::invalid(
+                "upload_too_large",
+                "file",
+                format!("an XLSX upload may be at most {max} bytes; upload large files as CSV"),
+            ));
+        }
+        buf.extend_from_slice(&b);
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]

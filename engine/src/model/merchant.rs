@@ -294,64 +294,9 @@ impl ApiKeyInput {
         }
         let perms = match &self.permissions {
             None => None,
-            Some(list) => {
-                let mut out = Vec::with_capacity(list.len());
-                for (i, p) in list.iter().enumerate() {
-                    let perm = Permission::parse(p).ok_or_else(|| {
-                        EngineError::invalid(
-                            "permission_unknown",
-                            format!("permissions[{i}]"),
-                            format!(
-                                "unknown permission `{}`; known: {}",
-                                p.chars().take(40).collect::<String>(),
-                                Permission::ALL
-                                    .iter()
-                                    .map(|p| p.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        )
-                    })?;
-                    if !out.contains(&perm) {
-                        out.push(perm);
-                    }
-                }
-                if out.is_empty() {
-                    return Err(EngineError::invalid(
-                        "parameter_invalid",
-                        "permissions",
-                        "a key needs at least one permission",
-                    ));
-                }
-                out.sort();
-                Some(out)
-            }
+            Some(list) => Some(parse_permissions(list)?),
         };
-        let list = self.ip_whitelist.clone().unwrap_or_default();
-        if list.len() > MAX_WHITELIST_ENTRIES {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "ip_whitelist",
-                format!("at most {MAX_WHITELIST_ENTRIES} entries"),
-            ));
-        }
-        let mut nets = Vec::with_capacity(list.len());
-        for (i, s) in list.iter().enumerate() {
-            let net = s
-                .parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    EngineError::invalid(
-                        "parameter_invalid",
-                        format!("ip_whitelist[{i}]"),
-                        format!(
-                            "`{}` is not an IPv4/IPv6 address or CIDR",
-                            s.chars().take(60).collect::<String>()
-                        ),
-                    )
-                })?;
-            nets.push(net.trunc());
-        }
+        let nets = parse_ip_whitelist(self.ip_whitelist.as_deref().unwrap_or_default())?;
         let days = self.expires_in_days.unwrap_or(DEFAULT_KEY_TTL_DAYS);
         if !(1..=3650).contains(&days) {
             return Err(EngineError::invalid(
@@ -367,6 +312,69 @@ impl ApiKeyInput {
             expires_in_days: days,
         })
     }
+}
+
+/// Parses a key's permission names into a sorted, de-duplicated, non-empty set.
+fn parse_permissions(list: &[String]) -> EngineResult<Vec<Permission>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let perm = Permission::parse(p).ok_or_else(|| {
+            EngineError::invalid(
+                "permission_unknown",
+                format!("permissions[{i}]"),
+                format!(
+                    "unknown permission `{}`; known: {}",
+                    p.chars().take(40).collect::<String>(),
+                    Permission::ALL
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        if !out.contains(&perm) {
+            out.push(perm);
+        }
+    }
+    if out.is_empty() {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "permissions",
+            "a key needs at least one permission",
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Parses a key's IP whitelist (addresses or CIDRs, bounded in number) into networks.
+fn parse_ip_whitelist(list: &[String]) -> EngineResult<Vec<IpNet>> {
+    if list.len() > MAX_WHITELIST_ENTRIES {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "ip_whitelist",
+            format!("at most {MAX_WHITELIST_ENTRIES} entries"),
+        ));
+    }
+    let mut nets = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let net = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                EngineError::invalid(
+                    "parameter_invalid",
+                    format!("ip_whitelist[{i}]"),
+                    format!(
+                        "`{}` is not an IPv4/IPv6 address or CIDR",
+                        s.chars().take(60).collect::<String>()
+                    ),
+                )
+            })?;
+        nets.push(net.trunc());
+    }
+    Ok(nets)
 }
 
 #[cfg(test)]

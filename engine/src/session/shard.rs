@@ -178,26 +178,11 @@ impl Actor for SessionShard {
                 reply,
             } => {
                 st.ctx.queued[st.index].fetch_sub(1, Ordering::Relaxed);
-                if let Some(Fresh(snapshot)) = fresh {
-                    match st.sessions.get(&id) {
-                        Some(Slot::Live(s)) if s.inflight > 0 => {
-                            // Our lease lapsed while a write of ours was in flight; let it land
-                            // before deciding anything on this session again.
-                            let _ = reply.send(Err(EngineError::SessionUnavailable));
-                            return Ok(());
-                        }
-                        Some(Slot::Live(_)) => {
-                            st.remove(id);
-                        }
-                        _ => {}
-                    }
-                    if let Some(intent) = snapshot
-                        && !st.sessions.contains_key(&id)
-                    {
-                        st.sessions.insert(id, Slot::Loading(VecDeque::new()));
-                        st.ctx.live[st.index].fetch_add(1, Ordering::Relaxed);
-                        handle_loaded(&myself, st, id, Ok(Some(*intent)));
-                    }
+                if let Some(Fresh(snapshot)) = fresh
+                    && !take_over(&myself, st, id, snapshot)
+                {
+                    let _ = reply.send(Err(EngineError::SessionUnavailable));
+                    return Ok(());
                 }
                 route(
                     &myself,
@@ -212,19 +197,7 @@ impl Actor for SessionShard {
                 );
             }
             ShardMsg::Loaded { id, result } => handle_loaded(&myself, st, id, result),
-            ShardMsg::Committed { id, ok } => {
-                let mut drop_it = false;
-                if let Some(Slot::Live(s)) = st.sessions.get_mut(&id) {
-                    s.inflight = s.inflight.saturating_sub(1);
-                    if !ok {
-                        s.poisoned = true;
-                    }
-                    drop_it = s.poisoned && s.inflight == 0;
-                }
-                if drop_it {
-                    st.remove(id);
-                }
-            }
+            ShardMsg::Committed { id, ok } => handle_committed(st, id, ok),
             ShardMsg::Tick { reply: r } => {
                 tick(&myself, st);
                 reply(r, ());
@@ -235,22 +208,7 @@ impl Actor for SessionShard {
                 }
             }
             ShardMsg::HandOver(done) => {
-                if let Some(own) = st.ctx.ownership.get().cloned() {
-                    let now = st.ctx.clock.now_ms();
-                    let idle: Vec<PaymentIntentId> = st
-                        .sessions
-                        .iter()
-                        .filter_map(|(id, slot)| match slot {
-                            Slot::Live(s) if s.inflight == 0 && !s.poisoned => Some(*id),
-                            _ => None,
-                        })
-                        .collect();
-                    for id in idle {
-                        if let Some(Slot::Live(s)) = st.remove(id) {
-                            own.hand_over(&s.intent, now).await;
-                        }
-                    }
-                }
+                hand_over_idle(st).await;
                 let _ = done.send(());
             }
             #[cfg(test)]
@@ -259,6 +217,71 @@ impl Actor for SessionShard {
             }
         }
         Ok(())
+    }
+}
+
+/// Forgets what this shard remembers of a session it just took over and rehydrates it from the
+/// hand-over snapshot, if any; false when a write of ours is still in flight for it.
+fn take_over(
+    myself: &ActorRef<ShardMsg>,
+    st: &mut ShardState,
+    id: PaymentIntentId,
+    snapshot: Option<Box<PaymentIntent>>,
+) -> bool {
+    match st.sessions.get(&id) {
+        Some(Slot::Live(s)) if s.inflight > 0 => {
+            // Our lease lapsed while a write of ours was in flight; let it land
+            // before deciding anything on this session again.
+            return false;
+        }
+        Some(Slot::Live(_)) => {
+            st.remove(id);
+        }
+        _ => {}
+    }
+    if let Some(intent) = snapshot
+        && !st.sessions.contains_key(&id)
+    {
+        st.sessions.insert(id, Slot::Loading(VecDeque::new()));
+        st.ctx.live[st.index].fetch_add(1, Ordering::Relaxed);
+        handle_loaded(myself, st, id, Ok(Some(*intent)));
+    }
+    true
+}
+
+/// Settles one finished commit; a poisoned session is dropped once its last commit lands.
+fn handle_committed(st: &mut ShardState, id: PaymentIntentId, ok: bool) {
+    let mut drop_it = false;
+    if let Some(Slot::Live(s)) = st.sessions.get_mut(&id) {
+        s.inflight = s.inflight.saturating_sub(1);
+        if !ok {
+            s.poisoned = true;
+        }
+        drop_it = s.poisoned && s.inflight == 0;
+    }
+    if drop_it {
+        st.remove(id);
+    }
+}
+
+/// Hands every idle, healthy session over to the cluster (cluster mode only) and forgets it.
+async fn hand_over_idle(st: &mut ShardState) {
+    let Some(own) = st.ctx.ownership.get().cloned() else {
+        return;
+    };
+    let now = st.ctx.clock.now_ms();
+    let idle: Vec<PaymentIntentId> = st
+        .sessions
+        .iter()
+        .filter_map(|(id, slot)| match slot {
+            Slot::Live(s) if s.inflight == 0 && !s.poisoned => Some(*id),
+            _ => None,
+        })
+        .collect();
+    for id in idle {
+        if let Some(Slot::Live(s)) = st.remove(id) {
+            own.hand_over(&s.intent, now).await;
+        }
     }
 }
 

@@ -431,36 +431,40 @@ impl Webhooks {
     ) -> EngineResult<CursorPage<AttemptLog>> {
         ctx.require(Permission::WebhooksRead)?;
         let limit = limit_of(p.limit, self.max_page_size)?;
-        let status = match p.status.as_deref() {
-            None => None,
-            Some(s) => Some(AttemptStatus::parse(s).ok_or_else(|| {
-                EngineError::invalid(
-                    "parameter_invalid",
-                    "status",
-                    "status must be one of succeeded, failed, dropped",
-                )
-            })?),
-        };
-        let after = match &p.starting_after {
-            Some(a) => Some(
-                model::id_time(a, "wha_")
-                    .map(|t| (a.clone(), t))
-                    .ok_or_else(|| {
-                        EngineError::invalid(
-                            "parameter_invalid",
-                            "starting_after",
-                            "starting_after must be the id (`wha_…`) of a log entry",
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+        let status = log_status_filter(p.status.as_deref())?;
+        let after = log_cursor(p.starting_after.as_ref())?;
+        let partitions = self
+            .log_partitions(ctx, p.event_id.as_deref(), after.as_ref())
+            .await?;
+        let after_id = after.map(|(a, _)| a);
+        let (data, has_more) = self
+            .scan_logs(partitions, after_id.as_ref(), status, limit)
+            .await?;
+        let next = has_more
+            .then(|| data.last().map(|l: &AttemptLog| l.id.clone()))
+            .flatten();
+        Ok(CursorPage {
+            data,
+            has_more,
+            next_starting_after: next,
+            limit,
+        })
+    }
+
+    /// The log partitions a listing reads, newest first: one event's, else the last
+    /// `LOG_DAYS` days before the cursor.
+    async fn log_partitions(
+        &self,
+        ctx: &AuthContext,
+        event_id: Option<&str>,
+        after: Option<&(String, i64)>,
+    ) -> EngineResult<Vec<(&'static str, String)>> {
         let mut partitions = Vec::new();
-        if let Some(eid) = &p.event_id {
+        if let Some(eid) = event_id {
             let e = self.own_event(ctx, eid).await?;
             partitions.push((LOGS_BY_EVENT, e.id.to_string()));
         } else {
-            let from = after.as_ref().map_or(self.now(), |(_, t)| *t);
+            let from = after.map_or(self.now(), |(_, t)| *t);
             for d in 0..LOG_DAYS {
                 partitions.push((
                     LOGS,
@@ -468,12 +472,23 @@ impl Webhooks {
                 ));
             }
         }
+        Ok(partitions)
+    }
+
+    /// Collects up to `limit` logs with `status` from `partitions`, newest first, reading at
+    /// most `MAX_LOG_ROWS_READ` rows; true when more may remain.
+    async fn scan_logs(
+        &self,
+        partitions: Vec<(&'static str, String)>,
+        after: Option<&String>,
+        status: Option<AttemptStatus>,
+        limit: usize,
+    ) -> EngineResult<(Vec<AttemptLog>, bool)> {
         let mut data = Vec::new();
         let mut read = 0usize;
-        let mut has_more = false;
-        'outer: for (index, part) in partitions {
-            let mut end = match &after {
-                Some((a, _)) => Bound::Excluded(a.clone()),
+        for (index, part) in partitions {
+            let mut end = match after {
+                Some(a) => Bound::Excluded(a.clone()),
                 None => Bound::Unbounded,
             };
             loop {
@@ -496,29 +511,19 @@ impl Webhooks {
                         continue;
                     }
                     if data.len() == limit {
-                        has_more = true;
-                        break 'outer;
+                        return Ok((data, true));
                     }
                     data.push(log);
                 }
                 if read >= MAX_LOG_ROWS_READ {
-                    has_more = true;
-                    break 'outer;
+                    return Ok((data, true));
                 }
                 if n < chunk {
                     break;
                 }
             }
         }
-        let next = has_more
-            .then(|| data.last().map(|l: &AttemptLog| l.id.clone()))
-            .flatten();
-        Ok(CursorPage {
-            data,
-            has_more,
-            next_starting_after: next,
-            limit,
-        })
+        Ok((data, false))
     }
 
     /// Deliveries dropped on one day.
@@ -703,6 +708,31 @@ impl Webhooks {
         input: RecoverInput,
     ) -> EngineResult<RecoverOutcome> {
         ctx.require(Permission::WebhooksWrite)?;
+        let now = self.now();
+        let (since, until) = self.recover_window(&input, now)?;
+        let t = self.recover_target(ctx, endpoint_id).await?;
+        let scan = self.recovery_deliveries(ctx, &t, since, until, now).await?;
+        self.write_ops(scan.ops).await?;
+        for s in scan.shards {
+            self.wake(s, now);
+        }
+        Ok(RecoverOutcome {
+            endpoint_id: t.id.clone(),
+            since,
+            until,
+            events: scan.count,
+            truncated: scan.next_since.is_some(),
+            next_since: scan.next_since,
+        })
+    }
+
+    /// Reads the `[since, until)` window of a recovery and checks it spans at most
+    /// `recover_max_days`.
+    fn recover_window(
+        &self,
+        input: &RecoverInput,
+        now: i64,
+    ) -> EngineResult<(Timestamp, Timestamp)> {
         let parse = |s: &str, param: &'static str| {
             Timestamp::parse_flexible(s).ok_or_else(|| {
                 EngineError::invalid(
@@ -712,7 +742,6 @@ impl Webhooks {
                 )
             })
         };
-        let now = self.now();
         let since = parse(&input.since, "since")?;
         let until = match &input.until {
             Some(u) => parse(u, "until")?,
@@ -726,6 +755,15 @@ impl Webhooks {
                 format!("since must be before until, at most {max_days} days apart"),
             ));
         }
+        Ok((since, until))
+    }
+
+    /// The endpoint a recovery sends to; a disabled one is refused.
+    async fn recover_target(
+        &self,
+        ctx: &AuthContext,
+        endpoint_id: &str,
+    ) -> EngineResult<Arc<Target>> {
         let t = self.own_target(ctx, endpoint_id).await?;
         if !t.enabled {
             return Err(EngineError::Conflict {
@@ -736,15 +774,25 @@ impl Webhooks {
                 ),
             });
         }
+        Ok(t)
+    }
+
+    /// Builds fresh deliveries to `t` of the window's events it wants, day by day, stopping
+    /// at `recover_max_events`.
+    async fn recovery_deliveries(
+        &self,
+        ctx: &AuthContext,
+        t: &Target,
+        since: Timestamp,
+        until: Timestamp,
+        now: i64,
+    ) -> EngineResult<RecoveryScan> {
         let max = self.shared.cfg.recover_max_events;
         let lo = EventId::min_at(since.ms()).to_string();
         let hi = EventId::min_at(until.ms()).to_string();
-        let mut ops = Vec::new();
-        let mut shards = std::collections::BTreeSet::new();
-        let mut count = 0usize;
-        let mut next_since = None;
+        let mut scan = RecoveryScan::default();
         let mut day = since.ms() - since.ms().rem_euclid(86_400_000);
-        'days: while day < until.ms() {
+        while day < until.ms() {
             let part = model::day_partition(ctx.merchant_id, ctx.livemode, day);
             let mut start = Bound::Included(lo.clone());
             loop {
@@ -770,13 +818,14 @@ impl Webhooks {
                     let Ok(eid) = EventId::parse(&sort) else {
                         continue;
                     };
-                    if count == max {
-                        next_since = Some(Timestamp(eid.timestamp_ms()));
-                        break 'days;
+                    if scan.count == max {
+                        scan.next_since = Some(Timestamp(eid.timestamp_ms()));
+                        return Ok(scan);
                     }
-                    let (_, shard) = self.fresh_delivery(ctx, &t, eid, &entry, now, &mut ops)?;
-                    shards.insert(shard);
-                    count += 1;
+                    let (_, shard) =
+                        self.fresh_delivery(ctx, t, eid, &entry, now, &mut scan.ops)?;
+                    scan.shards.insert(shard);
+                    scan.count += 1;
                 }
                 if n < 500 {
                     break;
@@ -784,17 +833,46 @@ impl Webhooks {
             }
             day += 86_400_000;
         }
-        self.write_ops(ops).await?;
-        for s in shards {
-            self.wake(s, now);
-        }
-        Ok(RecoverOutcome {
-            endpoint_id: t.id.clone(),
-            since,
-            until,
-            events: count,
-            truncated: next_since.is_some(),
-            next_since,
-        })
+        Ok(scan)
     }
+}
+
+/// What a recovery found to send: the writes, the outbox shards to wake, how many events, and
+/// where to resume when it stopped at the cap.
+#[derive(Default)]
+struct RecoveryScan {
+    ops: Vec<WriteOp>,
+    shards: std::collections::BTreeSet<u32>,
+    count: usize,
+    next_since: Option<Timestamp>,
+}
+
+/// Reads the `status` filter of a log listing.
+fn log_status_filter(status: Option<&str>) -> EngineResult<Option<AttemptStatus>> {
+    let Some(s) = status else {
+        return Ok(None);
+    };
+    AttemptStatus::parse(s).map(Some).ok_or_else(|| {
+        EngineError::invalid(
+            "parameter_invalid",
+            "status",
+            "status must be one of succeeded, failed, dropped",
+        )
+    })
+}
+
+/// Reads the `starting_after` cursor of a log listing: the entry's id and its time.
+fn log_cursor(starting_after: Option<&String>) -> EngineResult<Option<(String, i64)>> {
+    let Some(a) = starting_after else {
+        return Ok(None);
+    };
+    model::id_time(a, "wha_")
+        .map(|t| Some((a.clone(), t)))
+        .ok_or_else(|| {
+            EngineError::invalid(
+                "parameter_invalid",
+                "starting_after",
+                "starting_after must be the id (`wha_…`) of a log entry",
+            )
+        })
 }
