@@ -250,6 +250,40 @@ impl ChannelHub {
             message: "this engine runs without channel adapters; only the sandbox channel works"
                 .into(),
         })?;
+        let plain = self.checked_credentials(factory.as_ref(), &input)?;
+        let adapter = checked_adapter(factory.as_ref(), livemode, &input)?;
+        let rkey = record_key(merchant, livemode, &input.channel);
+        let sealed = self.seal(&rkey, &plain)?;
+        let now = self.clock.now();
+        let previous = self.load_stored(&rkey).await?;
+        let stored = StoredChannel {
+            channel: input.channel.clone(),
+            merchant_id: merchant,
+            livemode,
+            notify_url: input.notify_url,
+            created: previous.as_ref().map_or(now, |p| p.created),
+            updated: now,
+            credentials: Some(sealed),
+        };
+        let listed = self.store(&rkey, stored).await?;
+        self.adapters.insert(
+            rkey,
+            CachedAdapter {
+                adapter,
+                loaded: Instant::now(),
+            },
+        );
+        tracing::info!(merchant = %merchant, livemode, channel = %listed.channel, "channel configured");
+        Ok((self.view(&listed), previous.is_none()))
+    }
+
+    /// Checks the channel name, the notify URL and the credentials' shape and size; returns
+    /// the credentials as the JSON bytes to seal.
+    fn checked_credentials(
+        &self,
+        factory: &dyn ChannelFactory,
+        input: &ChannelConfigInput,
+    ) -> EngineResult<Vec<u8>> {
         if !factory.channels().contains(&input.channel.as_str()) {
             return Err(EngineError::invalid(
                 "channel_unknown",
@@ -279,20 +313,11 @@ impl ChannelHub {
                 format!("credentials are limited to {max} bytes of JSON"),
             ));
         }
-        let bad_credentials =
-            |why: String| EngineError::invalid("credentials_invalid", "credentials", why);
-        factory
-            .validate(&input.channel, &input.credentials)
-            .map_err(bad_credentials)?;
-        let adapter = factory
-            .build(&input.channel, &input.credentials, &input.notify_url)
-            .map_err(bad_credentials)?;
-        if livemode && !adapter.allows_livemode() {
-            return Err(bad_credentials(format!(
-                "these {} credentials are for test mode; configure them with a test key (sk_test_…)",
-                input.channel
-            )));
-        }
+        Ok(plain)
+    }
+
+    /// Encrypts the credentials with the master key, bound to the record they are stored in.
+    fn seal(&self, rkey: &str, plain: &[u8]) -> EngineResult<Sealed> {
         let key = self
             .setup
             .master_key
@@ -303,21 +328,13 @@ impl ChannelHub {
                           IPAY_CHANNELS__MASTER_KEY (base64 of 32 bytes)"
                     .into(),
             })?;
-        let rkey = record_key(merchant, livemode, &input.channel);
-        let sealed = key
-            .seal(&plain, rkey.as_bytes())
-            .map_err(EngineError::Internal)?;
-        let now = self.clock.now();
-        let previous = self.load_stored(&rkey).await?;
-        let stored = StoredChannel {
-            channel: input.channel.clone(),
-            merchant_id: merchant,
-            livemode,
-            notify_url: input.notify_url,
-            created: previous.as_ref().map_or(now, |p| p.created),
-            updated: now,
-            credentials: Some(sealed),
-        };
+        key.seal(plain, rkey.as_bytes())
+            .map_err(EngineError::Internal)
+    }
+
+    /// Writes the configuration and its list entry (without credentials) in one batch;
+    /// returns the list entry.
+    async fn store(&self, rkey: &str, stored: StoredChannel) -> EngineResult<StoredChannel> {
         let listed = StoredChannel {
             credentials: None,
             ..stored.clone()
@@ -328,25 +345,17 @@ impl ChannelHub {
         let mut b = WriteBatch::new();
         b.push(WriteOp::PutRecord {
             kind: RECORD_KIND,
-            key: rkey.clone(),
+            key: rkey.to_string(),
             value: to_vec(&stored)?,
         });
         b.push(WriteOp::PutEntry {
             index: INDEX,
-            partition: format!("{merchant}:{}", mode(livemode)),
+            partition: format!("{}:{}", stored.merchant_id, mode(stored.livemode)),
             sort: stored.channel.clone(),
             value: to_vec(&listed)?,
         });
         self.ledger.submit(b).await?;
-        self.adapters.insert(
-            rkey,
-            CachedAdapter {
-                adapter,
-                loaded: Instant::now(),
-            },
-        );
-        tracing::info!(merchant = %merchant, livemode, channel = %stored.channel, "channel configured");
-        Ok((self.view(&listed), previous.is_none()))
+        Ok(listed)
     }
 
     fn view(&self, s: &StoredChannel) -> ChannelView {
@@ -589,6 +598,30 @@ impl ChannelHub {
             .get_record(RECORD_KIND, &record_key(merchant, livemode, channel))
             .await?)
     }
+}
+
+/// Lets the factory validate the credentials and build the adapter; live mode needs
+/// credentials that allow it.
+fn checked_adapter(
+    factory: &dyn ChannelFactory,
+    livemode: bool,
+    input: &ChannelConfigInput,
+) -> EngineResult<Arc<dyn ChannelAdapter>> {
+    let bad_credentials =
+        |why: String| EngineError::invalid("credentials_invalid", "credentials", why);
+    factory
+        .validate(&input.channel, &input.credentials)
+        .map_err(bad_credentials)?;
+    let adapter = factory
+        .build(&input.channel, &input.credentials, &input.notify_url)
+        .map_err(bad_credentials)?;
+    if livemode && !adapter.allows_livemode() {
+        return Err(bad_credentials(format!(
+            "these {} credentials are for test mode; configure them with a test key (sk_test_…)",
+            input.channel
+        )));
+    }
+    Ok(adapter)
 }
 
 #[cfg(test)]
