@@ -166,6 +166,9 @@ log "creating a merchant in $DATA"
 "$IPAY" merchants create --name bench --data-dir "$DATA" --json >"$WORK/merchant.json"
 KEY="$(json_field test_secret_key <"$WORK/merchant.json")"
 
+# One key drives the whole load: the per-key and per-merchant rate limits (429 rate_limited)
+# would measure themselves, not the write path, so they are off for this run.
+export IPAY_LIMITS__RATE_PER_KEY_PER_SEC=0 IPAY_LIMITS__RATE_PER_MERCHANT_PER_SEC=0
 log "starting ipay serve ($MODE mode)"
 "$IPAY" serve --data-dir "$DATA" --listen 127.0.0.1:0 >"$WORK/engine.log" 2>&1 &
 ENGINE_PID=$!
