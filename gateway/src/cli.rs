@@ -81,8 +81,10 @@ pub enum MerchantsCommand {
 
 fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The storage engine narrates every table it opens at info; its warnings still show.
+        EnvFilter::new(format!("fjall=warn,lsm_tree=warn,{}", cfg.log.level))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
