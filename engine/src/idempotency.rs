@@ -6,6 +6,11 @@
 //! response itself is written by the session layer in the same batch as the state change it
 //! describes (see [`IdempotencySpec`]), so a stored response never outlives or precedes its
 //! effect. Expired records are purged in the background.
+//!
+//! Recovery: the reservation is given back whatever the outcome (also after a store error),
+//! in the background so that a failing request answers at once; a reservation whose taking or
+//! giving back hit a hung hot state is removed by the backend as soon as it answers again.
+//! Not here: the stored responses themselves (the session layer writes them).
 
 use crate::auth::AuthContext;
 use crate::clock::{Clock, Timestamp};
@@ -133,7 +138,14 @@ impl Idempotency {
             }
             Err(e) => Err(e.into()),
         };
-        let _ = self.hot.release(reservation).await;
+        // Given back without holding up the answer: when the hot state hangs, the caller
+        // must hear its 503 within the one bound it already waited, not a second one. A
+        // release that fails is retried by the backend once it answers, so a retry of this
+        // key after an outage runs or replays at once instead of waiting out the TTL.
+        let hot = self.hot.clone();
+        tokio::spawn(async move {
+            let _ = hot.release(reservation).await;
+        });
         result
     }
 

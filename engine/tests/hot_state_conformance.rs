@@ -304,6 +304,48 @@ async fn leases_are_exclusive_and_only_the_owner_renews_or_releases(n: Nodes) {
     assert!(n.b.release_lease(&k, "node-2").await.unwrap());
 }
 
+async fn lease_epochs_grow_with_every_new_lease_and_stay_while_it_is_held(n: Nodes) {
+    let (k, other) = (n.k("fenced"), n.k("fenced-other"));
+    let e1 = n.a.acquire_lease_epoch(&k, "node-1", LONG).await.unwrap();
+    let e1 = e1.expect("a free lease is taken");
+    assert!(e1 > 0);
+    // Held: the other owner gets nothing; the holder keeps its epoch when it acquires again
+    // or renews; the plain acquire agrees.
+    assert_eq!(
+        n.b.acquire_lease_epoch(&k, "node-2", LONG).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        n.b.acquire_lease_epoch(&k, "node-1", LONG).await.unwrap(),
+        Some(e1)
+    );
+    assert!(n.a.renew_lease(&k, "node-1", LONG).await.unwrap());
+    assert!(n.a.acquire_lease(&k, "node-1", LONG).await.unwrap());
+    assert_eq!(
+        n.a.acquire_lease_epoch(&k, "node-1", LONG).await.unwrap(),
+        Some(e1)
+    );
+    // A new lease, by anyone, on this key or another, gets a larger epoch.
+    assert!(n.a.release_lease(&k, "node-1").await.unwrap());
+    let e2 = n.b.acquire_lease_epoch(&k, "node-2", LONG).await.unwrap();
+    let e2 = e2.expect("a released lease is free");
+    assert!(e2 > e1, "{e2} > {e1}");
+    let e3 =
+        n.a.acquire_lease_epoch(&other, "node-1", LONG)
+            .await
+            .unwrap();
+    assert!(e3.expect("free") > e2);
+    assert!(n.b.release_lease(&k, "node-2").await.unwrap());
+    let e4 = n.a.acquire_lease_epoch(&k, "node-2", LONG).await.unwrap();
+    assert!(e4.expect("free again") > e3.unwrap_or(0));
+    assert_eq!(
+        n.a.lease_owner(&k).await.unwrap().as_deref(),
+        Some("node-2")
+    );
+    assert!(n.a.release_lease(&k, "node-2").await.unwrap());
+    assert!(n.a.release_lease(&other, "node-1").await.unwrap());
+}
+
 async fn an_expired_lease_hands_over(n: Nodes) {
     let k = n.k("session");
     assert!(
@@ -505,6 +547,7 @@ conformance!(
     counters_increment_and_reset,
     a_counter_expires_after_its_window,
     subscribers_receive_published_messages_in_order,
+    lease_epochs_grow_with_every_new_lease_and_stay_while_it_is_held,
 );
 
 // --- Redis only: faults ---
@@ -544,6 +587,12 @@ async fn every_operation_fails_fast(url: &str, endpoint: &str) {
         fails_fast("reserve", ep, h.reserve("s", d)).boxed(),
         fails_fast("release", ep, h.release(Reservation::new("s", 1))).boxed(),
         fails_fast("acquire_lease", ep, h.acquire_lease("l", "n", d)).boxed(),
+        fails_fast(
+            "acquire_lease_epoch",
+            ep,
+            h.acquire_lease_epoch("l", "n", d),
+        )
+        .boxed(),
         fails_fast("renew_lease", ep, h.renew_lease("l", "n", d)).boxed(),
         fails_fast("release_lease", ep, h.release_lease("l", "n")).boxed(),
         fails_fast("lease_owner", ep, h.lease_owner("l")).boxed(),

@@ -25,7 +25,7 @@ use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS};
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::{
     EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, PageRequest, WriteBatch,
-    WriteOp,
+    WriteOp, is_fenced,
 };
 use std::future::Future;
 use std::ops::Bound;
@@ -281,6 +281,9 @@ conformance! {
         records_put_get_replace_delete,
         entries_scan_ranges_orders_and_limits,
         entries_and_records_are_atomic_with_their_batch,
+        a_batch_fenced_with_a_stale_epoch_is_refused_whole,
+        the_newest_of_concurrent_fenced_batches_commits,
+        a_batch_with_two_fences_is_refused,
     ],
     exclusive: [
         pending_expiries_list_every_pending_intent,
@@ -1639,4 +1642,126 @@ async fn entries_and_records_are_atomic_with_their_batch(c: Ctx) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, e.id.to_string());
     assert!(l.get_event(e.id).await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing
+// ---------------------------------------------------------------------------------------------
+
+/// A batch that puts record `key` = `value` and an event, fenced on `fence` with `epoch`.
+fn fenced_batch(fence: &str, epoch: u64, key: &str, value: &str, ev: &Event) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.push(WriteOp::PutRecord {
+        kind: "test_fenced",
+        key: key.to_string(),
+        value: value.as_bytes().to_vec(),
+    });
+    b.push(WriteOp::PutEvent(ev.clone()));
+    b.push(WriteOp::Fence {
+        key: fence.to_string(),
+        epoch,
+    });
+    b
+}
+
+async fn record_value(l: &dyn Ledger, key: &str) -> Option<String> {
+    l.get_record("test_fenced", key)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+async fn a_batch_fenced_with_a_stale_epoch_is_refused_whole(c: Ctx) {
+    let l = &*c.ledger;
+    let (fence, key) = (uniq("fence"), uniq("fenced"));
+    let m = new_merchant();
+    let e5 = event(m.id, false, now_ms(), "test.five", &key);
+    l.submit(fenced_batch(&fence, 5, &key, "five", &e5))
+        .await
+        .unwrap();
+    // An older epoch: refused as fenced, and nothing of the batch is written.
+    let e3 = event(m.id, false, now_ms(), "test.three", &key);
+    let err = l
+        .submit(fenced_batch(&fence, 3, &key, "three", &e3))
+        .await
+        .expect_err("a stale epoch must be refused");
+    assert!(is_fenced(&err), "{err}");
+    assert_eq!(record_value(l, &key).await.as_deref(), Some("five"));
+    assert!(l.get_event(e3.id).await.unwrap().is_none());
+    assert!(l.get_event(e5.id).await.unwrap().is_some());
+    // The same epoch again (further decisions of one owner) and a newer one are applied.
+    let e5b = event(m.id, false, now_ms(), "test.five_again", &key);
+    l.submit(fenced_batch(&fence, 5, &key, "five again", &e5b))
+        .await
+        .unwrap();
+    let e9 = event(m.id, false, now_ms(), "test.nine", &key);
+    l.submit(fenced_batch(&fence, 9, &key, "nine", &e9))
+        .await
+        .unwrap();
+    assert_eq!(record_value(l, &key).await.as_deref(), Some("nine"));
+    // Now 5 is stale too; other fence keys are independent; unfenced batches are not checked.
+    let e5c = event(m.id, false, now_ms(), "test.five_late", &key);
+    let err = l
+        .submit(fenced_batch(&fence, 5, &key, "five late", &e5c))
+        .await
+        .expect_err("epoch 5 after 9 must be refused");
+    assert!(is_fenced(&err), "{err}");
+    let other = uniq("fence");
+    let e1 = event(m.id, false, now_ms(), "test.other", &key);
+    l.submit(fenced_batch(&other, 1, &key, "other fence", &e1))
+        .await
+        .unwrap();
+    commit(
+        l,
+        vec![WriteOp::PutRecord {
+            kind: "test_fenced",
+            key: key.clone(),
+            value: b"unfenced".to_vec(),
+        }],
+    )
+    .await;
+    assert_eq!(record_value(l, &key).await.as_deref(), Some("unfenced"));
+}
+
+async fn the_newest_of_concurrent_fenced_batches_commits(c: Ctx) {
+    let l = &*c.ledger;
+    let (fence, key) = (uniq("fence"), uniq("fenced"));
+    let m = new_merchant();
+    let (e20, e19) = (
+        event(m.id, false, now_ms(), "test.twenty", &key),
+        event(m.id, false, now_ms(), "test.nineteen", &key),
+    );
+    // Submitted together: the newer epoch always commits; the older one only if it got in
+    // first (the embedded writer checks them in submission order, in one group).
+    let newer = l.submit(fenced_batch(&fence, 20, &key, "twenty", &e20));
+    let older = l.submit(fenced_batch(&fence, 19, &key, "nineteen", &e19));
+    let (newer, older) = tokio::join!(newer, older);
+    newer.unwrap();
+    if let Err(e) = &older {
+        assert!(is_fenced(e), "{e}");
+        assert!(l.get_event(e19.id).await.unwrap().is_none());
+    }
+    assert!(l.get_event(e20.id).await.unwrap().is_some());
+    // Whatever the order, epoch 19 is stale from now on.
+    let late = event(m.id, false, now_ms(), "test.late", &key);
+    let err = l
+        .submit(fenced_batch(&fence, 19, &key, "late", &late))
+        .await
+        .expect_err("19 after 20 must be refused");
+    assert!(is_fenced(&err), "{err}");
+}
+
+async fn a_batch_with_two_fences_is_refused(c: Ctx) {
+    let l = &*c.ledger;
+    let key = uniq("fenced");
+    let m = new_merchant();
+    let e = event(m.id, false, now_ms(), "test.two_fences", &key);
+    let mut b = fenced_batch(&uniq("fence"), 1, &key, "x", &e);
+    b.push(WriteOp::Fence {
+        key: uniq("fence"),
+        epoch: 1,
+    });
+    let err = l.submit(b).await.expect_err("two fences");
+    assert!(!is_fenced(&err), "{err}");
+    assert_eq!(record_value(l, &key).await, None);
 }

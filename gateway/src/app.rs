@@ -255,13 +255,19 @@ pub async fn start(engine: Engine, cfg: &Config) -> std::io::Result<RunningServe
     let lastmile = ipay_lastmile::LastMile::start(&engine, cfg.lastmile.clone())
         .await
         .map_err(std::io::Error::other)?;
+    // Cluster nodes share one budget per key and merchant through the hot state.
+    let rate_limits = if engine.ledger().shared() {
+        crate::ratelimit::RateLimits::shared(&cfg.limits, engine.hot().clone())
+    } else {
+        crate::ratelimit::RateLimits::new(&cfg.limits)
+    };
     let state = AppState {
         engine,
         webhooks,
         lastmile,
         metrics: metrics_handle(),
         admin_token: Arc::from(cfg.admin.token.as_str()),
-        rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&cfg.limits)),
+        rate_limits: Arc::new(rate_limits),
     };
     let app = router(state, cfg);
     let limits = crate::server::ConnLimits::from_config(&cfg.server);

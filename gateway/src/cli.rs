@@ -291,6 +291,10 @@ fn channel_setup(cfg: &Config) -> Result<ipay_engine::channels::ChannelSetup, St
 
 async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     init_tracing(&cfg);
+    // The metrics recorder goes in before the engine starts: the engine seeds the
+    // `ipay_intents` gauge from the ledger at start, and metrics set before a recorder exists
+    // are dropped.
+    let _ = app::metrics_handle();
     let (ledger, place) = open_ledger(&cfg).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Cluster mode shares hot state (idempotency reservations) through Redis so that several

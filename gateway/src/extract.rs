@@ -202,7 +202,7 @@ impl FromRequestParts<AppState> for Auth {
             .await
             .map_err(|e| ApiError::from(e).into_response())?;
         // Counted only once the caller is known: a bad key spends no merchant's budget.
-        state.rate_limits.check(&ctx, parts).map_err(|r| *r)?;
+        state.rate_limits.check(&ctx, parts).await.map_err(|r| *r)?;
         Ok(Auth(ctx))
     }
 }

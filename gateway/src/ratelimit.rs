@@ -3,11 +3,16 @@
 //! costs nobody's budget and one merchant's burst never slows another merchant.
 //!
 //! Past a limit the answer is `429 rate_limited` with `Retry-After` and the `X-RateLimit-Limit`,
-//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` headers. The buckets live in this process:
-//! in cluster mode each node counts on its own, so a merchant spread over N nodes may reach N
-//! times the configured rate (the limits are a safety net against runaway clients, not
-//! billing). It does not limit PSP callbacks (the engine's channel subsystem does) nor the
-//! admin API.
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` headers.
+//!
+//! Embedded mode: governor token buckets in this process (no I/O). Cluster mode: the nodes
+//! share one budget per key and per merchant through the hot state (Redis): a counter per
+//! window of `burst / rate` seconds (at least 1 s) allows `burst` requests, which is the
+//! configured rate on average and the configured burst at most within a window (up to twice
+//! it across a window boundary). One Redis round trip per limit and request. When Redis does
+//! not answer, requests are let through (the limits are a safety net against runaway clients,
+//! not billing, and a request that needs Redis gets its own 503 anyway). It does not limit PSP
+//! callbacks (the engine's channel subsystem does) nor the admin API.
 
 use crate::error::{ApiError, ReqId, render};
 use axum::http::request::Parts;
@@ -16,9 +21,11 @@ use axum::response::Response;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipay_engine::ids::{ApiKeyId, MerchantId};
+use ipay_engine::store::HotState;
 use ipay_engine::{AuthContext, Limits};
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Keys tracked by one limiter before idle buckets are swept (bounds memory under key churn).
@@ -58,33 +65,126 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 }
 
-/// The per-key and per-merchant request limits of one node.
+/// One limit counted in the hot state, shared by every node: `burst` requests per window.
+struct SharedLimit {
+    burst: u32,
+    window: Duration,
+}
+
+impl SharedLimit {
+    /// `None` when `per_sec` is 0 (the limit is off).
+    fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        let per_sec = NonZeroU32::new(per_sec)?;
+        let burst = burst.max(1);
+        // burst / rate seconds, rounded up to whole milliseconds, at least one second.
+        let ms = (u64::from(burst) * 1000).div_ceil(u64::from(per_sec.get()));
+        Some(SharedLimit {
+            burst,
+            window: Duration::from_millis(ms.max(1000)),
+        })
+    }
+
+    /// Counts one request under `key`; past the budget, the wait until the window ends (at
+    /// most). Fails open when the hot state does not answer.
+    async fn take(&self, hot: &dyn HotState, key: &str) -> Result<(), Duration> {
+        match hot.incr(key, self.window).await {
+            Ok(n) if n > i64::from(self.burst) => Err(self.window),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared rate limit unavailable; request let through");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where the limits are counted.
+enum Counting {
+    /// In this process (embedded mode).
+    Local {
+        per_key: Option<Limit<ApiKeyId>>,
+        per_merchant: Option<Limit<MerchantId>>,
+    },
+    /// In the hot state shared by all nodes (cluster mode).
+    Shared {
+        hot: Arc<dyn HotState>,
+        per_key: Option<SharedLimit>,
+        per_merchant: Option<SharedLimit>,
+    },
+}
+
+/// The per-key and per-merchant request limits.
 pub struct RateLimits {
-    per_key: Option<Limit<ApiKeyId>>,
-    per_merchant: Option<Limit<MerchantId>>,
+    counting: Counting,
 }
 
 impl RateLimits {
-    /// The limits `[limits]` configures.
+    /// The limits `[limits]` configures, counted in this process.
     pub fn new(cfg: &Limits) -> Self {
         RateLimits {
-            per_key: Limit::new(cfg.rate_per_key_per_sec, cfg.rate_per_key_burst),
-            per_merchant: Limit::new(cfg.rate_per_merchant_per_sec, cfg.rate_per_merchant_burst),
+            counting: Counting::Local {
+                per_key: Limit::new(cfg.rate_per_key_per_sec, cfg.rate_per_key_burst),
+                per_merchant: Limit::new(
+                    cfg.rate_per_merchant_per_sec,
+                    cfg.rate_per_merchant_burst,
+                ),
+            },
+        }
+    }
+
+    /// The limits `[limits]` configures, counted in `hot`, shared by every node using it.
+    pub fn shared(cfg: &Limits, hot: Arc<dyn HotState>) -> Self {
+        RateLimits {
+            counting: Counting::Shared {
+                hot,
+                per_key: SharedLimit::new(cfg.rate_per_key_per_sec, cfg.rate_per_key_burst),
+                per_merchant: SharedLimit::new(
+                    cfg.rate_per_merchant_per_sec,
+                    cfg.rate_per_merchant_burst,
+                ),
+            },
         }
     }
 
     /// Counts one request of the authenticated caller; past its key's or its merchant's limit,
     /// the complete `429` answer.
-    pub fn check(&self, ctx: &AuthContext, parts: &Parts) -> Result<(), Box<Response>> {
-        if let Some(l) = &self.per_key
-            && let Err(wait) = l.take(&ctx.key.id)
-        {
-            return Err(Box::new(refusal("API key", l.burst, wait, parts)));
-        }
-        if let Some(l) = &self.per_merchant
-            && let Err(wait) = l.take(&ctx.merchant_id)
-        {
-            return Err(Box::new(refusal("merchant", l.burst, wait, parts)));
+    pub async fn check(&self, ctx: &AuthContext, parts: &Parts) -> Result<(), Box<Response>> {
+        match &self.counting {
+            Counting::Local {
+                per_key,
+                per_merchant,
+            } => {
+                if let Some(l) = per_key
+                    && let Err(wait) = l.take(&ctx.key.id)
+                {
+                    return Err(Box::new(refusal("API key", l.burst, wait, parts)));
+                }
+                if let Some(l) = per_merchant
+                    && let Err(wait) = l.take(&ctx.merchant_id)
+                {
+                    return Err(Box::new(refusal("merchant", l.burst, wait, parts)));
+                }
+            }
+            Counting::Shared {
+                hot,
+                per_key,
+                per_merchant,
+            } => {
+                if let Some(l) = per_key
+                    && let Err(wait) = l
+                        .take(hot.as_ref(), &format!("rl:key:{}", ctx.key.id))
+                        .await
+                {
+                    return Err(Box::new(refusal("API key", l.burst, wait, parts)));
+                }
+                if let Some(l) = per_merchant
+                    && let Err(wait) = l
+                        .take(hot.as_ref(), &format!("rl:merchant:{}", ctx.merchant_id))
+                        .await
+                {
+                    return Err(Box::new(refusal("merchant", l.burst, wait, parts)));
+                }
+            }
         }
         Ok(())
     }

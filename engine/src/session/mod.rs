@@ -89,6 +89,55 @@ pub struct SessionContext {
     pub(crate) stopping: AtomicBool,
     /// Session ownership across nodes (cluster mode only).
     pub(crate) ownership: OnceLock<Arc<Ownership>>,
+    /// Test hook for the fencing tests: see [`StopBeforeCommit`].
+    pub(crate) stop_before_commit: StopBeforeCommit,
+}
+
+/// Test hook, off unless the environment variable `IPAY_TEST_STOP_BEFORE_COMMIT` names a
+/// command (`succeed`, `fail`, `cancel`, `expire` or `refund`) when the process starts: the
+/// first such command this process decides stops the whole process with `SIGSTOP` after
+/// deciding and before committing, until someone sends `SIGCONT`. It lets a test stall an
+/// owner at exactly the moment fencing protects (see `gateway/tests/cluster_fencing.rs`);
+/// there is no other way to hit that window from outside the process.
+pub(crate) struct StopBeforeCommit {
+    command: Option<String>,
+    fired: AtomicBool,
+}
+
+impl StopBeforeCommit {
+    fn from_env() -> Self {
+        StopBeforeCommit {
+            command: std::env::var("IPAY_TEST_STOP_BEFORE_COMMIT")
+                .ok()
+                .filter(|c| !c.is_empty()),
+            fired: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops this process if the hook is armed for `cmd` and has not fired yet.
+    pub(crate) fn check(&self, cmd: &IntentCommand) {
+        let Some(armed) = &self.command else { return };
+        let name = match cmd {
+            IntentCommand::Succeed { .. } => "succeed",
+            IntentCommand::Fail { .. } => "fail",
+            IntentCommand::Expire => "expire",
+            IntentCommand::Cancel { .. } => "cancel",
+            IntentCommand::Refund { .. } => "refund",
+        };
+        if name != armed || self.fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(
+            command = name,
+            "test hook: stopping this process before a commit"
+        );
+        // `kill` stops every thread before the shell exits, so nothing runs past this line
+        // until SIGCONT.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -STOP {}", std::process::id()))
+            .status();
+    }
 }
 
 impl SessionContext {
@@ -111,6 +160,7 @@ impl SessionContext {
             generation: watch::channel(0).0,
             stopping: AtomicBool::new(false),
             ownership: OnceLock::new(),
+            stop_before_commit: StopBeforeCommit::from_env(),
         })
     }
 
@@ -271,8 +321,11 @@ pub(crate) async fn owned_command(
     forwarded: bool,
 ) -> EngineResult<Applied> {
     let mut fresh = None;
+    let mut epoch = None;
     if let Some(own) = ctx.ownership.get() {
-        match own.claim(id).await? {
+        let (claim, lease_epoch) = own.claim_fenced(id).await?;
+        epoch = lease_epoch;
+        match claim {
             Claim::Held => {}
             Claim::Fresh => fresh = Some(Fresh(own.take_snapshot(id).await?.map(Box::new))),
             Claim::Elsewhere(_) if forwarded => return Err(EngineError::SessionUnavailable),
@@ -289,6 +342,7 @@ pub(crate) async fn owned_command(
         idem: idem.clone(),
         records: records.clone(),
         fresh: fresh.clone(),
+        epoch,
         reply,
     })
     .await

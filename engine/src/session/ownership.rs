@@ -14,6 +14,13 @@
 //! - Leases are not renewed in the background: a session is owned while it is used, and an
 //!   idle session's lease simply lapses. A killed node's sessions are therefore served by the
 //!   others at most one TTL after its last command.
+//! - Every lease carries an *epoch*, a fencing token that grows with each new lease
+//!   ([`HotState::acquire_lease_epoch`]). Each decision the owner commits carries its epoch
+//!   ([`crate::store::WriteOp::Fence`] on [`fence_key`]), and the ledger refuses a batch whose
+//!   epoch is older than one already committed for that session. A node stalled past its TTL
+//!   (GC pause, `SIGSTOP`, a slow disk) whose session was taken over and decided by another
+//!   node therefore cannot commit its stale decision when it resumes: its caller gets 503
+//!   `session_unavailable` and a retry reaches the new owner.
 //! - A node that stops cleanly writes a snapshot of each idle session it holds (rkyv, validated
 //!   on read) and releases the lease, so another node takes over at once without a ledger read.
 //!
@@ -146,14 +153,20 @@ pub struct Ownership {
     node_id: String,
     advertise: RwLock<String>,
     opts: OwnershipOptions,
-    /// When we last took or renewed each lease we hold (our clock): within a third of the TTL
-    /// of that moment the lease is certainly still ours, so no round trip is needed.
-    held: DashMap<PaymentIntentId, Instant>,
+    /// When we last took or renewed each lease we hold (our clock), and the lease's epoch:
+    /// within a third of the TTL of that moment the lease is certainly still ours, so no
+    /// round trip is needed. The epoch fences every decision taken under the lease.
+    held: DashMap<PaymentIntentId, (Instant, u64)>,
     /// How commands reach other nodes (none: forwarding off).
     forwarder: Option<Arc<dyn SessionForwarder>>,
 }
 
 fn lease_key(id: PaymentIntentId) -> String {
+    format!("session:{id}")
+}
+
+/// The ledger fence of a session's decisions ([`crate::store::WriteOp::Fence`]).
+pub fn fence_key(id: PaymentIntentId) -> String {
     format!("session:{id}")
 }
 
@@ -210,52 +223,65 @@ impl Ownership {
     /// Takes the lease of a session this node is creating.
     pub async fn claim_new(&self, id: PaymentIntentId) -> EngineResult<()> {
         let started = Instant::now();
-        if self
+        match self
             .hot
-            .acquire_lease(&lease_key(id), &self.me(), self.opts.lease_ttl)
+            .acquire_lease_epoch(&lease_key(id), &self.me(), self.opts.lease_ttl)
             .await?
         {
-            self.held.insert(id, started);
-            Ok(())
-        } else {
-            Err(EngineError::SessionUnavailable)
+            Some(epoch) => {
+                self.held.insert(id, (started, epoch));
+                Ok(())
+            }
+            None => Err(EngineError::SessionUnavailable),
         }
     }
 
     /// Claims a session before a command runs on it.
     pub async fn claim(&self, id: PaymentIntentId) -> EngineResult<Claim> {
+        Ok(self.claim_fenced(id).await?.0)
+    }
+
+    /// Claims a session before a command runs on it; when this node holds the lease, also
+    /// its epoch, with which the command's writes must be fenced.
+    pub async fn claim_fenced(&self, id: PaymentIntentId) -> EngineResult<(Claim, Option<u64>)> {
         let ttl = self.opts.lease_ttl;
-        let recent = self
-            .held
-            .get(&id)
-            .map(|t| t.elapsed() < ttl / 3)
-            .unwrap_or(false);
-        if recent {
-            return Ok(Claim::Held);
+        let held = self.held.get(&id).map(|h| *h);
+        if let Some((at, epoch)) = held
+            && at.elapsed() < ttl / 3
+        {
+            return Ok((Claim::Held, Some(epoch)));
         }
         let key = lease_key(id);
         let me = self.me();
         let started = Instant::now();
-        if self.held.contains_key(&id) && self.hot.renew_lease(&key, &me, ttl).await? {
-            self.held.insert(id, started);
-            return Ok(Claim::Held);
+        if let Some((_, epoch)) = held
+            && self.hot.renew_lease(&key, &me, ttl).await?
+        {
+            self.held.insert(id, (started, epoch));
+            return Ok((Claim::Held, Some(epoch)));
         }
         self.held.remove(&id);
         for _ in 0..2 {
-            if self.hot.acquire_lease(&key, &me, ttl).await? {
-                self.held.insert(id, started);
-                return Ok(Claim::Fresh);
+            if let Some(epoch) = self.hot.acquire_lease_epoch(&key, &me, ttl).await? {
+                self.held.insert(id, (started, epoch));
+                return Ok((Claim::Fresh, Some(epoch)));
             }
             match self.hot.lease_owner(&key).await? {
                 Some(owner) => {
                     let url = owner.split_once(' ').map(|(_, u)| u).unwrap_or("");
-                    return Ok(Claim::Elsewhere(url.to_string()));
+                    return Ok((Claim::Elsewhere(url.to_string()), None));
                 }
                 // Released between our two calls: try again.
                 None => continue,
             }
         }
         Err(EngineError::SessionUnavailable)
+    }
+
+    /// Forgets a lease the ledger has shown we lost (a write of ours was fenced off): the
+    /// next command claims the session anew.
+    pub fn lost(&self, id: PaymentIntentId) {
+        self.held.remove(&id);
     }
 
     /// Takes or keeps a node-wide role lease (`name`), e.g. "the node that sweeps expiries".
@@ -266,7 +292,7 @@ impl Ownership {
     /// Forgets leases not used for a full TTL (they have lapsed in the hot state too).
     pub fn forget_lapsed(&self) {
         let ttl = self.opts.lease_ttl;
-        self.held.retain(|_, t| t.elapsed() < ttl);
+        self.held.retain(|_, (t, _)| t.elapsed() < ttl);
     }
 
     /// Reads (and removes) the hand-over snapshot of a session we just took over.

@@ -8,7 +8,8 @@ use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult, StoreError};
 use crate::ids::PaymentIntentId;
 use crate::model::{Applied, Event, IntentCommand, IntentStatus, PaymentIntent};
-use crate::store::{WriteBatch, WriteOp};
+use crate::session::ownership::fence_key;
+use crate::store::{WriteBatch, WriteOp, is_fenced};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum ShardMsg {
         records: Vec<WriteOp>,
         /// Set when this node just took the session over (cluster mode).
         fresh: Option<Fresh>,
+        /// The epoch of this node's lease on the session (cluster mode): fences the writes.
+        epoch: Option<u64>,
         reply: RpcReplyPort<EngineResult<Applied>>,
     },
     /// A rehydration read finished.
@@ -88,6 +91,8 @@ struct Work {
     idem: Option<IdempotencySpec>,
     /// Written with the command's state change, and only if it applies.
     records: Vec<WriteOp>,
+    /// Lease epoch the command was claimed under (cluster mode); fences its writes.
+    epoch: Option<u64>,
     reply: Option<RpcReplyPort<EngineResult<Applied>>>,
 }
 
@@ -175,6 +180,7 @@ impl Actor for SessionShard {
                 idem,
                 records,
                 fresh,
+                epoch,
                 reply,
             } => {
                 st.ctx.queued[st.index].fetch_sub(1, Ordering::Relaxed);
@@ -192,6 +198,7 @@ impl Actor for SessionShard {
                         cmd,
                         idem,
                         records,
+                        epoch,
                         reply: Some(reply),
                     },
                 );
@@ -416,10 +423,11 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
         cmd,
         idem,
         records,
+        epoch,
         reply: port,
     } = work;
     let Decision {
-        batch,
+        mut batch,
         transitions,
         result,
     } = decide(session, &cmd, idem.as_ref(), records, now);
@@ -437,24 +445,52 @@ fn process(myself: &ActorRef<ShardMsg>, st: &mut ShardState, id: PaymentIntentId
         reply(port, result);
         return;
     }
+    if let Some(epoch) = epoch {
+        batch.push(WriteOp::Fence {
+            key: fence_key(id),
+            epoch,
+        });
+    }
     session.inflight += 1;
-    let me = myself.clone();
-    st.ctx.ledger.submit_then(
-        batch,
-        Box::new(move |r| {
-            let ok = r.is_ok();
-            let _ = me.send_message(ShardMsg::Committed { id, ok });
-            match r {
-                Ok(()) => {
-                    for (from, to) in transitions {
-                        record_transition(Some(from), to);
-                    }
-                    reply(port, result);
+    st.ctx.stop_before_commit.check(&cmd);
+    let done = answer_when_committed(myself.clone(), st, id, transitions, result, port);
+    st.ctx.ledger.submit_then(batch, done);
+}
+
+/// What runs once a decision's batch committed or failed: settle the session, count the
+/// transitions, answer the caller. A batch refused by its fence means another node took the
+/// session over and decided it while we stalled: our decision is void, the caller gets 503
+/// and a retry reaches the new owner.
+fn answer_when_committed(
+    me: ActorRef<ShardMsg>,
+    st: &ShardState,
+    id: PaymentIntentId,
+    transitions: Vec<(IntentStatus, IntentStatus)>,
+    result: EngineResult<Applied>,
+    port: Option<RpcReplyPort<EngineResult<Applied>>>,
+) -> crate::store::Completion {
+    let ownership = st.ctx.ownership.get().cloned();
+    Box::new(move |r| {
+        let ok = r.is_ok();
+        let _ = me.send_message(ShardMsg::Committed { id, ok });
+        match r {
+            Ok(()) => {
+                for (from, to) in transitions {
+                    record_transition(Some(from), to);
                 }
-                Err(e) => reply(port, Err(EngineError::from(e))),
+                reply(port, result);
             }
-        }),
-    );
+            Err(e) if is_fenced(&e) => {
+                tracing::warn!(intent = %id, error = %e, "stale decision refused by the ledger");
+                metrics::counter!("ipay_session_fenced_total").increment(1);
+                if let Some(own) = ownership {
+                    own.lost(id);
+                }
+                reply(port, Err(EngineError::SessionUnavailable));
+            }
+            Err(e) => reply(port, Err(EngineError::from(e))),
+        }
+    })
 }
 
 /// What a command did to a session: the writes to commit, the status moves to count once
@@ -549,6 +585,7 @@ fn tick(myself: &ActorRef<ShardMsg>, st: &mut ShardState) {
                 cmd: IntentCommand::Expire,
                 idem: None,
                 records: Vec::new(),
+                epoch: None,
                 reply: None,
             },
         );

@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "002_records.cql",
         cql: include_str!("../../../config/cql/002_records.cql"),
     },
+    Migration {
+        version: 3,
+        name: "003_fences.cql",
+        cql: include_str!("../../../config/cql/003_fences.cql"),
+    },
 ];
 
 /// What [`CqlLedger::migrate`] did.
@@ -220,6 +225,9 @@ enum S {
     ScanEntries9,
     ScanEntries10,
     ScanEntries11,
+    /// Fences (LWTs, never batched): raise an existing fence, create a missing one.
+    FenceRaise,
+    FenceInsert,
 }
 
 const STATEMENTS: &[(S, &str)] = &[
@@ -468,6 +476,14 @@ const STATEMENTS: &[(S, &str)] = &[
         S::ScanEntries11,
         "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
     ),
+    (
+        S::FenceRaise,
+        "UPDATE {ks}.fences SET epoch = ? WHERE fkey = ? IF epoch <= ?",
+    ),
+    (
+        S::FenceInsert,
+        "INSERT INTO {ks}.fences (fkey, epoch) VALUES (?, ?) IF NOT EXISTS",
+    ),
 ];
 
 /// The prepared scan of `entries` for a range's bounds and order (an unbounded start is
@@ -601,6 +617,8 @@ enum Part {
 struct Job {
     parts: Vec<Part>,
     events: Vec<Event>,
+    /// Checked and raised by an LWT before the batch is sent (`(key, epoch)`).
+    fence: Option<(String, u64)>,
 }
 
 /// Statements an op may produce at most (timestamps are reserved for all of them).
@@ -612,7 +630,7 @@ fn max_statements(op: &WriteOp) -> i64 {
         | WriteOp::PutIntent(_)
         | WriteOp::PutRefund(_)
         | WriteOp::PutEvent(_) => 4,
-        WriteOp::PurgeIdempotencyBefore(_) => 0,
+        WriteOp::PurgeIdempotencyBefore(_) | WriteOp::Fence { .. } => 0,
         WriteOp::PutRecord { .. }
         | WriteOp::DeleteRecord { .. }
         | WriteOp::PutEntry { .. }
@@ -660,6 +678,7 @@ fn encode(
     idempotency_ttl: Duration,
     stamps: &WriteStamps,
 ) -> Result<Job, StoreError> {
+    let fence = batch.fence()?.map(|(k, e)| (k.to_string(), e));
     let total: i64 = batch.ops.iter().map(max_statements).sum();
     let mut ts = Stamps(stamps.reserve(total));
     let mut parts = Vec::with_capacity(batch.ops.len() * 4);
@@ -845,9 +864,14 @@ fn encode(
                 let values = vec![ts.next(), text(index), text(partition), text(sort)];
                 stmt(&mut parts, S::DelEntryRow, values);
             }
+            WriteOp::Fence { .. } => {}
         }
     }
-    Ok(Job { parts, events })
+    Ok(Job {
+        parts,
+        events,
+        fence,
+    })
 }
 
 /// Splits a migration file into statements: whole-line `--` comments dropped, split on `;`.
@@ -1144,13 +1168,23 @@ impl CqlLedger {
             let Job {
                 parts,
                 events: committed,
+                fence,
             } = job;
             let started = std::time::Instant::now();
-            let r = inner.execute(parts).await;
+            let r = match &fence {
+                Some((key, epoch)) => inner.fence(key, *epoch).await,
+                None => Ok(()),
+            };
+            let r = match r {
+                Ok(()) => inner.execute(parts).await,
+                Err(e) => Err(e),
+            };
             drop(permit);
             metrics::histogram!("ipay_ledger_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
-            if let Err(e) = &r {
+            if let Err(e) = &r
+                && !is_fenced(e)
+            {
                 tracing::warn!(error = %e, "CQL ledger write batch failed");
             }
             let ok = r.is_ok();
@@ -1241,6 +1275,59 @@ impl Inner {
             }
         })?;
         Ok(())
+    }
+
+    /// Checks and raises the fence `key` to `epoch` with lightweight transactions: raise it
+    /// if it is at most `epoch`, else create it if it is missing; refused when it is higher.
+    /// The batch follows in a second round trip (a conditional batch cannot span the
+    /// partitions a batch writes), so a writer stalled exactly between the two can still land
+    /// its batch after a newer owner's; the check closes every earlier window.
+    async fn fence(&self, key: &str, epoch: u64) -> Result<(), StoreError> {
+        let e = i64::try_from(epoch)
+            .map_err(|_| StoreError(format!("fence epoch {epoch} is out of range")))?;
+        for _ in 0..3 {
+            let raise = (e, key, e);
+            match self.lwt(S::FenceRaise, raise).await? {
+                (true, _) => return Ok(()),
+                (false, Some(current)) => return Err(fenced_error(key, epoch, current)),
+                (false, None) => {}
+            }
+            match self.lwt(S::FenceInsert, (key, e)).await? {
+                (true, _) => return Ok(()),
+                (false, Some(current)) if current > epoch => {
+                    return Err(fenced_error(key, epoch, current));
+                }
+                // Created by someone else between our two steps: raise it again.
+                (false, _) => {}
+            }
+        }
+        Err(StoreError(format!(
+            "CQL ledger: fence {key} stayed contended; retry"
+        )))
+    }
+
+    /// Runs one LWT: whether it applied and, when it did not, the row's current `epoch`.
+    async fn lwt(
+        &self,
+        s: S,
+        values: impl SerializeRow,
+    ) -> Result<(bool, Option<u64>), StoreError> {
+        let res = self
+            .session
+            .execute_unpaged(self.st(s), values)
+            .await
+            .map_err(|e| cql_err("fence")(&e))?;
+        let rows = res.into_rows_result().map_err(|e| cql_err("fence")(&e))?;
+        let row = rows
+            .maybe_first_row::<scylla::value::Row>()
+            .map_err(|e| cql_err("fence")(&e))?
+            .ok_or_else(|| StoreError("CQL ledger: fence: no LWT result row".into()))?;
+        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
+        let current = row.columns.iter().skip(1).find_map(|c| match c {
+            Some(CqlValue::BigInt(v)) => u64::try_from(*v).ok(),
+            _ => None,
+        });
+        Ok((applied, current))
     }
 
     async fn get_record<T: for<'de> Deserialize<'de>>(
@@ -1385,6 +1472,10 @@ fn service_statements(svc: &Service, old: Option<&Service>, json: String, ts: i6
 impl Ledger for CqlLedger {
     fn shared(&self) -> bool {
         true
+    }
+
+    fn backend(&self) -> &'static str {
+        "cql"
     }
 
     fn commit_hooks(&self) -> Option<&crate::store::hook::CommitHooks> {
@@ -1788,7 +1879,7 @@ mod tests {
         for (i, (s, cql)) in STATEMENTS.iter().enumerate() {
             assert_eq!(*s as usize, i, "{cql}");
         }
-        assert_eq!(STATEMENTS.len(), S::ScanEntries11 as usize + 1);
+        assert_eq!(STATEMENTS.len(), S::FenceInsert as usize + 1);
     }
 
     #[test]

@@ -330,14 +330,22 @@ fn encode(op: &WriteOp, evs: &BatchEvents<'_>, out: &mut Vec<Enc>) -> Result<(),
             check_key(sort)?;
             out.push(del(T_ENTRIES, entry_key(index, partition, sort)));
         }
+        // Checked and written by the writer thread (see `Job::fence`).
+        WriteOp::Fence { .. } => {}
     }
     Ok(())
 }
+
+/// Record kind under which the writer keeps the highest committed epoch of each fence key.
+const FENCE_KIND: &str = "ledger_fence";
 
 struct Job {
     ops: Vec<Enc>,
     events: Vec<Event>,
     done: Done,
+    /// The batch's fence `(key, epoch)`: checked under the writer, against the stored epoch
+    /// and those of earlier jobs of the same group, so check and write are one atomic step.
+    fence: Option<(String, u64)>,
 }
 
 /// The store's handles, shared by readers and the writer thread.
@@ -600,6 +608,10 @@ impl EmbeddedLedger {
     }
 
     fn encode_batch(batch: WriteBatch, done: Done) -> Result<Job, (StoreError, Done)> {
+        let fence = match batch.fence() {
+            Ok(f) => f.map(|(k, e)| (k.to_string(), e)),
+            Err(e) => return Err((e, done)),
+        };
         let mut ops = Vec::with_capacity(batch.ops.len() * 3);
         {
             let evs = BatchEvents(batch.events().collect());
@@ -617,7 +629,12 @@ impl EmbeddedLedger {
                 _ => None,
             })
             .collect();
-        Ok(Job { ops, events, done })
+        Ok(Job {
+            ops,
+            events,
+            done,
+            fence,
+        })
     }
 
     fn stopped() -> StoreError {
@@ -713,7 +730,7 @@ impl Writer {
             }
             let started = std::time::Instant::now();
             match self.commit(&jobs) {
-                Ok(purge) => {
+                Ok((purge, refused)) => {
                     if let Some(t) = purge {
                         self.stores.purge_idempotency(t);
                     }
@@ -721,7 +738,11 @@ impl Writer {
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("ipay_ledger_group_size").record(jobs.len() as f64);
                     let live = self.events.receiver_count() > 0;
-                    for job in jobs {
+                    for (i, job) in jobs.into_iter().enumerate() {
+                        if let Some(e) = refused.iter().find(|(j, _)| *j == i).map(|(_, e)| e) {
+                            job.done.finish(Err(e.clone()));
+                            continue;
+                        }
                         job.done.finish(Ok(()));
                         if live {
                             for ev in job.events {
@@ -749,17 +770,25 @@ impl Writer {
     }
 
     /// Folds a group into one write batch and makes it durable (one `fdatasync`).
-    /// Returns the idempotency purge cut-off the group asked for, if any.
-    fn commit(&self, jobs: &[Job]) -> Result<Option<Timestamp>, StoreError> {
+    /// Returns the idempotency purge cut-off the group asked for, if any, and the jobs
+    /// refused by their fence (index in `jobs`, error); those wrote nothing.
+    fn commit(&self, jobs: &[Job]) -> Result<(Option<Timestamp>, Refused), StoreError> {
         let s = &*self.stores;
         // Within one batch every write carries the same sequence number, so a key written
         // twice in a group must be written once, with its last value.
-        let mut writes: HashMap<(Target, Vec<u8>), Option<Vec<u8>>> =
-            HashMap::with_capacity(jobs.len() * 8);
+        let mut writes: Writes = HashMap::with_capacity(jobs.len() * 8);
         let mut services: HashMap<[u8; 16], Service> = HashMap::new();
         let mut snapshot: Option<Snapshot> = None;
         let mut purge: Option<Timestamp> = None;
-        for job in jobs {
+        let mut fences: HashMap<&str, u64> = HashMap::new();
+        let mut refused: Refused = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some((key, epoch)) = &job.fence
+                && let Err(e) = fence(s, &mut snapshot, &mut fences, &mut writes, key, *epoch)?
+            {
+                refused.push((i, e));
+                continue;
+            }
             for op in &job.ops {
                 match op {
                     Enc::Write { target, key, value } => {
@@ -784,7 +813,7 @@ impl Writer {
             }
         }
         if writes.is_empty() {
-            return Ok(purge);
+            return Ok((purge, refused));
         }
         let mut days: HashMap<i64, Keyspace> = HashMap::new();
         let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
@@ -806,8 +835,46 @@ impl Writer {
         let started = std::time::Instant::now();
         batch.commit().map_err(se)?;
         metrics::histogram!("ipay_ledger_wal_sync_seconds").record(started.elapsed().as_secs_f64());
-        Ok(purge)
+        Ok((purge, refused))
     }
+}
+
+/// The keyed writes a group folds into one store batch (`None`: delete).
+type Writes = HashMap<(Target, Vec<u8>), Option<Vec<u8>>>;
+
+/// Checks a job's fence against earlier jobs of its group (`fences`) and the stored epoch;
+/// when it holds, records `epoch` as the key's newest (in `fences`, and in `writes` so it is
+/// committed with the job). `Ok(Err(_))`: refused.
+fn fence<'j>(
+    s: &Stores,
+    snapshot: &mut Option<Snapshot>,
+    fences: &mut HashMap<&'j str, u64>,
+    writes: &mut Writes,
+    key: &'j str,
+    epoch: u64,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let stored = match fences.get(key) {
+        Some(e) => Some(*e),
+        None => stored_fence(snapshot.get_or_insert_with(|| s.db.snapshot()), s, key)?,
+    };
+    if let Some(current) = stored.filter(|c| *c > epoch) {
+        return Ok(Err(fenced_error(key, epoch, current)));
+    }
+    fences.insert(key, epoch);
+    let k = (Target::Table(T_RECORDS), record_key(FENCE_KIND, key));
+    writes.insert(k, Some(epoch.to_be_bytes().to_vec()));
+    Ok(Ok(()))
+}
+
+/// Jobs of a group refused by their fence: index in the group and the error they get.
+type Refused = Vec<(usize, StoreError)>;
+
+/// The highest epoch committed under fence `key`, if any.
+fn stored_fence(snap: &Snapshot, s: &Stores, key: &str) -> Result<Option<u64>, StoreError> {
+    let v = snap
+        .get(s.table(T_RECORDS), record_key(FENCE_KIND, key))
+        .map_err(se)?;
+    Ok(v.and_then(|b| <[u8; 8]>::try_from(&b[..]).ok().map(u64::from_be_bytes)))
 }
 
 /// The writes of storing `svc` over `old`: the record, the merchant listing and the name

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 
@@ -29,6 +30,8 @@ struct Held {
 struct Lease {
     owner: String,
     expires: Instant,
+    /// The fencing token handed out when the lease was taken.
+    epoch: u64,
 }
 
 struct Expiring<T> {
@@ -45,6 +48,14 @@ fn expiry(now: Instant, ttl: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// Microseconds since 1970 (0 if the clock is before it).
+fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// What an unrepresentably long TTL is cut down to (about 30 years).
 const FOREVER: Duration = Duration::from_secs(30 * 365 * 86_400);
 
@@ -56,6 +67,9 @@ pub struct MemoryHotState {
     counters: DashMap<String, Expiring<i64>>,
     channels: Arc<Channels>,
     next_sweep: Mutex<Instant>,
+    /// The last lease epoch handed out (starts at the wall clock in µs, so a restarted
+    /// process keeps handing out larger epochs than before).
+    last_epoch: AtomicU64,
 }
 
 impl Default for MemoryHotState {
@@ -67,6 +81,7 @@ impl Default for MemoryHotState {
             counters: DashMap::new(),
             channels: Arc::new(DashMap::new()),
             next_sweep: Mutex::new(Instant::now() + SWEEP_EVERY),
+            last_epoch: AtomicU64::new(wall_clock_micros()),
         }
     }
 }
@@ -177,21 +192,36 @@ impl HotState for MemoryHotState {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        Ok(self.acquire_lease_epoch(key, owner, ttl).await?.is_some())
+    }
+
+    async fn acquire_lease_epoch(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
         let now = Instant::now();
-        let lease = || Lease {
+        let lease = |epoch| Lease {
             owner: owner.to_string(),
             expires: expiry(now, ttl),
+            epoch,
         };
         let got = match self.leases.entry(key.to_string()) {
-            Entry::Vacant(v) => {
-                v.insert(lease());
-                true
+            Entry::Occupied(mut o) if o.get().expires > now && o.get().owner == owner => {
+                let epoch = o.get().epoch;
+                o.insert(lease(epoch));
+                Some(epoch)
             }
-            Entry::Occupied(mut o) if o.get().expires <= now || o.get().owner == owner => {
-                o.insert(lease());
-                true
+            Entry::Occupied(o) if o.get().expires > now => {
+                drop(o);
+                None
             }
-            Entry::Occupied(_) => false,
+            entry => {
+                let epoch = self.last_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                entry.insert_entry(lease(epoch));
+                Some(epoch)
+            }
         };
         self.maybe_sweep(now);
         Ok(got)

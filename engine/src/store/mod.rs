@@ -71,6 +71,17 @@ pub enum WriteOp {
         partition: String,
         sort: String,
     },
+    /// A fencing token: the whole batch is applied only if `epoch` is at least the highest
+    /// epoch any batch fenced on `key` has committed with, and then `epoch` becomes that
+    /// highest. Otherwise nothing of the batch is written and it fails with an error for
+    /// which [`is_fenced`] holds. A session owner fences its decisions with its lease epoch
+    /// ([`HotState::acquire_lease_epoch`]), so a node that lost its lease while stalled cannot
+    /// commit after the next owner did. At most one fence per batch; batches without one pay
+    /// nothing for it. `key` must pass [`valid_name`].
+    Fence {
+        key: String,
+        epoch: u64,
+    },
 }
 
 /// Writes committed together, atomically and durably.
@@ -91,6 +102,24 @@ impl WriteBatch {
     pub fn push(&mut self, op: WriteOp) -> &mut Self {
         self.ops.push(op);
         self
+    }
+
+    /// The batch's fence, if it carries one: `(key, epoch)`. More than one is an error.
+    pub fn fence(&self) -> Result<Option<(&str, u64)>, StoreError> {
+        let mut fences = self.ops.iter().filter_map(|op| match op {
+            WriteOp::Fence { key, epoch } => Some((key.as_str(), *epoch)),
+            _ => None,
+        });
+        let first = fences.next();
+        if fences.next().is_some() {
+            return Err(StoreError("a write batch carries at most one fence".into()));
+        }
+        if let Some((key, _)) = first
+            && !valid_name(key)
+        {
+            return Err(StoreError(format!("invalid fence key {key:?}")));
+        }
+        Ok(first)
     }
 
     /// The events this batch appends.
@@ -271,6 +300,22 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && !name.contains('\0')
 }
 
+/// How a fenced-off batch's error message starts (see [`is_fenced`]).
+const FENCED: &str = "fenced: ";
+
+/// The error of a batch refused by its [`WriteOp::Fence`]: `epoch` is older than `current`.
+pub fn fenced_error(key: &str, epoch: u64, current: u64) -> StoreError {
+    StoreError(format!(
+        "{FENCED}{key} was decided under epoch {current}; epoch {epoch} is stale (this node \
+         lost its lease)"
+    ))
+}
+
+/// Whether a batch failed because its fence was stale (nothing of it was written).
+pub fn is_fenced(e: &StoreError) -> bool {
+    e.0.starts_with(FENCED)
+}
+
 /// Counts of intents per status, indexed by [`IntentStatus::to_u8`].
 pub type StatusCounts = [u64; 5];
 
@@ -298,6 +343,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// records are only safe when it is not shared.
     fn shared(&self) -> bool {
         false
+    }
+
+    /// Which backend this is (`"embedded"`, `"cql"`), for readiness reports.
+    fn backend(&self) -> &'static str {
+        "embedded"
     }
 
     /// The slot for a [`hook::CommitHook`] that adds its ops to every batch before it is
@@ -494,6 +544,17 @@ impl Drop for Subscription {
 /// to a remote backend is bounded in time and fails with [`StoreError`] rather than hanging.
 #[async_trait::async_trait]
 pub trait HotState: Send + Sync + 'static {
+    /// Which backend this is (`"memory"`, `"redis"`), for readiness reports.
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    /// One bounded round trip to the backend (readiness checks); in-process backends always
+    /// answer.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // --- idempotency reservations ---
 
     /// Takes an exclusive reservation on `scope` for at most `ttl`: `Some` with our token when
@@ -523,6 +584,18 @@ pub trait HotState: Send + Sync + 'static {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+
+    /// Like [`HotState::acquire_lease`], and returns the lease's epoch when `owner` holds
+    /// it: a fencing token for [`WriteOp::Fence`]. A lease taken anew gets an epoch greater
+    /// than every epoch handed out before for any key (while the hot state keeps its data;
+    /// after a loss, epochs continue from the backend's clock in microseconds, so they still
+    /// grow unless that clock goes back). Re-entrant acquires and renewals keep the epoch.
+    async fn acquire_lease_epoch(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Extends `owner`'s lease on `key` to `ttl` from now, only while it is still theirs:
     /// `false` when the lease lapsed or belongs to someone else (then acquire it anew).

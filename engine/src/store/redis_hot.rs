@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | reservation | `{prefix}res:{scope}` = token | `SET NX PX`; released by a compare-and-delete script that also publishes on `{prefix}rel:{scope}` |
 //! | lease | `{prefix}lease:{key}` = owner | scripts: acquire (free or ours), renew and release (only if ours) |
+//! | lease epoch | `{prefix}lease-epoch:{key}` = epoch, with the lease's TTL; `{prefix}lease-epochs` = last epoch handed out | the acquire-with-epoch script; renewed and released with the lease |
 //! | snapshot | `{prefix}snap:{key}` = bytes | `SET PX`, `GET`, `DEL` |
 //! | counter | `{prefix}ctr:{key}` = integer | script: `INCR`, `PEXPIRE` on the first increment |
 //! | pub/sub | channel `{prefix}ch:{channel}` | `PUBLISH`; one dedicated subscriber connection per process |
@@ -96,18 +97,45 @@ if cur == ARGV[1] then
 end
 return 0";
 
-/// Extends a lease only while it is ours.
+/// Takes a lease that is free or already ours and returns its epoch (0: someone else's).
+/// KEYS: lease, its epoch, the epoch counter. A new epoch is the larger of the counter + 1 and
+/// the server clock in µs, so epochs grow even after Redis lost the counter. Lua numbers are
+/// doubles: exact for integers below 2^53 (µs since 1970 stay below that until year 2255).
+const ACQUIRE_LEASE_EPOCH: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  return 0
+end
+if cur then
+  local e = redis.call('GET', KEYS[2])
+  if e then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    return tonumber(e)
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now)
+local s = string.format('%.0f', epoch)
+redis.call('SET', KEYS[3], s)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], s, 'PX', ARGV[2])
+return epoch";
+
+/// Extends a lease (and its epoch, KEYS[2]) only while it is ours.
 const RENEW_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return 1
 end
 return 0";
 
-/// Deletes a lease only while it is ours.
+/// Deletes a lease (and its epoch, KEYS[2]) only while it is ours.
 const RELEASE_LEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[2])
   return 1
 end
 return 0";
@@ -124,6 +152,7 @@ return n";
 struct Scripts {
     release: Script,
     acquire_lease: Script,
+    acquire_lease_epoch: Script,
     renew_lease: Script,
     release_lease: Script,
     incr: Script,
@@ -134,6 +163,7 @@ impl Scripts {
         Scripts {
             release: Script::new(RELEASE),
             acquire_lease: Script::new(ACQUIRE_LEASE),
+            acquire_lease_epoch: Script::new(ACQUIRE_LEASE_EPOCH),
             renew_lease: Script::new(RENEW_LEASE),
             release_lease: Script::new(RELEASE_LEASE),
             incr: Script::new(INCR),
@@ -162,6 +192,13 @@ impl fmt::Debug for RedisHotState {
             .finish_non_exhaustive()
     }
 }
+
+/// Pause between attempts of a background release while Redis does not answer.
+const RELEASE_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a failed release keeps being retried (past any reservation TTL the engine uses;
+/// a lapsed reservation makes the next attempt a harmless no-op that ends the retries).
+const RELEASE_GIVE_UP: Duration = Duration::from_secs(120);
 
 /// Longest TTL sent to Redis (about 30 years); longer ones are cut to it, since Redis rejects
 /// an expiry that overflows its clock.
@@ -348,6 +385,32 @@ impl RedisHotState {
         }
     }
 
+    /// Removes the reservation `(scope, token)` if it exists, retrying in a background task
+    /// until Redis answers or `lifetime` (the reservation's TTL) has passed. For reservations
+    /// whose holder cannot tell whether it got them (the `SET` timed out) or could not give
+    /// them back (the release failed).
+    fn release_in_background(&self, scope: &str, token: u128, lifetime: Duration) {
+        let pool = self.pool.clone();
+        let script = self.scripts.release.clone();
+        let (key, channel) = (self.key("res", scope), self.key("rel", scope));
+        let bound = self.command_timeout;
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + lifetime;
+            while tokio::time::Instant::now() < until {
+                let attempt = async {
+                    let mut conn = pool.get().await.ok()?;
+                    let mut inv = script.prepare_invoke();
+                    inv.key(&key).arg(token.to_string()).arg(&channel);
+                    inv.invoke_async::<i64>(&mut conn).await.ok()
+                };
+                if let Ok(Some(_)) = tokio::time::timeout(bound, attempt).await {
+                    return;
+                }
+                tokio::time::sleep(RELEASE_RETRY).await;
+            }
+        });
+    }
+
     /// Asks the subscriber task for a receiver on the (already prefixed) `channel`.
     async fn listen(&self, channel: String) -> Result<Subscription, StoreError> {
         let what = "subscribe";
@@ -382,6 +445,14 @@ fn as_bool(v: i64) -> bool {
 
 #[async_trait::async_trait]
 impl HotState for RedisHotState {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        RedisHotState::ping(self).await
+    }
+
     async fn reserve(&self, scope: &str, ttl: Duration) -> Result<Option<Reservation>, StoreError> {
         let token = rand::random::<u128>();
         let mut cmd = redis::cmd("SET");
@@ -390,8 +461,15 @@ impl HotState for RedisHotState {
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let v: Value = self.query("reserve", cmd).await?;
-        Ok((!matches!(v, Value::Nil)).then(|| Reservation::new(scope, token)))
+        match self.query::<Value>("reserve", cmd).await {
+            Ok(v) => Ok((!matches!(v, Value::Nil)).then(|| Reservation::new(scope, token))),
+            Err(e) => {
+                // The SET may still reach Redis (a hung server runs it when it resumes):
+                // remove it as soon as Redis answers, so the key is not wedged for its TTL.
+                self.release_in_background(scope, token, ttl);
+                Err(e)
+            }
+        }
     }
 
     async fn release(&self, reservation: Reservation) -> Result<bool, StoreError> {
@@ -399,7 +477,13 @@ impl HotState for RedisHotState {
         inv.key(self.key("res", reservation.scope()))
             .arg(reservation.token().to_string())
             .arg(self.key("rel", reservation.scope()));
-        self.eval::<i64>("release", inv).await.map(as_bool)
+        let r = self.eval::<i64>("release", inv).await.map(as_bool);
+        if r.is_err() {
+            // Keep trying once Redis answers: a reservation that is not given back would keep
+            // a retry of the same key waiting until its TTL.
+            self.release_in_background(reservation.scope(), reservation.token(), RELEASE_GIVE_UP);
+        }
+        r
     }
 
     async fn wait_released(&self, scope: &str, timeout: Duration) {
@@ -473,15 +557,36 @@ impl HotState for RedisHotState {
         self.eval::<i64>("acquire_lease", inv).await.map(as_bool)
     }
 
+    async fn acquire_lease_epoch(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut inv = self.scripts.acquire_lease_epoch.prepare_invoke();
+        inv.key(self.key("lease", key))
+            .key(self.key("lease-epoch", key))
+            .key(format!("{}lease-epochs", self.prefix))
+            .arg(owner)
+            .arg(millis(ttl));
+        let epoch = self.eval::<i64>("acquire_lease_epoch", inv).await?;
+        Ok(u64::try_from(epoch).ok().filter(|e| *e > 0))
+    }
+
     async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut inv = self.scripts.renew_lease.prepare_invoke();
-        inv.key(self.key("lease", key)).arg(owner).arg(millis(ttl));
+        inv.key(self.key("lease", key))
+            .key(self.key("lease-epoch", key))
+            .arg(owner)
+            .arg(millis(ttl));
         self.eval::<i64>("renew_lease", inv).await.map(as_bool)
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         let mut inv = self.scripts.release_lease.prepare_invoke();
-        inv.key(self.key("lease", key)).arg(owner);
+        inv.key(self.key("lease", key))
+            .key(self.key("lease-epoch", key))
+            .arg(owner);
         self.eval::<i64>("release_lease", inv).await.map(as_bool)
     }
 
