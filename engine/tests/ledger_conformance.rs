@@ -294,6 +294,7 @@ conformance! {
         full_write_queue_fails_at_once,
         missing_schema_is_reported_with_the_fix,
         unanswered_requests_fail_within_the_request_timeout,
+        fence_cost_on_cassandra,
     ],
 }
 
@@ -1764,4 +1765,76 @@ async fn a_batch_with_two_fences_is_refused(c: Ctx) {
     let err = l.submit(b).await.expect_err("two fences");
     assert!(!is_fenced(&err), "{err}");
     assert_eq!(record_value(l, &key).await, None);
+}
+
+/// Latency of `n` batches submitted one after the other: (median, p99, mean) in ms.
+async fn timed_batches(
+    l: &dyn Ledger,
+    n: usize,
+    mut batch: impl FnMut(usize) -> WriteBatch,
+) -> (f64, f64, f64) {
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let b = batch(i);
+        let t = Instant::now();
+        l.submit(b).await.unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mean = ms.iter().sum::<f64>() / n as f64;
+    ms.sort_by(f64::total_cmp);
+    (ms[n / 2], ms[n * 99 / 100], mean)
+}
+
+/// What a fence costs on the CQL ledger: the same settle-sized batch (a record and an event)
+/// without a fence, with a fence at a steady epoch (an owner's later decisions) and with a new
+/// epoch each time (every decision after a take-over). Prints the figures for
+/// docs/performance.md; asserts only that every batch commits.
+async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
+    let l: &dyn Ledger = fx.ledger.as_ref();
+    let m = new_merchant();
+    let n = 200;
+    let key = uniq("cost");
+    let ev = |i: usize| event(m.id, false, now_ms(), "test.cost", &format!("{key}-{i}"));
+    let plain = |i: usize| {
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutRecord {
+            kind: "test_fenced",
+            key: format!("{key}-{i}"),
+            value: b"x".to_vec(),
+        });
+        b.push(WriteOp::PutEvent(ev(i)));
+        b
+    };
+    let steady = uniq("fence");
+    let moving = uniq("fence");
+    // Warm up connections and prepared statements.
+    timed_batches(l, 20, &plain).await;
+    let none = timed_batches(l, n, &plain).await;
+    let same = timed_batches(l, n, |i| {
+        let mut b = plain(i);
+        b.push(WriteOp::Fence {
+            key: steady.clone(),
+            epoch: 7,
+        });
+        b
+    })
+    .await;
+    let new = timed_batches(l, n, |i| {
+        let mut b = plain(i);
+        b.push(WriteOp::Fence {
+            key: moving.clone(),
+            epoch: i as u64 + 1,
+        });
+        b
+    })
+    .await;
+    for (what, (p50, p99, mean)) in [
+        ("no fence", none),
+        ("fence, same epoch", same),
+        ("fence, new epoch", new),
+    ] {
+        eprintln!(
+            "fence cost: {what:<18} {n} sequential batches: median {p50:.2} ms, p99 {p99:.2} ms, mean {mean:.2} ms"
+        );
+    }
 }

@@ -10,8 +10,9 @@
 //! window of `burst / rate` seconds (at least 1 s) allows `burst` requests, which is the
 //! configured rate on average and the configured burst at most within a window (up to twice
 //! it across a window boundary). One Redis round trip per limit and request. When Redis does
-//! not answer, requests are let through (the limits are a safety net against runaway clients,
-//! not billing, and a request that needs Redis gets its own 503 anyway). It does not limit PSP
+//! not answer within 100 ms, requests are let through, and for the next second without asking
+//! it (the limits are a safety net against runaway clients, not billing, and a request that
+//! needs Redis gets its own 503 anyway). It does not limit PSP
 //! callbacks (the engine's channel subsystem does) nor the admin API.
 
 use crate::error::{ApiError, ReqId, render};
@@ -26,7 +27,8 @@ use ipay_engine::{AuthContext, Limits};
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Keys tracked by one limiter before idle buckets are swept (bounds memory under key churn).
 const SWEEP_ABOVE: usize = 100_000;
@@ -85,16 +87,55 @@ impl SharedLimit {
     }
 
     /// Counts one request under `key`; past the budget, the wait until the window ends (at
-    /// most). Fails open when the hot state does not answer.
-    async fn take(&self, hot: &dyn HotState, key: &str) -> Result<(), Duration> {
-        match hot.incr(key, self.window).await {
-            Ok(n) if n > i64::from(self.burst) => Err(self.window),
-            Ok(_) => Ok(()),
-            Err(e) => {
+    /// most). Fails open when the hot state does not answer within [`SHARED_BOUND`], and then
+    /// does not ask it again for [`SHARED_PAUSE`], so a hung Redis costs a request at most
+    /// that bound here (the request's own Redis calls then fail on their own bound).
+    async fn take(&self, shared: &Shared, key: &str) -> Result<(), Duration> {
+        if shared.paused() {
+            return Ok(());
+        }
+        match tokio::time::timeout(SHARED_BOUND, shared.hot.incr(key, self.window)).await {
+            Ok(Ok(n)) if n > i64::from(self.burst) => Err(self.window),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                shared.pause();
                 tracing::debug!(error = %e, "shared rate limit unavailable; request let through");
                 Ok(())
             }
+            Err(_) => {
+                shared.pause();
+                tracing::debug!("shared rate limit did not answer in time; request let through");
+                Ok(())
+            }
         }
+    }
+}
+
+/// Longest a shared limit waits for the hot state before letting the request through.
+const SHARED_BOUND: Duration = Duration::from_millis(100);
+/// How long shared limits are skipped after the hot state failed to answer.
+const SHARED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The hot state shared limits are counted in, and when to ask it again after a failure.
+struct Shared {
+    hot: Arc<dyn HotState>,
+    /// Until when (ms on this process's monotonic clock) shared limits are skipped.
+    paused_until_ms: AtomicU64,
+    started: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn paused(&self) -> bool {
+        self.now_ms() < self.paused_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn pause(&self) {
+        let until = self.now_ms() + SHARED_PAUSE.as_millis() as u64;
+        self.paused_until_ms.store(until, Ordering::Relaxed);
     }
 }
 
@@ -107,7 +148,7 @@ enum Counting {
     },
     /// In the hot state shared by all nodes (cluster mode).
     Shared {
-        hot: Arc<dyn HotState>,
+        shared: Shared,
         per_key: Option<SharedLimit>,
         per_merchant: Option<SharedLimit>,
     },
@@ -136,7 +177,11 @@ impl RateLimits {
     pub fn shared(cfg: &Limits, hot: Arc<dyn HotState>) -> Self {
         RateLimits {
             counting: Counting::Shared {
-                hot,
+                shared: Shared {
+                    hot,
+                    paused_until_ms: AtomicU64::new(0),
+                    started: Instant::now(),
+                },
                 per_key: SharedLimit::new(cfg.rate_per_key_per_sec, cfg.rate_per_key_burst),
                 per_merchant: SharedLimit::new(
                     cfg.rate_per_merchant_per_sec,
@@ -166,20 +211,18 @@ impl RateLimits {
                 }
             }
             Counting::Shared {
-                hot,
+                shared,
                 per_key,
                 per_merchant,
             } => {
                 if let Some(l) = per_key
-                    && let Err(wait) = l
-                        .take(hot.as_ref(), &format!("rl:key:{}", ctx.key.id))
-                        .await
+                    && let Err(wait) = l.take(shared, &format!("rl:key:{}", ctx.key.id)).await
                 {
                     return Err(Box::new(refusal("API key", l.burst, wait, parts)));
                 }
                 if let Some(l) = per_merchant
                     && let Err(wait) = l
-                        .take(hot.as_ref(), &format!("rl:merchant:{}", ctx.merchant_id))
+                        .take(shared, &format!("rl:merchant:{}", ctx.merchant_id))
                         .await
                 {
                     return Err(Box::new(refusal("merchant", l.burst, wait, parts)));

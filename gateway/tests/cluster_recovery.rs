@@ -1,0 +1,306 @@
+//! Cluster nodes (real `ipay serve` processes) on a PRIVATE `redis-server` started here, so it
+//! can be frozen without disturbing anyone, and the shared Cassandra in a keyspace of their
+//! own:
+//!
+//! - while Redis is frozen (`SIGSTOP`), a create with an `Idempotency-Key` answers 503
+//!   `store_unavailable` within the 1 s bound and `/readyz` answers 503 naming the hot state;
+//!   once Redis is resumed, the retry with the same key runs at once (201), and the next one
+//!   replays it: the reservation taken as Redis froze does not keep the key busy;
+//! - `/readyz` reports the storage really used, per backend;
+//! - two nodes enforce one rate-limit budget per API key between them.
+
+mod common;
+
+use common::procs::{BIN, Node, service, spawn_node};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child on a free loopback port, killed when dropped (also when stopped).
+struct PrivateRedis {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/services/redis.sh start once");
+        let r = PrivateRedis {
+            port,
+            child,
+            _dir: dir,
+        };
+        let t = Instant::now();
+        while !r.answers() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "private redis-server silent"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} redis failed");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Nodes sharing the private Redis and a fresh keyspace of the shared Cassandra.
+struct Cluster {
+    nodes: Vec<Node>,
+    redis: PrivateRedis,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster(tag: &str, count: usize, extra: &[(&str, &str)]) -> Cluster {
+    let cql = service("IPAY_TEST_CQL_ADDR", "cassandra.sh");
+    let redis = PrivateRedis::start();
+    let keyspace = format!("ipay_test_recov_{tag}_{}", std::process::id());
+    let env = |cmd: &mut Command| {
+        cmd.env("IPAY_STORAGE__MODE", "cluster")
+            .env(
+                "IPAY_CLUSTER__NODE_TOKEN",
+                "node_token_for_tests_0123456789",
+            )
+            .env("IPAY_CLUSTER__CQL_CONTACT_POINTS", format!("[\"{cql}\"]"))
+            .env("IPAY_CLUSTER__KEYSPACE", &keyspace)
+            .env("IPAY_CLUSTER__REDIS_URL", redis.url())
+            .env("IPAY_ADMIN__TOKEN", "adm_recovery_test")
+            .env("RUST_LOG", "error");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+    };
+    let mut migrate = Command::new(BIN);
+    migrate.arg("migrate");
+    env(&mut migrate);
+    let out = migrate.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = (0..count)
+        .map(|i| {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path().join(i.to_string()))
+                .stderr(Stdio::inherit());
+            env(&mut cmd);
+            spawn_node(cmd)
+        })
+        .collect();
+    Cluster {
+        nodes,
+        redis,
+        _dir: dir,
+    }
+}
+
+/// A merchant with an active sandbox manifest: (test key, service id).
+async fn merchant(http: &reqwest::Client, node: &Node) -> (String, String) {
+    let creds: Value = http
+        .post(format!("{}/v1/admin/merchants", node.base))
+        .bearer_auth("adm_recovery_test")
+        .json(&json!({"name": "Recovery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = creds["test_secret_key"].as_str().unwrap().to_string();
+    let svc: Value = http
+        .post(format!("{}/v1/services", node.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "recovery", "accepted_channels": ["sandbox"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = svc["id"].as_str().unwrap().to_string();
+    let act = http
+        .patch(format!("{}/v1/services/{sid}/activate", node.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(act.status(), StatusCode::OK);
+    (key, sid)
+}
+
+/// A create with `Idempotency-Key: idem`: status, body, whether replayed, how long it took.
+async fn create(
+    http: &reqwest::Client,
+    node: &Node,
+    key: &str,
+    sid: &str,
+    idem: &str,
+) -> (StatusCode, Value, bool, Duration) {
+    let t = Instant::now();
+    let r = http
+        .post(format!("{}/v1/payment-intents", node.base))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idem)
+        .json(&json!({"service_id": sid, "amount": {"value": 1500, "currency": "EUR"}, "channel": "sandbox"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let replayed = r
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body, replayed, t.elapsed())
+}
+
+async fn readyz(http: &reqwest::Client, node: &Node) -> (StatusCode, Value, Duration) {
+    let t = Instant::now();
+    let r = http
+        .get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_freeze_a_retried_key_runs_at_once_and_readyz_tells_the_truth() {
+    let c = cluster("freeze", 1, &[]);
+    let node = &c.nodes[0];
+    let http = reqwest::Client::new();
+    let (key, sid) = merchant(&http, node).await;
+
+    let (status, ready, _) = readyz(&http, node).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["storage"], "cluster");
+    assert_eq!(
+        ready["ledger"],
+        json!({"backend": "cql", "readable": true, "writable": true})
+    );
+    assert_eq!(
+        ready["hot_state"],
+        json!({"backend": "redis", "reachable": true})
+    );
+
+    c.redis.signal("STOP");
+    let (status, body, _, took) = create(&http, node, &key, &sid, "frozen-key").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(took < Duration::from_millis(1600), "503 after {took:?}");
+    let (status, not_ready, took) = readyz(&http, node).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{not_ready}");
+    assert_eq!(not_ready["status"], "not_ready");
+    assert_eq!(not_ready["hot_state"]["reachable"], false, "{not_ready}");
+    assert_eq!(not_ready["ledger"]["writable"], true, "{not_ready}");
+    assert!(not_ready["reason"].as_str().unwrap().contains("hot state"));
+    assert!(took < Duration::from_millis(1600), "readyz took {took:?}");
+
+    c.redis.signal("CONT");
+    // Ready again as soon as Redis answers (polled: the first pooled connection may be stale).
+    let t = Instant::now();
+    while readyz(&http, node).await.0 != StatusCode::OK {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not ready 5 s after SIGCONT"
+        );
+    }
+    // The reservation the frozen request took as Redis froze is gone: the retry runs now
+    // (not 409 `idempotency_key_in_use` for the reservation's 30 s) ...
+    let (status, first, replayed, took) = create(&http, node, &key, &sid, "frozen-key").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert!(!replayed);
+    assert!(took < Duration::from_millis(1500), "retry took {took:?}");
+    // ... and the next one replays it.
+    let (status, again, replayed, _) = create(&http, node, &key, &sid, "frozen-key").await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert!(replayed);
+    assert_eq!(again["id"], first["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_enforce_one_rate_limit_budget_per_key() {
+    // 10 requests per 10 s window per key, counted in Redis by both nodes together.
+    let limits = [
+        ("IPAY_LIMITS__RATE_PER_KEY_PER_SEC", "1"),
+        ("IPAY_LIMITS__RATE_PER_KEY_BURST", "10"),
+    ];
+    let c = cluster("rate", 2, &limits);
+    let http = reqwest::Client::new();
+    let (key, _) = merchant(&http, &c.nodes[0]).await;
+    // The merchant set-up spent 2 of this key's 10 (create service, activate).
+    let mut answers = Vec::new();
+    for i in 0..12 {
+        let node = &c.nodes[i % 2];
+        let r = http
+            .get(format!("{}/v1/payment-intents", node.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let limited = r.status() == StatusCode::TOO_MANY_REQUESTS;
+        if limited {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(r.headers()["x-ratelimit-limit"], "10");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        } else {
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        answers.push(limited);
+    }
+    // Each node alone saw 6 requests (+ set-up), under a per-node budget of 10: only a shared
+    // budget refuses the last ones.
+    let refused = answers.iter().filter(|l| **l).count();
+    assert_eq!(refused, 4, "{answers:?}");
+    assert!(answers[..8].iter().all(|l| !l) && answers[8..].iter().all(|l| *l));
+}
