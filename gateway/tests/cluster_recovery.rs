@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` child on a free loopback port, killed when dropped (also when stopped).
@@ -92,6 +94,7 @@ impl Drop for PrivateRedis {
 struct Cluster {
     nodes: Vec<Node>,
     redis: PrivateRedis,
+    keyspace: String,
     _dir: tempfile::TempDir,
 }
 
@@ -137,6 +140,7 @@ fn cluster(tag: &str, count: usize, extra: &[(&str, &str)]) -> Cluster {
     Cluster {
         nodes,
         redis,
+        keyspace,
         _dir: dir,
     }
 }
@@ -178,14 +182,14 @@ async fn merchant(http: &reqwest::Client, node: &Node) -> (String, String) {
 /// A create with `Idempotency-Key: idem`: status, body, whether replayed, how long it took.
 async fn create(
     http: &reqwest::Client,
-    node: &Node,
+    base: &str,
     key: &str,
     sid: &str,
     idem: &str,
 ) -> (StatusCode, Value, bool, Duration) {
     let t = Instant::now();
     let r = http
-        .post(format!("{}/v1/payment-intents", node.base))
+        .post(format!("{base}/v1/payment-intents"))
         .bearer_auth(key)
         .header("Idempotency-Key", idem)
         .json(&json!({"service_id": sid, "amount": {"value": 1500, "currency": "EUR"}, "channel": "sandbox"}))
@@ -212,6 +216,70 @@ async fn readyz(http: &reqwest::Client, node: &Node) -> (StatusCode, Value, Dura
     (status, r.json().await.unwrap_or(Value::Null), t.elapsed())
 }
 
+/// Four clients creating intents with fresh `Idempotency-Key`s until `stop`; returns every
+/// (key, status) they got.
+fn traffic(
+    http: &reqwest::Client,
+    node: &Node,
+    key: &str,
+    sid: &str,
+    done: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, StatusCode)>>> {
+    (0..4)
+        .map(|client| {
+            let (http, base, key, sid) = (
+                http.clone(),
+                node.base.clone(),
+                key.to_string(),
+                sid.to_string(),
+            );
+            let (done, stop) = (done.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let idem = format!("traffic-{client}-{n}");
+                    let (status, body, _, took) = create(&http, &base, &key, &sid, &idem).await;
+                    assert!(
+                        status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE,
+                        "{status} {body}"
+                    );
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        assert!(
+                            took < Duration::from_millis(1600),
+                            "503 after {took:?}: {body}"
+                        );
+                    }
+                    seen.push((idem, status));
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+/// Reservation keys currently in Redis (`redis-cli`).
+fn reservations(url: &str, keyspace: &str) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args([
+            "-u",
+            url,
+            "--scan",
+            "--pattern",
+            &format!("ipay:{keyspace}:res:*"),
+        ])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_freeze_a_retried_key_runs_at_once_and_readyz_tells_the_truth() {
     let c = cluster("freeze", 1, &[]);
@@ -232,8 +300,17 @@ async fn after_a_redis_freeze_a_retried_key_runs_at_once_and_readyz_tells_the_tr
         json!({"backend": "redis", "reachable": true})
     );
 
+    // Redis freezes under traffic, so some requests hold a reservation when it does.
+    let (done, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let clients = traffic(&http, node, &key, &sid, &done, &stop);
+    while done.load(Ordering::SeqCst) < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.redis.signal("STOP");
-    let (status, body, _, took) = create(&http, node, &key, &sid, "frozen-key").await;
+    let (status, body, _, took) = create(&http, &node.base, &key, &sid, "frozen-key").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
     assert!(took < Duration::from_millis(1600), "503 after {took:?}");
@@ -246,6 +323,11 @@ async fn after_a_redis_freeze_a_retried_key_runs_at_once_and_readyz_tells_the_tr
     assert!(took < Duration::from_millis(1600), "readyz took {took:?}");
 
     c.redis.signal("CONT");
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for t in clients {
+        seen.extend(t.await.unwrap());
+    }
     // Ready again as soon as Redis answers (polled: the first pooled connection may be stale).
     let t = Instant::now();
     while readyz(&http, node).await.0 != StatusCode::OK {
@@ -254,14 +336,44 @@ async fn after_a_redis_freeze_a_retried_key_runs_at_once_and_readyz_tells_the_tr
             "not ready 5 s after SIGCONT"
         );
     }
-    // The reservation the frozen request took as Redis froze is gone: the retry runs now
-    // (not 409 `idempotency_key_in_use` for the reservation's 30 s) ...
-    let (status, first, replayed, took) = create(&http, node, &key, &sid, "frozen-key").await;
+    // No reservation outlives its request: those taken or left as Redis froze are removed
+    // once it answers, not at their 30 s TTL.
+    let t = Instant::now();
+    loop {
+        let left = reservations(&c.redis.url(), &c.keyspace);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "reservations left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // So every key that got 503 runs at once when retried (not 409 `idempotency_key_in_use`) ...
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|(_, s)| *s != StatusCode::CREATED)
+        .collect();
+    eprintln!(
+        "{} creates during the freeze window, {} answered 503",
+        seen.len(),
+        failed.len()
+    );
+    for (idem, _) in failed {
+        let (status, body, _, took) = create(&http, &node.base, &key, &sid, idem).await;
+        assert_eq!(status, StatusCode::CREATED, "{idem}: {body}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "{idem}: retry took {took:?}"
+        );
+    }
+    let (status, first, replayed, took) = create(&http, &node.base, &key, &sid, "frozen-key").await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     assert!(!replayed);
     assert!(took < Duration::from_millis(1500), "retry took {took:?}");
     // ... and the next one replays it.
-    let (status, again, replayed, _) = create(&http, node, &key, &sid, "frozen-key").await;
+    let (status, again, replayed, _) = create(&http, &node.base, &key, &sid, "frozen-key").await;
     assert_eq!(status, StatusCode::CREATED, "{again}");
     assert!(replayed);
     assert_eq!(again["id"], first["id"]);
