@@ -18,13 +18,13 @@ mod world;
 use std::time::{Duration, Instant};
 
 /// Seeds run by default.
-const DEFAULT_SEEDS: u64 = 200;
+const DEFAULT_SEEDS: u64 = 400;
 /// First default seed.
 const DEFAULT_FIRST_SEED: u64 = 1;
 /// Default wall-time budget of a range, seconds (CI must stay under two minutes).
 const DEFAULT_BUDGET_SECS: u64 = 90;
 /// Steps of one run.
-const STEPS: u32 = 60;
+const STEPS: u32 = 80;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -92,6 +92,7 @@ fn add(t: &mut world::Stats, s: &world::Stats) {
     t.psp_calls += s.psp_calls;
     t.psp_hangs += s.psp_hangs;
     t.intents += s.intents;
+    t.unacked_intents += s.unacked_intents;
     for (k, v) in &s.errors {
         *t.errors.entry(k).or_default() += v;
     }

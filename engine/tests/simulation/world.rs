@@ -6,7 +6,7 @@
 //! next life reopens the store from disk, sometimes after a torn journal tail was appended.
 
 use crate::faults::{FaultyLedger, StorageFaults, tear_journal_tail};
-use crate::model::{Model, Stored, check_intent};
+use crate::model::{KnownIntent, Model, Stored, check_intent};
 use crate::ops::{Op, Outcome, run_op};
 use crate::psp::{CHANNEL, PspPlan, SimFactory};
 use ipay_engine::channel::ChannelsConfig;
@@ -19,7 +19,7 @@ use ipay_engine::model::{IntentStatus, ServiceAction, ServiceInput};
 use ipay_engine::session::SessionConfig;
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
-use ipay_engine::store::{EventQuery, Ledger, PageRequest};
+use ipay_engine::store::{EventQuery, IntentQuery, Ledger, PageRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -45,6 +45,8 @@ pub struct Stats {
     pub psp_calls: u64,
     pub psp_hangs: u64,
     pub intents: usize,
+    /// Intents stored although no client was told they were created.
+    pub unacked_intents: usize,
     /// Error codes clients got, with counts.
     pub errors: std::collections::BTreeMap<&'static str, u32>,
 }
@@ -89,7 +91,7 @@ impl World {
         );
         Ok(World {
             rng,
-            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            dir: data_dir()?,
             clock: ManualClock::new(EPOCH_MS),
             storage,
             psp,
@@ -488,18 +490,47 @@ impl World {
         self.clock.advance_ms(2 * MAX_EXPIRY_SECS * 1000 + 60_000);
         let life = self.life.as_ref().ok_or("no life")?;
         life.rt.block_on(settle(&life.engine, &life.ctx))?;
-        for (id, known) in &self.model.intents {
+        // Every stored intent, acknowledged or not (a write whose fsync "failed" may be on
+        // disk, and a crash may cut the answer of a write that landed): none may have moved
+        // twice, be over-refunded or be stuck, and every acknowledged one must be there.
+        let all = life
+            .rt
+            .block_on(all_intents(life.engine.ledger(), &life.ctx))?;
+        for id in self.model.intents.keys() {
+            if !all.contains(id) {
+                return Err(format!("acknowledged intent {id} is not listed"));
+            }
+        }
+        for id in &all {
             let stored = life
                 .rt
                 .block_on(stored(life.engine.ledger(), &life.ctx, id))?;
-            check_intent(id, known, &stored)?;
+            let unacked = KnownIntent {
+                amount: stored.intent.as_ref().map_or(0, |pi| pi.amount.value),
+                terminal: None,
+                refunds: Default::default(),
+            };
+            check_intent(id, self.model.intents.get(id).unwrap_or(&unacked), &stored)?;
         }
         self.stats.intents = self.model.intents.len();
+        self.stats.unacked_intents = all.len() - self.model.intents.len();
         self.stats.psp_calls = self.psp.calls.load(std::sync::atomic::Ordering::SeqCst);
         self.stats.psp_hangs = self.psp.hangs.load(std::sync::atomic::Ordering::SeqCst);
         self.end_life()?;
         Ok(self.stats)
     }
+}
+
+/// A fresh data directory, in memory where the system offers it: the simulation's faults
+/// are injected above the disk, so a real disk's fsync latency would only slow the seeds.
+fn data_dir() -> Result<tempfile::TempDir, String> {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    };
+    dir.map_err(|e| e.to_string())
 }
 
 /// Fires due timers until no intent is pending (each expiry is a commit on the writer thread,
@@ -519,6 +550,36 @@ async fn settle(engine: &Engine, ctx: &AuthContext) -> Result<(), String> {
     }
     let _ = ctx;
     Err("intents still pending after every expiry passed and timers ran 200 times".into())
+}
+
+/// Ids of every intent of the simulated merchant.
+async fn all_intents(
+    ledger: &Arc<dyn Ledger>,
+    ctx: &AuthContext,
+) -> Result<std::collections::BTreeSet<String>, String> {
+    let q = IntentQuery {
+        status: None,
+        channel: None,
+        created_after: None,
+        created_before: None,
+        descending: false,
+        page: PageRequest {
+            limit: 100_000,
+            offset: 0,
+        },
+    };
+    let page = ledger
+        .list_intents(ctx.merchant_id, false, &q)
+        .await
+        .map_err(|e| e.to_string())?;
+    if page.total as usize != page.data.len() {
+        return Err(format!(
+            "listed {} of {} intents",
+            page.data.len(),
+            page.total
+        ));
+    }
+    Ok(page.data.into_iter().map(|pi| pi.id.to_string()).collect())
 }
 
 /// What the ledger holds about intent `id`.
