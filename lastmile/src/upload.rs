@@ -814,34 +814,78 @@ fn map_csv_record(
     }
 }
 
+/// Most columns an XLSX sheet may span. The sheet is read cell by cell and only the cells
+/// present are kept, so a lone cell far away (`XFD1048576`) cannot make a tiny file claim the
+/// memory of its whole bounding box; past this width the file is refused.
+const XLSX_MAX_COLUMNS: u32 = 512;
+
+/// One non-empty row of a worksheet: its 0-based sheet row and its cells (column, text).
+type SparseRow = (u32, Vec<(u32, String)>);
+
+/// The first worksheet's non-empty cells grouped by row, in sheet order, and the leftmost
+/// and rightmost columns used. Memory grows with the cells present, never with the area they
+/// span.
+fn xlsx_cells(bytes: Vec<u8>) -> Result<(Vec<SparseRow>, u32, u32), String> {
+    use calamine::{Data, Reader, Xlsx, XlsxError};
+    let mut wb: Xlsx<_> = calamine::open_workbook_from_rs(io::Cursor::new(bytes))
+        .map_err(|e| format!("not a readable XLSX workbook: {e}"))?;
+    let name = wb
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or("the workbook has no worksheet")?;
+    let unreadable = |e: XlsxError| format!("cannot read the first worksheet: {e}");
+    let mut reader = match wb.worksheet_cells_reader(&name) {
+        Ok(r) => r,
+        // A chart sheet first: no cells, reported as an empty sheet.
+        Err(XlsxError::NotAWorksheet(_)) => return Ok((Vec::new(), 0, 0)),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let mut rows: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
+    let (mut min_col, mut max_col) = (u32::MAX, 0);
+    while let Some(cell) = reader.next_cell().map_err(unreadable)? {
+        let data = Data::from(cell.get_value().clone());
+        if matches!(data, Data::Empty) {
+            continue;
+        }
+        let (row, col) = cell.get_position();
+        (min_col, max_col) = (min_col.min(col), max_col.max(col));
+        if max_col - min_col >= XLSX_MAX_COLUMNS {
+            return Err(format!(
+                "the first worksheet uses more than {XLSX_MAX_COLUMNS} columns; keep the orders \
+                 in one table near column A"
+            ));
+        }
+        rows.entry(row).or_default().push((col, data.to_string()));
+    }
+    Ok((rows.into_iter().collect(), min_col, max_col))
+}
+
+/// A sparse row laid out densely from column `min_col` to `max_col`.
+fn dense_row(cells: Vec<(u32, String)>, min_col: u32, max_col: u32) -> Vec<String> {
+    let mut out = vec![String::new(); (max_col - min_col + 1) as usize];
+    for (col, text) in cells {
+        out[(col - min_col) as usize] = text;
+    }
+    out
+}
+
 /// Parses an XLSX held in memory (blocking): the first worksheet, first row the header.
 fn parse_xlsx(bytes: Vec<u8>, currency: Option<Currency>, tx: mpsc::Sender<Msg>, size: usize) {
-    use calamine::{Data, Reader, Xlsx};
-    let refuse = |why: String| {
-        let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
-            "upload_unreadable",
-            "file",
-            why,
-        )));
+    let (rows, min_col, max_col) = match xlsx_cells(bytes) {
+        Ok(cells) => cells,
+        Err(why) => {
+            let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
+                "upload_unreadable",
+                "file",
+                why,
+            )));
+            return;
+        }
     };
-    let mut wb: Xlsx<_> = match calamine::open_workbook_from_rs(io::Cursor::new(bytes)) {
-        Ok(wb) => wb,
-        Err(e) => return refuse(format!("not a readable XLSX workbook: {e}")),
-    };
-    let range = match wb.worksheet_range_at(0) {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => return refuse(format!("cannot read the first worksheet: {e}")),
-        None => return refuse("the workbook has no worksheet".into()),
-    };
-    let cell = |d: &Data| match d {
-        Data::Empty => String::new(),
-        other => other.to_string(),
-    };
-    // Row numbers follow the sheet, which may not start at A1.
-    let first_row = u64::from(range.start().map_or(0, |(r, _)| r)) + 1;
-    let mut rows = range.rows();
-    let headers: Vec<String> = match rows.next() {
-        Some(h) => h.iter().map(cell).collect(),
+    let mut rows = rows.into_iter();
+    let headers = match rows.next() {
+        Some((_, h)) => dense_row(h, min_col, max_col),
         None => {
             let _ = tx.blocking_send(Msg::Refused(EngineError::invalid(
                 "upload_empty",
@@ -874,9 +918,10 @@ fn parse_xlsx(bytes: Vec<u8>, currency: Option<Currency>, tx: mpsc::Sender<Msg>,
         orders: Vec::with_capacity(size),
         errors: Vec::new(),
     };
-    for (i, r) in rows.enumerate() {
-        let row = first_row + 1 + i as u64;
-        let fields: Vec<String> = r.iter().map(cell).collect();
+    for (sheet_row, cells) in rows {
+        // Rows are numbered as the spreadsheet shows them (1-based).
+        let row = u64::from(sheet_row) + 1;
+        let fields = dense_row(cells, min_col, max_col);
         if is_blank(fields.iter().map(String::as_str)) {
             continue;
         }
