@@ -455,17 +455,19 @@ fn spawn_refund_poller(inner: std::sync::Weak<Inner>) {
             {
                 return;
             }
+            // Until the channel subsystem is installed (right after start) there is nothing to
+            // poll with, and touching it would install the default one.
+            let Some(hub) = inner.routing.hub_if_set().cloned() else {
+                drop(inner);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
             if every.is_some()
                 && let Err(e) = inner.refunds.poll_due().await
             {
                 tracing::warn!(error = %e, "refund poller round failed");
             }
-            let ms = inner
-                .routing
-                .hub()
-                .config()
-                .refund_poll_interval_ms
-                .max(100);
+            let ms = hub.config().refund_poll_interval_ms.max(100);
             drop(inner);
             let tick = every.get_or_insert_with(|| {
                 let mut i = tokio::time::interval(Duration::from_millis(ms));

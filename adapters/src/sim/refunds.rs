@@ -492,7 +492,11 @@ fn wechat_notification(
     let mut resource = wechat_refund_json(state, r);
     let success = r.status == SimRefundStatus::Succeeded;
     resource["mchid"] = json!(keys::WECHAT_MCHID);
-    resource["refund_status"] = resource["status"].take();
+    if let Some(obj) = resource.as_object_mut() {
+        // Notifications name it `refund_status`; API answers `status`.
+        let status = obj.remove("status").unwrap_or_default();
+        obj.insert("refund_status".into(), status);
+    }
     if success {
         resource["success_time"] = json!(wechat::rfc3339_beijing(ipay_engine::clock::Timestamp(
             at * 1000

@@ -367,3 +367,168 @@ pub(crate) fn record_psp_total(
         refund: Some(refund),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IntentCommand;
+    use crate::model::intent::tests::sample;
+    use proptest::prelude::*;
+
+    fn paid() -> PaymentIntent {
+        sample(0)
+            .apply(
+                &IntentCommand::Succeed {
+                    channel_reference: Some("psp".into()),
+                    payer: Some("2088000000000002".into()),
+                },
+                Timestamp(1),
+            )
+            .unwrap()
+            .intent
+    }
+
+    fn create(pi: &PaymentIntent, id: u8, value: i64) -> EngineResult<Applied> {
+        pi.apply(
+            &IntentCommand::Refund {
+                refund_id: RefundId::new_at(i64::from(id) + 10),
+                amount: Some(Money::from_parts(value, "EUR").unwrap()),
+                reason: None,
+                mode: RefundMode::Psp,
+            },
+            Timestamp(2),
+        )
+    }
+
+    fn settle(pi: &PaymentIntent, r: &Refund, ok: bool) -> EngineResult<Applied> {
+        let outcome = if ok {
+            RefundOutcome::Succeeded
+        } else {
+            RefundOutcome::Failed {
+                reason: "declined".into(),
+            }
+        };
+        pi.apply(
+            &IntentCommand::SettleRefund {
+                refund: Box::new(r.clone()),
+                outcome,
+                psp_reference: None,
+            },
+            Timestamp(3),
+        )
+    }
+
+    #[test]
+    fn a_pending_refund_reserves_its_amount_and_a_failed_one_gives_it_back() {
+        let pi = paid();
+        assert_eq!(pi.payer.as_deref(), Some("2088000000000002"));
+        let a = create(&pi, 1, 600).unwrap();
+        let r = a.refund.unwrap();
+        assert_eq!(r.status, RefundStatus::Pending);
+        assert!(a.events.is_empty(), "no event until the PSP answers");
+        assert_eq!(a.intent.amount_refunded, 600);
+        assert_eq!(
+            create(&a.intent, 2, 401).unwrap_err().code(),
+            "refund_exceeds_captured"
+        );
+        let failed = settle(&a.intent, &r, false).unwrap();
+        assert_eq!(failed.events[0].event_type, "refund.failed");
+        assert_eq!(failed.refund.as_ref().unwrap().status, RefundStatus::Failed);
+        assert_eq!(failed.intent.amount_refunded, 0);
+        assert!(failed.intent.refunds_pending.is_empty());
+        // A second ending of the same refund is refused: the callback and the poller may race.
+        assert_eq!(
+            settle(&failed.intent, &r, true).unwrap_err().code(),
+            "invalid_state_transition"
+        );
+    }
+
+    #[test]
+    fn a_psp_total_beyond_our_refunds_is_recorded_once() {
+        let pi = paid();
+        let a = create(&pi, 1, 300).unwrap();
+        let total = |pi: &PaymentIntent, t: i64| {
+            pi.apply(
+                &IntentCommand::RecordPspRefunds {
+                    refund_id: RefundId::new_at(99),
+                    total: t,
+                    psp_reference: Some("ch_1".into()),
+                },
+                Timestamp(4),
+            )
+        };
+        // Only our own refund: nothing to record.
+        assert_eq!(
+            total(&a.intent, 300).unwrap_err().code(),
+            "refund_already_recorded"
+        );
+        let b = total(&a.intent, 500).unwrap();
+        let r = b.refund.unwrap();
+        assert_eq!((r.amount.value, r.source), (200, RefundSource::Psp));
+        assert_eq!(b.events[0].event_type, "refund.succeeded");
+        assert_eq!(b.intent.amount_refunded, 500);
+        assert_eq!(
+            total(&b.intent, 500).unwrap_err().code(),
+            "refund_already_recorded"
+        );
+        // A PSP can never have refunded more than it captured.
+        assert_eq!(
+            total(&b.intent, 5_000).unwrap().intent.amount_refunded,
+            1000
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Create(i64),
+        Settle(usize, bool),
+        PspTotal(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1i64..600).prop_map(Op::Create),
+            (0usize..8, any::<bool>()).prop_map(|(i, ok)| Op::Settle(i, ok)),
+            (0i64..1_500).prop_map(Op::PspTotal),
+        ]
+    }
+
+    proptest! {
+        /// Whatever order merchant refunds, PSP answers and PSP-reported totals arrive in (the
+        /// session applies them one at a time), the refunded amount never exceeds the capture
+        /// and always equals the refunds that are pending or succeeded.
+        #[test]
+        fn refunds_pending_and_psp_initiated_never_exceed_the_capture(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut pi = paid();
+            let mut refunds: Vec<Refund> = Vec::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                let applied = match op {
+                    Op::Create(v) => create(&pi, n as u8, v),
+                    Op::Settle(i, ok) => match refunds.get(i) {
+                        Some(r) => settle(&pi, r, ok),
+                        None => continue,
+                    },
+                    Op::PspTotal(t) => pi.apply(&IntentCommand::RecordPspRefunds {
+                        refund_id: RefundId::new_at(1_000 + n as i64),
+                        total: t,
+                        psp_reference: None,
+                    }, Timestamp(5)),
+                };
+                if let Ok(a) = applied {
+                    if let Some(r) = a.refund {
+                        match refunds.iter_mut().find(|x| x.id == r.id) {
+                            Some(x) => *x = r,
+                            None => refunds.push(r),
+                        }
+                    }
+                    pi = a.intent;
+                }
+                prop_assert!(pi.amount_refunded <= pi.amount.value);
+                let live: i64 = refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount.value).sum();
+                prop_assert_eq!(live, pi.amount_refunded);
+                let pending = refunds.iter().filter(|r| r.status == RefundStatus::Pending).count();
+                prop_assert_eq!(pending, pi.refunds_pending.len());
+            }
+        }
+    }
+}
