@@ -95,7 +95,26 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<PspResponse, ChannelError> {
-        let mut request = self.inner.post(url).body(body);
+        self.send(channel, self.inner.post(url).body(body), headers)
+            .await
+    }
+
+    /// GETs `url` with `headers` (status queries), with [`HttpClient::post`]'s error rules.
+    pub async fn get(
+        &self,
+        channel: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<PspResponse, ChannelError> {
+        self.send(channel, self.inner.get(url), headers).await
+    }
+
+    async fn send(
+        &self,
+        channel: &str,
+        mut request: reqwest::RequestBuilder,
+        headers: &[(&str, &str)],
+    ) -> Result<PspResponse, ChannelError> {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

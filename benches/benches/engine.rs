@@ -24,6 +24,8 @@ fn sample_intent() -> PaymentIntent {
         status: IntentStatus::Pending,
         amount: Money::from_parts(699, "CNY").unwrap(),
         amount_refunded: 0,
+        refunds_pending: Vec::new(),
+        payer: None,
         channel: "sandbox".into(),
         service_id: ServiceId::new_at(1_800_000_000_000),
         qr_code: "ipay+sandbox://pay".into(),
@@ -57,6 +59,7 @@ fn core(c: &mut Criterion) {
             pi.apply(
                 black_box(&IntentCommand::Succeed {
                     channel_reference: None,
+                    payer: None,
                 }),
                 Timestamp(1_800_000_000_500),
             )

@@ -7,15 +7,20 @@
 //! notification is acknowledged and never applied twice, even across a crash between the
 //! two. Wire formats and signatures are the adapters' business; rate limits and the records
 //! themselves belong to [`crate::channels`].
+//!
+//! Refund notifications go the same way: one about our own refund ends it (once, whoever
+//! reports first: callback, PSP answer or poller); one reporting the PSP's refunded total
+//! records the part beyond our refunds as a PSP-initiated refund.
 
 use crate::channel::{
-    CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, InboundCallback,
+    CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter,
+    ChannelRefundState, InboundCallback, RefundReport,
 };
 use crate::channels::{ChannelHub, MAX_NOTIFICATION_ID_LEN};
 use crate::clock::Clock;
 use crate::error::{EngineError, EngineResult};
-use crate::ids::PaymentIntentId;
-use crate::model::{Event, IntentCommand, IntentStatus, PaymentIntent};
+use crate::ids::{PaymentIntentId, RefundId};
+use crate::model::{Event, IntentCommand, IntentStatus, PaymentIntent, RefundOutcome};
 use crate::routing::ChannelRouter;
 use crate::session::SessionRegistry;
 use crate::store::{Ledger, WriteBatch, WriteOp};
@@ -23,6 +28,8 @@ use std::sync::Arc;
 
 /// Longest failure reason kept from a PSP, characters.
 const MAX_REASON_CHARS: usize = 500;
+/// Longest payer identifier kept from a PSP, characters.
+const MAX_PAYER_CHARS: usize = 200;
 
 /// The intent a callback is about and the adapter that verifies it.
 struct Target {
@@ -187,10 +194,15 @@ impl Callbacks {
                 return Ok("amount_mismatch");
             }
             CallbackOutcome::Paid {
-                channel_reference, ..
+                channel_reference,
+                payer,
+                ..
             } => (
                 IntentCommand::Succeed {
                     channel_reference: channel_reference.clone(),
+                    payer: payer
+                        .as_ref()
+                        .map(|p| p.chars().take(MAX_PAYER_CHARS).collect()),
                 },
                 "succeeded",
             ),
@@ -198,6 +210,13 @@ impl Callbacks {
                 let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
                 (IntentCommand::Fail { reason }, "failed")
             }
+            CallbackOutcome::Refund(report) => match self.refund_command(&note, report).await? {
+                Some(found) => found,
+                None => {
+                    self.record(&note, None, "ignored").await?;
+                    return Ok("ignored");
+                }
+            },
             CallbackOutcome::Ignored => {
                 self.record(&note, None, "ignored").await?;
                 return Ok("ignored");
@@ -224,6 +243,13 @@ impl Callbacks {
             .await
         {
             Ok(_) => Ok(label),
+            Err(EngineError::Conflict {
+                code: "refund_already_recorded",
+                ..
+            }) => {
+                self.record(note, None, "no_change").await?;
+                Ok("no_change")
+            }
             Err(EngineError::InvalidStateTransition { from, .. }) => {
                 if paid && from != IntentStatus::Succeeded.as_str() {
                     let ev = note.flag(
@@ -239,6 +265,62 @@ impl Callbacks {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The session command a refund report asks for, `None` when it changes nothing (still
+    /// pending, a refund that is not this intent's, another currency).
+    async fn refund_command(
+        &self,
+        note: &Note<'_>,
+        report: &RefundReport,
+    ) -> EngineResult<Option<(IntentCommand, &'static str)>> {
+        match report {
+            RefundReport::Own {
+                refund_id,
+                state,
+                psp_reference,
+            } => {
+                let outcome = match state {
+                    ChannelRefundState::Succeeded => RefundOutcome::Succeeded,
+                    ChannelRefundState::Failed { reason } => RefundOutcome::Failed {
+                        reason: reason.chars().take(MAX_REASON_CHARS).collect(),
+                    },
+                    ChannelRefundState::Pending | ChannelRefundState::NotFound => return Ok(None),
+                };
+                let label = match outcome {
+                    RefundOutcome::Succeeded => "refund_succeeded",
+                    RefundOutcome::Failed { .. } => "refund_failed",
+                };
+                let refund = match self.ledger.get_refund(*refund_id).await? {
+                    Some(r) if r.payment_intent == note.intent.id => r,
+                    _ => {
+                        tracing::warn!(channel = note.channel, refund = %refund_id, "refund notification about an unknown refund");
+                        return Ok(None);
+                    }
+                };
+                let cmd = IntentCommand::SettleRefund {
+                    refund: Box::new(refund),
+                    outcome,
+                    psp_reference: psp_reference.clone(),
+                };
+                Ok(Some((cmd, label)))
+            }
+            RefundReport::Total {
+                refunded,
+                psp_reference,
+            } => {
+                if refunded.currency != note.intent.amount.currency {
+                    tracing::warn!(channel = note.channel, intent = %note.intent.id, "refund report in another currency");
+                    return Ok(None);
+                }
+                let cmd = IntentCommand::RecordPspRefunds {
+                    refund_id: RefundId::new_at(self.clock.now().ms()),
+                    total: refunded.value,
+                    psp_reference: psp_reference.clone(),
+                };
+                Ok(Some((cmd, "refund_recorded")))
+            }
         }
     }
 
@@ -320,7 +402,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::clock::Timestamp;
     use crate::error::StoreError;
-    use crate::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
+    use crate::ids::{ApiKeyId, EventId, MerchantId, ServiceId};
     use crate::merchants::MerchantLocks;
     use crate::model::{ApiKey, Merchant, Refund, Service};
     use crate::money::Money;
@@ -485,6 +567,8 @@ mod tests {
             status: IntentStatus::Pending,
             amount: Money::from_parts(1000, "EUR").unwrap(),
             amount_refunded: 0,
+            refunds_pending: Vec::new(),
+            payer: None,
             channel: "sandbox".into(),
             service_id: ServiceId::new_at(now.ms()),
             qr_code: "qr".into(),
@@ -537,6 +621,7 @@ mod tests {
             CallbackOutcome::Paid {
                 amount: f.intent.amount,
                 channel_reference: Some("psp-1".into()),
+                payer: None,
             },
         );
         let before = f.ledger.batches().len();
@@ -574,6 +659,7 @@ mod tests {
         let paid = CallbackOutcome::Paid {
             amount: f.intent.amount,
             channel_reference: None,
+            payer: None,
         };
         assert_eq!(apply(&f, &notice(&f, "ntf-1", paid)).await, "succeeded");
         let before = f.ledger.batches().len();

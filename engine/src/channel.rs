@@ -3,7 +3,7 @@
 //! run the whole flow without one.
 
 use crate::clock::Timestamp;
-use crate::ids::PaymentIntentId;
+use crate::ids::{PaymentIntentId, RefundId};
 use crate::model::merchant::Secret;
 use crate::money::{Currency, Money};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,11 @@ pub struct ChannelsConfig {
     /// Cluster mode: how long a node trusts an adapter built from stored credentials before
     /// reading them again (another node may have replaced them), ms.
     pub adapter_cache_ttl_ms: u64,
+    /// How often the refund poller looks for pending refunds that are due, ms.
+    pub refund_poll_interval_ms: u64,
+    /// Waits between status queries of one pending refund, ms; the last repeats. The first
+    /// query comes [`crate::refunds::FIRST_POLL_DELAY_MS`] after the refund was created.
+    pub refund_poll_delays_ms: Vec<u64>,
 }
 
 impl Default for ChannelsConfig {
@@ -58,6 +63,8 @@ impl Default for ChannelsConfig {
             callback_rate_per_merchant: 500,
             max_credentials_bytes: 16 * 1024,
             adapter_cache_ttl_ms: 30_000,
+            refund_poll_interval_ms: 5_000,
+            refund_poll_delays_ms: vec![60_000, 300_000, 1_800_000, 3_600_000],
         }
     }
 }
@@ -76,6 +83,65 @@ pub struct ChannelPaymentRequest {
 pub struct ChannelPayment {
     pub qr_code: String,
     pub channel_reference: Option<String>,
+}
+
+/// What the engine asks a channel to refund (and later asks the status of).
+#[derive(Debug, Clone)]
+pub struct ChannelRefundRequest {
+    /// Our refund id: the PSP's idempotency key for this refund (Alipay `out_request_no`,
+    /// WeChat Pay `out_refund_no`, Stripe `Idempotency-Key`, …), so a retried or re-sent
+    /// refund is never paid twice.
+    pub refund_id: RefundId,
+    /// The refunded intent (the PSP's merchant order number).
+    pub intent_id: PaymentIntentId,
+    /// The PSP's own reference of the payment, when a callback reported it.
+    pub channel_reference: Option<String>,
+    /// How much to give back.
+    pub amount: Money,
+    /// The whole payment (WeChat Pay wants it with every refund).
+    pub captured: Money,
+    /// The merchant's reason, if any.
+    pub reason: Option<String>,
+    pub livemode: bool,
+}
+
+/// Where a refund stands at the PSP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRefundState {
+    /// Accepted; the money has not moved yet (a callback or a later query says when).
+    Pending,
+    /// Money returned to the payer.
+    Succeeded,
+    /// The PSP will not (or could not) return the money.
+    Failed { reason: String },
+    /// A status query: the PSP knows no refund under this id (the request never reached it).
+    NotFound,
+}
+
+/// A PSP's answer about one refund.
+#[derive(Debug, Clone)]
+pub struct ChannelRefund {
+    pub state: ChannelRefundState,
+    /// The PSP's own id for the refund, when it gave one.
+    pub psp_reference: Option<String>,
+}
+
+/// What a verified callback says about refunds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundReport {
+    /// One of our refunds (named by our refund id) reached this state.
+    Own {
+        refund_id: RefundId,
+        state: ChannelRefundState,
+        psp_reference: Option<String>,
+    },
+    /// The PSP's running total refunded on the payment, whoever started the refunds (refunds
+    /// made in the PSP's dashboard included): the part not accounted for by our own refunds is
+    /// recorded as a PSP-initiated refund.
+    Total {
+        refunded: Money,
+        psp_reference: Option<String>,
+    },
 }
 
 /// Channel failures.
@@ -134,9 +200,14 @@ pub enum CallbackOutcome {
     Paid {
         amount: Money,
         channel_reference: Option<String>,
+        /// Who paid, as the channel names them (Alipay `buyer_id`, WeChat Pay `openid`, a
+        /// Stripe billing name or e-mail), when it says.
+        payer: Option<String>,
     },
     /// The payment failed or was closed at the PSP.
     Failed { reason: String },
+    /// A notification about refunds of the (succeeded) payment.
+    Refund(RefundReport),
     /// A notification that changes nothing (e.g. still waiting for the payer).
     Ignored,
 }
@@ -190,6 +261,28 @@ pub trait ChannelAdapter: Send + Sync + 'static {
             "channel `{}` takes no callbacks",
             self.name()
         )))
+    }
+
+    /// Asks the PSP to refund part of a payment. The default: the channel has no refund API.
+    async fn refund(&self, _req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        Err(ChannelError::Rejected(format!(
+            "channel `{}` has no refund API",
+            self.name()
+        )))
+    }
+
+    /// Asks the PSP where a refund stands (the poller's question for pending refunds).
+    async fn refund_status(
+        &self,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        self.refund(req).await
+    }
+
+    /// Whether refunds on this channel are made by hand by the merchant (no PSP refund API,
+    /// e.g. PromptPay): the refund stays `pending` until the merchant confirms it.
+    fn refunds_manually(&self) -> bool {
+        false
     }
 
     /// What to answer the PSP once its callback was accepted (or recognised as a duplicate).
@@ -260,6 +353,17 @@ impl ChannelAdapter for SandboxChannel {
             channel_reference: Some(format!(
                 "sbx_{}",
                 req.intent_id.to_string().trim_start_matches("pi_")
+            )),
+        })
+    }
+
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        // Test money: the sandbox returns it at once.
+        Ok(ChannelRefund {
+            state: ChannelRefundState::Succeeded,
+            psp_reference: Some(format!(
+                "sbx_{}",
+                req.refund_id.to_string().trim_start_matches("re_")
             )),
         })
     }

@@ -22,7 +22,7 @@ use crate::model::merchant::ApiKeyInput;
 use crate::model::{
     ApiKey, Event, IntentStatus, PaymentIntent, Refund, Service, ServiceAction, ServiceInput,
 };
-use crate::refunds::Refunds;
+use crate::refunds::{Refunds, RefundsDeps};
 use crate::routing::ChannelRouter;
 use crate::services::Services;
 use crate::session::{SessionContext, SessionRegistry};
@@ -37,7 +37,7 @@ pub use crate::idempotency::IdempotentOutcome;
 pub use crate::intents::{AmountInput, CreateIntentRequest, IntentListParams};
 pub use crate::keys::ApiKeyWithSecret;
 pub use crate::merchants::{MerchantCredentials, create_merchant};
-pub use crate::refunds::CreateRefundRequest;
+pub use crate::refunds::{ConfirmRefundRequest, CreateRefundRequest};
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
@@ -77,10 +77,9 @@ impl Engine {
             metrics::gauge!("ipay_intents", "status" => s.as_str())
                 .set(counts[s.to_u8() as usize] as f64);
         }
-        let inner = Inner::wire(ledger, hot, clock, sessions, config);
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(Inner::wire(ledger, hot, clock, sessions, config));
+        spawn_refund_poller(Arc::downgrade(&inner));
+        Ok(Engine { inner })
     }
 
     /// Registers a built-in channel adapter that every merchant may use without configuring
@@ -319,6 +318,22 @@ impl Engine {
         self.inner.refunds.list(ctx, intent, limit, offset).await
     }
 
+    /// The merchant's confirmation that a manual refund (PromptPay) was returned, or not.
+    pub async fn confirm_refund(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        req: ConfirmRefundRequest,
+    ) -> EngineResult<Refund> {
+        self.inner.refunds.confirm(ctx, id, req).await
+    }
+
+    /// Runs one refund poller round now (the background poller does this every
+    /// `refund_poll_interval_ms`); returns how many pending refunds were looked at.
+    pub async fn poll_refunds(&self) -> EngineResult<usize> {
+        self.inner.refunds.poll_due().await
+    }
+
     /// One refund.
     pub async fn get_refund(&self, ctx: &AuthContext, id: &str) -> EngineResult<Refund> {
         self.inner.refunds.get(ctx, id).await
@@ -390,14 +405,15 @@ impl Inner {
             routing.clone(),
             idempotency.clone(),
         ));
-        let refunds = Refunds::new(
-            ledger.clone(),
-            clock.clone(),
-            limits.clone(),
-            sessions.clone(),
-            intents.clone(),
+        let refunds = Refunds::new(RefundsDeps {
+            ledger: ledger.clone(),
+            clock: clock.clone(),
+            limits: limits.clone(),
+            sessions: sessions.clone(),
+            intents: intents.clone(),
             idempotency,
-        );
+            routing: routing.clone(),
+        });
         let callbacks = Callbacks::new(
             ledger.clone(),
             clock.clone(),
@@ -421,4 +437,44 @@ impl Inner {
             events,
         }
     }
+}
+
+/// The background refund poller: every `[channels] refund_poll_interval_ms` of real time it
+/// runs a round, which compares due dates with the engine's (injected) clock. Stops with the
+/// engine.
+fn spawn_refund_poller(inner: std::sync::Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut every: Option<tokio::time::Interval> = None;
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            if inner
+                .sessions
+                .context()
+                .stopping
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return;
+            }
+            // Until the channel subsystem is installed (right after start) there is nothing to
+            // poll with, and touching it would install the default one.
+            let Some(hub) = inner.routing.hub_if_set().cloned() else {
+                drop(inner);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            if every.is_some()
+                && let Err(e) = inner.refunds.poll_due().await
+            {
+                tracing::warn!(error = %e, "refund poller round failed");
+            }
+            let ms = hub.config().refund_poll_interval_ms.max(100);
+            drop(inner);
+            let tick = every.get_or_insert_with(|| {
+                let mut i = tokio::time::interval(Duration::from_millis(ms));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            tick.tick().await;
+        }
+    });
 }

@@ -192,6 +192,8 @@ impl Intents {
             status: IntentStatus::Pending,
             amount: valid.money,
             amount_refunded: 0,
+            refunds_pending: Vec::new(),
+            payer: None,
             channel: req.channel,
             service_id: service.id,
             qr_code: payment.qr_code,
@@ -430,6 +432,7 @@ impl Intents {
         let cmd = if succeed {
             IntentCommand::Succeed {
                 channel_reference: None,
+                payer: None,
             }
         } else {
             IntentCommand::Fail {

@@ -68,6 +68,11 @@ impl ChannelRouter {
             .map_err(|_| EngineError::Internal("the channel subsystem is already set up".into()))
     }
 
+    /// The channel subsystem, if one was installed or defaulted already (never defaults it).
+    pub(crate) fn hub_if_set(&self) -> Option<&Arc<ChannelHub>> {
+        self.hub.get()
+    }
+
     /// The channel subsystem (breakers, stored configurations), defaulted without adapters
     /// when none was installed.
     pub(crate) fn hub(&self) -> &Arc<ChannelHub> {

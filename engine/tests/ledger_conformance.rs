@@ -355,6 +355,8 @@ fn intent(m: MerchantId, livemode: bool, at: i64, status: IntentStatus, ch: &str
         status,
         amount: Money::from_parts(1_000, "CNY").unwrap(),
         amount_refunded: 0,
+        refunds_pending: Vec::new(),
+        payer: None,
         channel: ch.into(),
         service_id: ServiceId::new_at(at),
         qr_code: "sandbox://pay".into(),
@@ -377,9 +379,14 @@ fn refund(pi: &PaymentIntent, at: i64, value: i64) -> Refund {
         amount: Money::from_parts(value, "CNY").unwrap(),
         reason: Some("requested_by_customer".into()),
         status: RefundStatus::Succeeded,
+        failure_reason: None,
+        psp_reference: None,
+        source: Default::default(),
+        manual: false,
         livemode: pi.livemode,
         merchant_id: pi.merchant_id,
         created: Timestamp(at),
+        settled: None,
     }
 }
 

@@ -152,6 +152,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
             get(routes::refunds::list).post(routes::refunds::create),
         )
         .route("/v1/refunds/{id}", get(routes::refunds::get))
+        .route("/v1/refunds/{id}/confirm", post(routes::refunds::confirm))
         .route("/v1/events", get(routes::events::list))
         .route("/v1/events/{id}", get(routes::events::get))
         .route(

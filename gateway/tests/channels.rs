@@ -102,6 +102,7 @@ impl ChannelAdapter for FakeAdapter {
                 )
                 .map_err(|e| CallbackError::Malformed(e.to_string()))?,
                 channel_reference: Some("psp_ref".into()),
+                payer: None,
             },
             Some("failed") => CallbackOutcome::Failed {
                 reason: "payer_declined".into(),

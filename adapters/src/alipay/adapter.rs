@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest, InboundCallback,
+    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest, ChannelRefundState,
+    InboundCallback, RefundReport,
 };
 use ipay_engine::clock::{Clock, Timestamp};
 use ipay_engine::money::Currency;
@@ -105,6 +106,60 @@ impl AlipayAdapter {
     }
 }
 
+impl AlipayAdapter {
+    /// Sends a signed request to the gateway and reads the verified refund answer.
+    async fn refund_call(
+        &self,
+        request: Result<wire::SignedRequest, AlipayError>,
+        method: &str,
+    ) -> Result<ChannelRefund, ChannelError> {
+        let request = request.map_err(|e| ChannelError::Rejected(format!("alipay: {e}")))?;
+        let answer = self
+            .client
+            .post(
+                NAME,
+                &self.gateway_url,
+                &[(
+                    "content-type",
+                    "application/x-www-form-urlencoded;charset=utf-8",
+                )],
+                request.to_form_body().into_bytes(),
+            )
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(ChannelError::Rejected(format!(
+                "alipay answered HTTP {}",
+                answer.status
+            )));
+        }
+        let parsed =
+            wire::parse_refund_response(answer.text(NAME)?, method, &self.creds.alipay_public_key);
+        let state = match parsed {
+            Ok(wire::RefundAnswer::Refunded { trade_no }) => {
+                return Ok(ChannelRefund {
+                    state: ChannelRefundState::Succeeded,
+                    psp_reference: trade_no,
+                });
+            }
+            Ok(wire::RefundAnswer::Processing) => ChannelRefundState::Pending,
+            Ok(wire::RefundAnswer::Unknown) => ChannelRefundState::NotFound,
+            Err(AlipayError::Business {
+                code,
+                sub_code,
+                sub_msg,
+                ..
+            }) if !is_transient(&code, &sub_code) => ChannelRefundState::Failed {
+                reason: format!("alipay refused the refund: {sub_code} {sub_msg}"),
+            },
+            Err(e) => return Err(ChannelError::Unavailable(format!("alipay: {e}"))),
+        };
+        Ok(ChannelRefund {
+            state,
+            psp_reference: None,
+        })
+    }
+}
+
 /// Alipay business errors that mean "try again later" rather than "no".
 fn is_transient(code: &str, sub_code: &str) -> bool {
     code == "20000" || sub_code.ends_with("SYSTEM_ERROR") || sub_code == "aop.ACQ.SYSTEM_ERROR"
@@ -183,6 +238,38 @@ impl ChannelAdapter for AlipayAdapter {
         })
     }
 
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        let out_trade_no = req.intent_id.to_string();
+        let out_request_no = req.refund_id.to_string();
+        let order = wire::RefundOrder {
+            out_trade_no: &out_trade_no,
+            out_request_no: &out_request_no,
+            amount: req.amount,
+            reason: req.reason.as_deref(),
+        };
+        let request = wire::build_refund_request(
+            &self.creds.app_id,
+            &order,
+            self.clock.now(),
+            &self.creds.private_key,
+        );
+        self.refund_call(request, wire::REFUND_METHOD).await
+    }
+
+    async fn refund_status(
+        &self,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        let request = wire::build_refund_query_request(
+            &self.creds.app_id,
+            &req.intent_id.to_string(),
+            &req.refund_id.to_string(),
+            self.clock.now(),
+            &self.creds.private_key,
+        );
+        self.refund_call(request, wire::REFUND_QUERY_METHOD).await
+    }
+
     fn verify_callback(
         &self,
         cb: &InboundCallback,
@@ -213,6 +300,20 @@ impl ChannelAdapter for AlipayAdapter {
         }
         let notification_id = need("notify_id")?.to_owned();
         let intent = intent_id("out_trade_no", need("out_trade_no")?)?;
+        // A refund (ours or one made in Alipay's merchant portal) is notified with the trade's
+        // running `refund_fee`.
+        if let Some(refund_fee) = get("refund_fee") {
+            let fen = parse_decimal_2(refund_fee)
+                .ok_or_else(|| CallbackError::Malformed("`refund_fee` is invalid".into()))?;
+            return Ok(CallbackNotice {
+                notification_id,
+                intent_id: intent,
+                outcome: CallbackOutcome::Refund(RefundReport::Total {
+                    refunded: money(fen, "CNY")?,
+                    psp_reference: get("out_biz_no").map(str::to_owned),
+                }),
+            });
+        }
         let outcome = match need("trade_status")? {
             "TRADE_SUCCESS" | "TRADE_FINISHED" => {
                 let fen = parse_decimal_2(need("total_amount")?)
@@ -220,6 +321,7 @@ impl ChannelAdapter for AlipayAdapter {
                 CallbackOutcome::Paid {
                     amount: money(fen, "CNY")?,
                     channel_reference: get("trade_no").map(str::to_owned),
+                    payer: get("buyer_id").map(str::to_owned),
                 }
             }
             "TRADE_CLOSED" => CallbackOutcome::Failed {

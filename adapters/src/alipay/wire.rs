@@ -44,6 +44,10 @@ pub const GATEWAY_URL: &str = "https://openapi.alipay.com/gateway.do";
 pub const SANDBOX_GATEWAY_URL: &str = "https://openapi-sandbox.dl.alipaydev.com/gateway.do";
 /// API method name of the QR-code pre-order.
 pub const PRECREATE_METHOD: &str = "alipay.trade.precreate";
+/// API method name of a refund.
+pub const REFUND_METHOD: &str = "alipay.trade.refund";
+/// API method name of a refund status query.
+pub const REFUND_QUERY_METHOD: &str = "alipay.trade.fastpay.refund.query";
 /// The body to answer an async notify with once it has been verified and processed; anything
 /// else makes Alipay retry the notification.
 pub const NOTIFY_SUCCESS: &str = "success";
@@ -859,6 +863,180 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         }
         Ok(out)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// alipay.trade.refund and alipay.trade.fastpay.refund.query
+// ---------------------------------------------------------------------------------------------
+
+/// A refund of (part of) a trade: `out_request_no` identifies the refund, so Alipay refunds a
+/// repeated request only once.
+#[derive(Debug, Clone)]
+pub struct RefundOrder<'a> {
+    /// The trade's order number (`out_trade_no`).
+    pub out_trade_no: &'a str,
+    /// Our refund id.
+    pub out_request_no: &'a str,
+    /// How much; must be CNY.
+    pub amount: Money,
+    /// Shown to the payer.
+    pub reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RefundBizContent<'a> {
+    out_trade_no: &'a str,
+    refund_amount: &'a str,
+    out_request_no: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RefundQueryBizContent<'a> {
+    out_trade_no: &'a str,
+    out_request_no: &'a str,
+    query_options: [&'static str; 1],
+}
+
+/// Builds and signs an `alipay.trade.refund` request (the common parameters as for precreate,
+/// without `notify_url`: Alipay answers a refund synchronously).
+pub fn build_refund_request(
+    app_id: &str,
+    order: &RefundOrder<'_>,
+    now: Timestamp,
+    key: &AlipayPrivateKey,
+) -> Result<SignedRequest, AlipayError> {
+    check_out_trade_no(order.out_trade_no)?;
+    check_out_trade_no(order.out_request_no)?;
+    let refund_amount = format_total_amount(order.amount)?;
+    let reason: Option<String> = order
+        .reason
+        .map(|r| r.chars().filter(|c| !c.is_control()).take(256).collect());
+    let biz = RefundBizContent {
+        out_trade_no: order.out_trade_no,
+        refund_amount: &refund_amount,
+        out_request_no: order.out_request_no,
+        refund_reason: reason.as_deref().filter(|r| !r.is_empty()),
+    };
+    signed_request(app_id, REFUND_METHOD, &biz, now, key)
+}
+
+/// Builds and signs an `alipay.trade.fastpay.refund.query` request for one refund.
+pub fn build_refund_query_request(
+    app_id: &str,
+    out_trade_no: &str,
+    out_request_no: &str,
+    now: Timestamp,
+    key: &AlipayPrivateKey,
+) -> Result<SignedRequest, AlipayError> {
+    check_out_trade_no(out_trade_no)?;
+    check_out_trade_no(out_request_no)?;
+    let biz = RefundQueryBizContent {
+        out_trade_no,
+        out_request_no,
+        query_options: ["gmt_refund_pay"],
+    };
+    signed_request(app_id, REFUND_QUERY_METHOD, &biz, now, key)
+}
+
+fn signed_request<B: Serialize>(
+    app_id: &str,
+    method: &str,
+    biz: &B,
+    now: Timestamp,
+    key: &AlipayPrivateKey,
+) -> Result<SignedRequest, AlipayError> {
+    check_plain("app_id", app_id)?;
+    let biz_content = serde_json::to_string(biz).map_err(|_| AlipayError::InvalidField {
+        field: "biz_content",
+        reason: "could not be serialised",
+    })?;
+    let mut params: Vec<(&'static str, String)> = vec![
+        ("app_id", app_id.to_owned()),
+        ("method", method.to_owned()),
+        ("format", "JSON".to_owned()),
+        ("charset", "utf-8".to_owned()),
+        ("sign_type", "RSA2".to_owned()),
+        ("timestamp", beijing_time(now)),
+        ("version", "1.0".to_owned()),
+        ("biz_content", biz_content),
+    ];
+    let sign = sign_params(&params, key)?;
+    params.push(("sign", sign));
+    Ok(SignedRequest { params })
+}
+
+/// What a verified refund (or refund query) answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAnswer {
+    /// The money moved (`fund_change=Y`, or a query's `refund_status=REFUND_SUCCESS`).
+    Refunded {
+        /// Alipay's trade number.
+        trade_no: Option<String>,
+    },
+    /// Accepted, money not moved yet: ask again later.
+    Processing,
+    /// A query for a refund Alipay does not have.
+    Unknown,
+}
+
+#[derive(Deserialize)]
+struct RefundNode {
+    code: String,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    sub_code: String,
+    #[serde(default)]
+    sub_msg: String,
+    #[serde(default)]
+    fund_change: Option<String>,
+    #[serde(default)]
+    trade_no: Option<String>,
+    #[serde(default)]
+    refund_status: Option<String>,
+    #[serde(default)]
+    out_request_no: Option<String>,
+}
+
+/// Verifies an `alipay.trade.refund` or `alipay.trade.fastpay.refund.query` answer (`method`
+/// says which) and reads its outcome; a `code` other than `10000` is an
+/// [`AlipayError::Business`].
+pub fn parse_refund_response(
+    body: &str,
+    method: &str,
+    alipay_public_key: &AlipayPublicKey,
+) -> Result<RefundAnswer, AlipayError> {
+    let raw = verify_response(body, method, alipay_public_key)?;
+    let node: RefundNode =
+        serde_json::from_str(raw).map_err(|e| AlipayError::MalformedResponse(e.to_string()))?;
+    if node.code != SUCCESS_CODE {
+        return Err(AlipayError::Business {
+            code: node.code,
+            msg: node.msg,
+            sub_code: node.sub_code,
+            sub_msg: node.sub_msg,
+        });
+    }
+    let answer = if method == REFUND_METHOD {
+        match node.fund_change.as_deref() {
+            Some("Y") => RefundAnswer::Refunded {
+                trade_no: node.trade_no,
+            },
+            _ => RefundAnswer::Processing,
+        }
+    } else if node.out_request_no.as_deref().is_none_or(str::is_empty) {
+        // Alipay answers a query for an unknown refund with success and no refund fields.
+        RefundAnswer::Unknown
+    } else if node.refund_status.as_deref() == Some("REFUND_SUCCESS") {
+        RefundAnswer::Refunded {
+            trade_no: node.trade_no,
+        }
+    } else {
+        RefundAnswer::Processing
+    };
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest, InboundCallback,
+    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest, ChannelRefundState,
+    InboundCallback, RefundReport,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::model::Secret;
@@ -61,6 +62,8 @@ impl MultiSafepayCredentials {
 pub struct MultiSafepayAdapter {
     creds: MultiSafepayCredentials,
     url: String,
+    /// `{base}/v1/json/orders`, for per-order paths.
+    orders_base: String,
     notify_url: String,
     client: HttpClient,
 }
@@ -79,6 +82,7 @@ impl MultiSafepayAdapter {
                 base_url.trim_end_matches('/'),
                 creds.api_key.expose()
             ),
+            orders_base: format!("{}{ORDERS_PATH}", base_url.trim_end_matches('/')),
             creds,
             notify_url: notify_url.to_owned(),
             client,
@@ -135,6 +139,46 @@ struct Notification<'a> {
     currency: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     reason: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    amount_refunded: i64,
+}
+
+#[derive(Serialize)]
+struct RefundBody<'a> {
+    currency: &'a str,
+    amount: i64,
+    description: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RefundAnswer {
+    success: bool,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    error_code: Option<i64>,
+    #[serde(default)]
+    error_info: Option<String>,
+}
+
+/// A JSON id (MultiSafepay sends numbers or strings) as text.
+fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl MultiSafepayAdapter {
+    /// `{base}/v1/json/orders/{order}{tail}?api_key=…`.
+    fn order_url(&self, order: &str, tail: &str) -> String {
+        format!(
+            "{}/{order}{tail}?api_key={}",
+            self.orders_base,
+            self.creds.api_key.expose()
+        )
+    }
 }
 
 #[async_trait]
@@ -229,6 +273,104 @@ impl ChannelAdapter for MultiSafepayAdapter {
         }
     }
 
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        let order = req.intent_id.to_string();
+        // The description carries our refund id: the status query finds the refund by it.
+        let description = format!("Refund {}", req.refund_id);
+        let body = serde_json::to_vec(&RefundBody {
+            currency: req.amount.currency.code(),
+            amount: req.amount.value,
+            description: &description,
+        })
+        .map_err(|e| ChannelError::Rejected(format!("multisafepay refund: {e}")))?;
+        let answer = self
+            .client
+            .post(
+                NAME,
+                &self.order_url(&order, "/refunds"),
+                &[
+                    ("content-type", "application/json"),
+                    ("accept", "application/json"),
+                ],
+                body,
+            )
+            .await?;
+        let parsed: Option<RefundAnswer> = serde_json::from_slice(&answer.body).ok();
+        match parsed {
+            // A refund MultiSafepay accepted is booked from the merchant balance at once.
+            Some(RefundAnswer {
+                success: true,
+                data,
+                ..
+            }) if (200..300).contains(&answer.status) => Ok(ChannelRefund {
+                state: ChannelRefundState::Succeeded,
+                psp_reference: id_text(data.as_ref().and_then(|d| d.get("refund_id"))),
+            }),
+            Some(RefundAnswer {
+                success: false,
+                error_code,
+                error_info,
+                ..
+            }) if answer.status != 429 => Ok(ChannelRefund {
+                state: ChannelRefundState::Failed {
+                    reason: format!(
+                        "multisafepay refused the refund: error {} {}",
+                        error_code.unwrap_or_default(),
+                        error_info.unwrap_or_default()
+                    ),
+                },
+                psp_reference: None,
+            }),
+            _ => Err(ChannelError::Unavailable(format!(
+                "multisafepay refund answer is malformed (HTTP {})",
+                answer.status
+            ))),
+        }
+    }
+
+    async fn refund_status(
+        &self,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        let order = req.intent_id.to_string();
+        let answer = self
+            .client
+            .get(
+                NAME,
+                &self.order_url(&order, ""),
+                &[("accept", "application/json")],
+            )
+            .await?;
+        let parsed: Value = serde_json::from_slice(&answer.body).map_err(|_| {
+            ChannelError::Unavailable("multisafepay order answer is malformed".into())
+        })?;
+        let ours = format!("Refund {}", req.refund_id);
+        let found = parsed
+            .pointer("/data/related_transactions")
+            .and_then(Value::as_array)
+            .and_then(|list| {
+                list.iter()
+                    .find(|t| t.get("description").and_then(Value::as_str) == Some(ours.as_str()))
+            });
+        let Some(t) = found else {
+            return Ok(ChannelRefund {
+                state: ChannelRefundState::NotFound,
+                psp_reference: None,
+            });
+        };
+        let state = match t.get("status").and_then(Value::as_str).unwrap_or("") {
+            "completed" => ChannelRefundState::Succeeded,
+            s @ ("declined" | "void" | "cancelled" | "expired") => ChannelRefundState::Failed {
+                reason: format!("multisafepay refund {s}"),
+            },
+            _ => ChannelRefundState::Pending,
+        };
+        Ok(ChannelRefund {
+            state,
+            psp_reference: id_text(t.get("transaction_id")),
+        })
+    }
+
     fn verify_callback(
         &self,
         cb: &InboundCallback,
@@ -266,7 +408,13 @@ impl ChannelAdapter for MultiSafepayAdapter {
             "completed" => CallbackOutcome::Paid {
                 amount: money(n.amount, &n.currency)?,
                 channel_reference: (!transaction.is_empty()).then(|| transaction.clone()),
+                payer: None,
             },
+            // Refunds, ours or made in MultiSafepay Control, with the order's running total.
+            "refunded" | "partial_refunded" => CallbackOutcome::Refund(RefundReport::Total {
+                refunded: money(n.amount_refunded, &n.currency)?,
+                psp_reference: (!transaction.is_empty()).then(|| transaction.clone()),
+            }),
             "declined" | "cancelled" | "canceled" | "void" | "expired" => CallbackOutcome::Failed {
                 reason: if n.reason.is_empty() {
                     format!("multisafepay order {}", n.status)
@@ -277,8 +425,16 @@ impl ChannelAdapter for MultiSafepayAdapter {
             _ => CallbackOutcome::Ignored,
         };
         Ok(CallbackNotice {
-            // MultiSafepay has no notification id: one notification per order status.
-            notification_id: format!("{}:{}:{}", n.order_id, transaction, n.status),
+            // MultiSafepay has no notification id: one notification per order status (and per
+            // refunded total, since an order can be refunded several times).
+            notification_id: if matches!(outcome, CallbackOutcome::Refund(_)) {
+                format!(
+                    "{}:{}:{}:{}",
+                    n.order_id, transaction, n.status, n.amount_refunded
+                )
+            } else {
+                format!("{}:{}:{}", n.order_id, transaction, n.status)
+            },
             intent_id: intent,
             outcome,
         })

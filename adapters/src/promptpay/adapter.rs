@@ -149,6 +149,12 @@ impl ChannelAdapter for PromptPayAdapter {
         true
     }
 
+    /// PromptPay is a push transfer from the payer's bank: no acquirer can pull it back, so the
+    /// merchant returns the money by transfer and confirms the refund.
+    fn refunds_manually(&self) -> bool {
+        true
+    }
+
     async fn create_payment(
         &self,
         req: &ChannelPaymentRequest,
@@ -212,6 +218,7 @@ impl ChannelAdapter for PromptPayAdapter {
             "paid" => CallbackOutcome::Paid {
                 amount: money(cb.amount, &cb.currency)?,
                 channel_reference: cb.bank_reference,
+                payer: None,
             },
             "failed" | "expired" => CallbackOutcome::Failed {
                 reason: format!("promptpay transfer {}", cb.status),

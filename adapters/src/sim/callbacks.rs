@@ -107,6 +107,59 @@ fn alipay(
     ))
 }
 
+/// Alipay's trade notify after a refund: the trade's running `refund_fee` (`TRADE_CLOSED` once
+/// all is refunded, `TRADE_SUCCESS` before), dated `at`.
+pub(crate) fn alipay_refund_notify(
+    order: &OrderInfo,
+    refunded: i64,
+    at: i64,
+    seq: u64,
+) -> Result<PreparedCallback, SimError> {
+    let url = order.notify_url.clone().ok_or_else(|| {
+        SimError::NoCallbackUrl(order.intent_id.clone(), "the order was created without one")
+    })?;
+    let notify_id = format!("{at}{seq:010}");
+    let yuan = |fen: i64| format!("{}.{:02}", fen / 100, fen % 100);
+    let now = alipay::beijing_time(Timestamp(at * 1000));
+    let mut params: Vec<(&str, String)> = vec![
+        ("notify_time", now.clone()),
+        ("notify_type", "trade_status_sync".into()),
+        ("notify_id", notify_id.clone()),
+        ("charset", "utf-8".into()),
+        ("version", "1.0".into()),
+        ("sign_type", "RSA2".into()),
+        ("app_id", keys::ALIPAY_APP_ID.into()),
+        ("trade_no", order.psp_reference.clone()),
+        ("out_trade_no", order.intent_id.clone()),
+        ("out_biz_no", format!("HZ{seq:010}")),
+        (
+            "trade_status",
+            if refunded >= order.amount {
+                "TRADE_CLOSED"
+            } else {
+                "TRADE_SUCCESS"
+            }
+            .into(),
+        ),
+        ("total_amount", yuan(order.amount)),
+        ("refund_fee", yuan(refunded)),
+        ("gmt_refund", now),
+    ];
+    let sign = alipay::sign_notify(&params, &keys().alipay_platform).map_err(build_err)?;
+    params.push(("sign", sign));
+    Ok(PreparedCallback {
+        channel: order.channel.clone(),
+        intent_id: order.intent_id.clone(),
+        notification_id: notify_id,
+        url,
+        headers: vec![h(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body: alipay::encode_form(&params),
+    })
+}
+
 fn wechat(
     order: &OrderInfo,
     outcome: Outcome,

@@ -15,6 +15,7 @@ mod callbacks;
 mod control;
 pub mod keys;
 mod psp;
+mod refunds;
 mod state;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use ipay_engine::channel::ChannelsConfig;
 use serde::{Deserialize, Serialize};
 
+pub use refunds::{SimRefund, SimRefundMode, SimRefundStatus};
 pub use state::{DeliveredCallback, OrderInfo, OrderStatus, PreparedCallback};
 
 /// Channels the simulator serves.
@@ -362,6 +364,37 @@ impl SimHandle {
     /// most `timeout`; returns whether they were.
     pub async fn wait_for_callbacks(&self, n: usize, timeout: Duration) -> bool {
         self.state.wait_for_callbacks(n, timeout).await
+    }
+
+    /// How `channel` answers refund requests from now on (see [`SimRefundMode`]).
+    pub fn set_refund_mode(&self, channel: &str, mode: SimRefundMode) {
+        self.state.refunds.set_mode(channel, mode);
+    }
+
+    /// Every refund the simulated PSPs booked, oldest first.
+    pub fn refunds(&self) -> Vec<SimRefund> {
+        self.state.refunds.all()
+    }
+
+    /// Ends a pending refund (named by the merchant's refund id) and sends the channel's refund
+    /// notification where it has one (WeChat Pay, Stripe): the "late callback". `None` for
+    /// channels that are asked instead (Alipay, MultiSafepay).
+    pub async fn complete_refund(
+        &self,
+        merchant_refund_id: &str,
+        succeed: bool,
+    ) -> Result<Option<DeliveredCallback>, SimError> {
+        refunds::complete(&self.state, merchant_refund_id, succeed).await
+    }
+
+    /// A refund made in the PSP's own dashboard, notified as the PSP does (Stripe
+    /// `charge.refunded`, MultiSafepay `partial_refunded`/`refunded`, Alipay `refund_fee`).
+    pub async fn dashboard_refund(
+        &self,
+        intent_id: &str,
+        amount: i64,
+    ) -> Result<DeliveredCallback, SimError> {
+        refunds::dashboard(&self.state, intent_id, amount).await
     }
 
     /// Adds a fault to the channel APIs.

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,20 +31,40 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/wechat/v3/pay/transactions/native", post(wechat_native))
         .route("/stripe/v1/payment_intents", post(stripe_create))
         .route("/multisafepay/v1/json/orders", post(msp_create))
+        .route(
+            "/wechat/v3/refund/domestic/refunds",
+            post(super::refunds::wechat_create),
+        )
+        .route(
+            "/wechat/v3/refund/domestic/refunds/{no}",
+            get(super::refunds::wechat_query),
+        )
+        .route(
+            "/stripe/v1/refunds",
+            post(super::refunds::stripe_create).get(super::refunds::stripe_list),
+        )
+        .route(
+            "/multisafepay/v1/json/orders/{id}",
+            get(super::refunds::msp_order),
+        )
+        .route(
+            "/multisafepay/v1/json/orders/{id}/refunds",
+            post(super::refunds::msp_create),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response {
+pub(crate) fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response {
     (status, [("content-type", content_type)], body).into_response()
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
     respond(status, "application/json", body.to_string())
 }
 
 /// Applies an injected fault: `Some(response)` to answer instead of the real handler.
-async fn fault(state: &SimState, channel: &str) -> Option<Response> {
+pub(crate) async fn fault(state: &SimState, channel: &str) -> Option<Response> {
     match state.take_fault(channel)? {
         FaultKind::Unavailable => Some(match channel {
             "wechat" => json_response(
@@ -135,7 +155,14 @@ async fn alipay_gateway(State(state): St, body: Bytes) -> Response {
             "无效的AppID参数",
         );
     }
-    if get("method") != Some(alipay::PRECREATE_METHOD) {
+    let method = get("method").unwrap_or("");
+    if (method == alipay::REFUND_METHOD || method == alipay::REFUND_QUERY_METHOD)
+        && get("sign_type") == Some("RSA2")
+        && alipay::verify_request(&params, &keys().alipay_merchant_public).is_ok()
+    {
+        return super::refunds::alipay(&state, method, get("biz_content"));
+    }
+    if method != alipay::PRECREATE_METHOD {
         return alipay_error(
             "40002",
             "Invalid Arguments",

@@ -130,6 +130,8 @@ pub(crate) struct SimState {
     hang_release: tokio::sync::watch::Sender<u64>,
     requests: Mutex<HashMap<String, u64>>,
     seq: AtomicU64,
+    /// Refunds and each channel's refund mode.
+    pub(crate) refunds: super::refunds::RefundBook,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -156,6 +158,7 @@ impl SimState {
             hang_release: tokio::sync::watch::channel(0).0,
             requests: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            refunds: Default::default(),
         }
     }
 
@@ -247,6 +250,11 @@ impl SimState {
             .iter()
             .filter_map(|id| orders.by_intent.get(id).map(|(o, _)| o.clone()))
             .collect()
+    }
+
+    /// Where `channel`'s account-level webhooks go, if set.
+    pub(crate) fn webhook_url(&self, channel: &str) -> Option<String> {
+        self.webhook_urls.lock().get(channel).cloned()
     }
 
     pub(crate) fn set_webhook_url(&self, channel: &str, url: &str) {

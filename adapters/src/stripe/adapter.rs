@@ -10,9 +10,11 @@
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelPayment,
-    ChannelPaymentRequest, InboundCallback,
+    ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest, ChannelRefundState,
+    InboundCallback, RefundReport,
 };
 use ipay_engine::clock::Timestamp;
+use ipay_engine::ids::RefundId;
 use ipay_engine::model::Secret;
 use ipay_engine::money::Currency;
 use serde::Deserialize;
@@ -30,6 +32,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 pub const PAYMENT_INTENTS_PATH: &str = "/v1/payment_intents";
 /// Metadata key carrying our intent id.
 pub const METADATA_KEY: &str = "ipay_intent_id";
+/// Path of refunds.
+pub const REFUNDS_PATH: &str = "/v1/refunds";
+/// Metadata key carrying our refund id on a Stripe Refund.
+pub const REFUND_METADATA_KEY: &str = "ipay_refund_id";
 const FIELDS: &[&str] = &["secret_key", "webhook_secret"];
 
 /// A merchant's Stripe credentials: `secret_key` (`sk_test_…`, `sk_live_…` or a restricted
@@ -73,6 +79,7 @@ impl StripeCredentials {
 pub struct StripeAdapter {
     creds: StripeCredentials,
     url: String,
+    refunds_url: String,
     client: HttpClient,
 }
 
@@ -83,6 +90,7 @@ impl StripeAdapter {
         StripeAdapter {
             creds,
             url: format!("{}{PAYMENT_INTENTS_PATH}", base_url.trim_end_matches('/')),
+            refunds_url: format!("{}{REFUNDS_PATH}", base_url.trim_end_matches('/')),
             client,
         }
     }
@@ -94,6 +102,59 @@ struct PaymentIntentAnswer {
     client_secret: Option<String>,
     #[serde(default)]
     next_action: Option<Value>,
+}
+
+/// A Stripe Refund object, as far as we read it.
+#[derive(Deserialize)]
+struct RefundObject {
+    id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RefundList {
+    data: Vec<RefundObject>,
+}
+
+/// Stripe's refund `status` as the engine's refund state.
+fn refund_state(status: &str, failure_reason: Option<String>) -> ChannelRefundState {
+    match status {
+        "succeeded" => ChannelRefundState::Succeeded,
+        "failed" | "canceled" => ChannelRefundState::Failed {
+            reason: format!(
+                "stripe refund {status}: {}",
+                failure_reason.unwrap_or_else(|| "no reason given".into())
+            ),
+        },
+        // `pending`, `requires_action`.
+        _ => ChannelRefundState::Pending,
+    }
+}
+
+/// A non-2xx Stripe answer as a channel error: rate limits and `api_error` are worth retrying.
+fn error_answer(answer: &crate::http::PspResponse) -> ChannelError {
+    let detail = serde_json::from_slice::<ErrorAnswer>(&answer.body).ok();
+    let text = match &detail {
+        Some(ErrorAnswer { error }) => format!(
+            "stripe answered HTTP {}: {} {} {}",
+            answer.status,
+            error.kind,
+            error.code.as_deref().unwrap_or(""),
+            error.message.as_deref().unwrap_or("")
+        ),
+        None => format!("stripe answered HTTP {}", answer.status),
+    };
+    let transient = answer.status == 429 || detail.is_some_and(|d| d.error.kind == "api_error");
+    if transient {
+        ChannelError::Unavailable(text)
+    } else {
+        ChannelError::Rejected(text)
+    }
 }
 
 #[derive(Deserialize)]
@@ -154,6 +215,67 @@ struct EventObject {
     metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
     last_payment_error: Option<LastPaymentError>,
+    #[serde(default)]
+    amount_refunded: i64,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    receipt_email: Option<String>,
+    #[serde(default)]
+    billing_details: Option<BillingDetails>,
+    /// Expanded on request (`expand[]=latest_charge`); an id string otherwise.
+    #[serde(default)]
+    latest_charge: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BillingDetails {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl EventObject {
+    /// The payer from the billing details (of the charge, or of an expanded `latest_charge`),
+    /// else the receipt e-mail.
+    fn payer(&self) -> Option<String> {
+        let expanded = self
+            .latest_charge
+            .as_ref()
+            .and_then(|c| c.get("billing_details"))
+            .and_then(|b| serde_json::from_value::<BillingDetails>(b.clone()).ok());
+        let billing = self.billing_details.as_ref().or(expanded.as_ref());
+        billing
+            .and_then(|b| b.email.clone().or_else(|| b.name.clone()))
+            .or_else(|| self.receipt_email.clone())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// What a refund or charge event says about refunds.
+    fn refund_report(self, kind: &str) -> Result<CallbackOutcome, CallbackError> {
+        if kind == "charge.refunded" {
+            return Ok(CallbackOutcome::Refund(RefundReport::Total {
+                refunded: money(self.amount_refunded, &self.currency)?,
+                psp_reference: self.id,
+            }));
+        }
+        // Refunds made in the dashboard carry no refund id of ours: `charge.refunded` counts
+        // them.
+        let Some(ours) = self.metadata.get(REFUND_METADATA_KEY) else {
+            return Ok(CallbackOutcome::Ignored);
+        };
+        let refund_id = RefundId::parse(ours).map_err(|_| {
+            CallbackError::Malformed(format!("metadata.{REFUND_METADATA_KEY} is not a refund id"))
+        })?;
+        Ok(CallbackOutcome::Refund(RefundReport::Own {
+            refund_id,
+            state: refund_state(self.status.as_deref().unwrap_or(""), self.failure_reason),
+            psp_reference: self.id,
+        }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -208,24 +330,7 @@ impl ChannelAdapter for StripeAdapter {
             )
             .await?;
         if !(200..300).contains(&answer.status) {
-            let detail = serde_json::from_slice::<ErrorAnswer>(&answer.body).ok();
-            let text = match &detail {
-                Some(ErrorAnswer { error }) => format!(
-                    "stripe answered HTTP {}: {} {} {}",
-                    answer.status,
-                    error.kind,
-                    error.code.as_deref().unwrap_or(""),
-                    error.message.as_deref().unwrap_or("")
-                ),
-                None => format!("stripe answered HTTP {}", answer.status),
-            };
-            let transient =
-                answer.status == 429 || detail.is_some_and(|d| d.error.kind == "api_error");
-            return Err(if transient {
-                ChannelError::Unavailable(text)
-            } else {
-                ChannelError::Rejected(text)
-            });
+            return Err(error_answer(&answer));
         }
         let pi: PaymentIntentAnswer = serde_json::from_slice(&answer.body)
             .map_err(|e| ChannelError::Unavailable(format!("stripe answer is malformed: {e}")))?;
@@ -241,6 +346,97 @@ impl ChannelAdapter for StripeAdapter {
             qr_code,
             channel_reference: Some(pi.id),
         })
+    }
+
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        let pi = req.channel_reference.as_deref().ok_or_else(|| {
+            ChannelError::Rejected("no Stripe PaymentIntent id is known for this payment".into())
+        })?;
+        let intent = req.intent_id.to_string();
+        let refund_id = req.refund_id.to_string();
+        let amount = req.amount.value.to_string();
+        let form = crate::alipay::encode_form(&[
+            ("payment_intent", pi),
+            ("amount", amount.as_str()),
+            ("metadata[ipay_intent_id]", intent.as_str()),
+            ("metadata[ipay_refund_id]", refund_id.as_str()),
+        ]);
+        let authorization = format!("Bearer {}", self.creds.secret_key.expose());
+        let answer = self
+            .client
+            .post(
+                NAME,
+                &self.refunds_url,
+                &[
+                    ("authorization", &authorization),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    // Our refund id: a retried refund returns the first one, never a second.
+                    ("idempotency-key", &refund_id),
+                ],
+                form.into_bytes(),
+            )
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(match error_answer(&answer) {
+                ChannelError::Rejected(why) => {
+                    return Ok(ChannelRefund {
+                        state: ChannelRefundState::Failed { reason: why },
+                        psp_reference: None,
+                    });
+                }
+                other => other,
+            });
+        }
+        let refund: RefundObject = serde_json::from_slice(&answer.body)
+            .map_err(|e| ChannelError::Unavailable(format!("stripe answer is malformed: {e}")))?;
+        Ok(ChannelRefund {
+            state: refund_state(&refund.status, refund.failure_reason),
+            psp_reference: Some(refund.id),
+        })
+    }
+
+    async fn refund_status(
+        &self,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        let Some(pi) = req.channel_reference.as_deref() else {
+            return Ok(ChannelRefund {
+                state: ChannelRefundState::NotFound,
+                psp_reference: None,
+            });
+        };
+        let query = crate::alipay::encode_form(&[("payment_intent", pi), ("limit", "100")]);
+        let authorization = format!("Bearer {}", self.creds.secret_key.expose());
+        let answer = self
+            .client
+            .get(
+                NAME,
+                &format!("{}?{query}", self.refunds_url),
+                &[("authorization", &authorization)],
+            )
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(error_answer(&answer));
+        }
+        let list: RefundList = serde_json::from_slice(&answer.body)
+            .map_err(|e| ChannelError::Unavailable(format!("stripe answer is malformed: {e}")))?;
+        let ours = req.refund_id.to_string();
+        Ok(
+            match list
+                .data
+                .into_iter()
+                .find(|r| r.metadata.get(REFUND_METADATA_KEY) == Some(&ours))
+            {
+                Some(r) => ChannelRefund {
+                    state: refund_state(&r.status, r.failure_reason),
+                    psp_reference: Some(r.id),
+                },
+                None => ChannelRefund {
+                    state: ChannelRefundState::NotFound,
+                    psp_reference: None,
+                },
+            },
+        )
     }
 
     fn verify_callback(
@@ -284,6 +480,7 @@ impl ChannelAdapter for StripeAdapter {
                 };
                 CallbackOutcome::Paid {
                     amount: money(value, &object.currency)?,
+                    payer: object.payer(),
                     channel_reference: object.id,
                 }
             }
@@ -296,6 +493,9 @@ impl ChannelAdapter for StripeAdapter {
             "payment_intent.canceled" => CallbackOutcome::Failed {
                 reason: "stripe payment intent canceled".into(),
             },
+            kind @ ("charge.refunded" | "refund.created" | "refund.updated" | "refund.failed") => {
+                object.refund_report(kind)?
+            }
             _ => CallbackOutcome::Ignored,
         };
         Ok(CallbackNotice {

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ipay_engine::channel::{
     CallbackAck, CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError,
-    ChannelPayment, ChannelPaymentRequest, InboundCallback,
+    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest, ChannelRefundState,
+    InboundCallback, RefundReport,
 };
 use ipay_engine::clock::{Clock, Timestamp};
+use ipay_engine::ids::RefundId;
 use ipay_engine::money::Currency;
 use serde::Deserialize;
 use serde_json::Value;
@@ -123,6 +125,9 @@ pub struct WechatAdapter {
     order_url: String,
     /// Path (with any base-URL prefix) that the request signature covers.
     order_path: String,
+    /// Base URL plus [`wire::REFUNDS_PATH`], and its path (what refund signatures cover).
+    refunds_url: String,
+    refunds_path: String,
     notify_url: String,
     client: HttpClient,
     clock: Arc<dyn Clock>,
@@ -148,8 +153,15 @@ impl WechatAdapter {
         if notify_url.contains('?') {
             return Err("wechat notify_url must not carry a query string".into());
         }
+        let refunds_url = format!("{}{}", base_url.trim_end_matches('/'), wire::REFUNDS_PATH);
+        let refunds_path = url::Url::parse(&refunds_url)
+            .map_err(|_| format!("wechat endpoint `{base_url}` is not a URL"))?
+            .path()
+            .to_owned();
         Ok(WechatAdapter {
             creds,
+            refunds_url,
+            refunds_path,
             order_path: parsed.path().to_owned(),
             order_url,
             notify_url: notify_url.trim_end_matches('/').to_owned(),
@@ -174,6 +186,127 @@ impl WechatAdapter {
             now_secs,
             TOLERANCE_SECS,
         )
+    }
+}
+
+impl WechatAdapter {
+    /// A signed request to the refunds API (`POST` with a body, or a `GET` query), its answer's
+    /// signature checked, read as a refund.
+    async fn refund_call(
+        &self,
+        method: &str,
+        suffix: &str,
+        body: String,
+    ) -> Result<ChannelRefund, ChannelError> {
+        let now_secs = self.clock.now().ms().div_euclid(1000);
+        let nonce = wire::generate_nonce();
+        let path = format!("{}{suffix}", self.refunds_path);
+        let authorization = self
+            .creds
+            .signer
+            .authorization_header(method, &path, now_secs, &nonce, &body)
+            .map_err(|e| ChannelError::Rejected(format!("wechat: {e}")))?;
+        let url = format!("{}{suffix}", self.refunds_url);
+        let headers = [
+            ("authorization", authorization.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("user-agent", "ipay-adapters"),
+        ];
+        let answer = if method == "GET" {
+            self.client.get(NAME, &url, &headers).await?
+        } else {
+            self.client
+                .post(NAME, &url, &headers, body.into_bytes())
+                .await?
+        };
+        if !(200..300).contains(&answer.status) {
+            let err: Option<ApiErrorBody> = serde_json::from_slice(&answer.body).ok();
+            let code = err
+                .as_ref()
+                .and_then(|e| e.code.clone())
+                .unwrap_or_default();
+            let message = err.and_then(|e| e.message).unwrap_or_default();
+            let text = format!("wechat answered HTTP {}: {code} {message}", answer.status);
+            let state = match code.as_str() {
+                "RESOURCE_NOT_EXISTS" => ChannelRefundState::NotFound,
+                "SYSTEM_ERROR" | "FREQUENCY_LIMITED" => {
+                    return Err(ChannelError::Unavailable(text));
+                }
+                _ if answer.status == 429 => return Err(ChannelError::Unavailable(text)),
+                _ => ChannelRefundState::Failed { reason: text },
+            };
+            return Ok(ChannelRefund {
+                state,
+                psp_reference: None,
+            });
+        }
+        self.verify_signed(|name| answer.header(name), &answer.body, now_secs)
+            .map_err(|e| ChannelError::Unavailable(format!("wechat answer not trusted: {e}")))?;
+        let refund = wire::parse_refund(answer.text(NAME)?)
+            .map_err(|e| ChannelError::Unavailable(format!("wechat: {e}")))?;
+        Ok(ChannelRefund {
+            state: refund_state(refund.status),
+            psp_reference: refund.refund_id,
+        })
+    }
+
+    /// What a verified `REFUND.*` notification reports.
+    fn refund_notice(
+        &self,
+        cb: &InboundCallback,
+        notification: wire::CallbackNotification,
+    ) -> Result<CallbackNotice, CallbackError> {
+        let refund = self
+            .creds
+            .apiv3_key
+            .decrypt_refund(&notification.resource)
+            .map_err(|e| match e {
+                WechatError::DecryptionFailed => {
+                    CallbackError::SignatureMismatch("wechat resource does not decrypt".into())
+                }
+                other => CallbackError::Malformed(format!("wechat refund resource: {other}")),
+            })?;
+        if refund
+            .mchid
+            .as_deref()
+            .is_some_and(|m| m != self.creds.signer.mchid())
+        {
+            return Err(CallbackError::Malformed(
+                "`mchid` is not this merchant's".into(),
+            ));
+        }
+        let trade = refund.out_trade_no.clone().unwrap_or_default();
+        if intent_from_path(&cb.path).is_some_and(|routed| routed != trade) {
+            return Err(CallbackError::Malformed(
+                "the order number does not match the callback path".into(),
+            ));
+        }
+        let refund_id = RefundId::parse(&refund.out_refund_no)
+            .map_err(|_| CallbackError::Malformed("`out_refund_no` is not a refund id".into()))?;
+        Ok(CallbackNotice {
+            notification_id: notification.id,
+            intent_id: intent_id("out_trade_no", &trade)?,
+            outcome: CallbackOutcome::Refund(RefundReport::Own {
+                refund_id,
+                state: refund_state(refund.status),
+                psp_reference: refund.refund_id,
+            }),
+        })
+    }
+}
+
+/// WeChat Pay's refund status as the engine's refund state.
+fn refund_state(status: wire::RefundStatus) -> ChannelRefundState {
+    match status {
+        wire::RefundStatus::Success => ChannelRefundState::Succeeded,
+        wire::RefundStatus::Closed => ChannelRefundState::Failed {
+            reason: "wechat refund closed".into(),
+        },
+        wire::RefundStatus::Abnormal => ChannelRefundState::Failed {
+            reason: "wechat refund abnormal: the payer's account could not take it back".into(),
+        },
+        wire::RefundStatus::Processing | wire::RefundStatus::Unknown => ChannelRefundState::Pending,
     }
 }
 
@@ -262,6 +395,30 @@ impl ChannelAdapter for WechatAdapter {
         })
     }
 
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        let out_trade_no = req.intent_id.to_string();
+        let out_refund_no = req.refund_id.to_string();
+        let notify_url = format!("{}/{out_trade_no}", self.notify_url);
+        let body = wire::refund_body(&wire::RefundRequest {
+            out_trade_no: &out_trade_no,
+            out_refund_no: &out_refund_no,
+            reason: req.reason.as_deref(),
+            notify_url: &notify_url,
+            refund: req.amount,
+            total: req.captured,
+        })
+        .map_err(|e| ChannelError::Rejected(format!("wechat: {e}")))?;
+        self.refund_call("POST", "", body).await
+    }
+
+    async fn refund_status(
+        &self,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        self.refund_call("GET", &format!("/{}", req.refund_id), String::new())
+            .await
+    }
+
     fn verify_callback(
         &self,
         cb: &InboundCallback,
@@ -282,6 +439,9 @@ impl ChannelAdapter for WechatAdapter {
             .map_err(|_| CallbackError::Malformed("callback body is not UTF-8".into()))?;
         let notification =
             wire::parse_callback(text).map_err(|e| CallbackError::Malformed(format!("{e}")))?;
+        if notification.event_type.starts_with("REFUND.") {
+            return self.refund_notice(cb, notification);
+        }
         let transaction = self
             .creds
             .apiv3_key
@@ -313,6 +473,7 @@ impl ChannelAdapter for WechatAdapter {
             TradeState::Success => CallbackOutcome::Paid {
                 amount: money(transaction.amount.total, &transaction.amount.currency)?,
                 channel_reference: transaction.transaction_id,
+                payer: transaction.payer.and_then(|p| p.openid),
             },
             TradeState::Closed | TradeState::Payerror | TradeState::Revoked => {
                 CallbackOutcome::Failed {

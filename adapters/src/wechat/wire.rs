@@ -53,6 +53,8 @@ use sha2::{Digest, Sha256};
 pub const AUTH_SCHEME: &str = "WECHATPAY2-SHA256-RSA2048";
 /// Production API host.
 pub const API_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+/// Path of domestic refunds (POST creates; `/{out_refund_no}` queries).
+pub const REFUNDS_PATH: &str = "/v3/refund/domestic/refunds";
 /// Path of the Native (QR code) order.
 pub const NATIVE_ORDER_PATH: &str = "/v3/pay/transactions/native";
 /// Header carrying the signing time (Unix seconds) of an answer or callback.
@@ -945,6 +947,128 @@ pub fn generate_resource_nonce() -> String {
         .take(RESOURCE_NONCE_LEN)
         .map(char::from)
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domestic refunds
+// ---------------------------------------------------------------------------------------------
+
+/// A refund request: `out_refund_no` identifies the refund, so WeChat Pay refunds a repeated
+/// request only once.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    /// The paid order's number.
+    pub out_trade_no: &'a str,
+    /// Our refund id.
+    pub out_refund_no: &'a str,
+    /// Shown to the payer (at most 80 characters are sent).
+    pub reason: Option<&'a str>,
+    /// Where the refund notification goes.
+    pub notify_url: &'a str,
+    /// How much to refund, in fen (CNY).
+    pub refund: Money,
+    /// The order's total, in fen.
+    pub total: Money,
+}
+
+#[derive(Serialize)]
+struct RefundBody<'a> {
+    out_trade_no: &'a str,
+    out_refund_no: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    notify_url: &'a str,
+    amount: RefundBodyAmount,
+}
+
+#[derive(Serialize)]
+struct RefundBodyAmount {
+    refund: i64,
+    total: i64,
+    currency: &'static str,
+}
+
+/// The JSON body of `POST /v3/refund/domestic/refunds`.
+pub fn refund_body(req: &RefundRequest<'_>) -> Result<String, WechatError> {
+    if req.refund.currency.code() != "CNY" || req.total.currency.code() != "CNY" {
+        return Err(WechatError::InvalidField {
+            field: "amount.currency",
+            reason: "WeChat Pay domestic refunds are in CNY",
+        });
+    }
+    if req.refund.value <= 0 || req.refund.value > req.total.value {
+        return Err(WechatError::InvalidField {
+            field: "amount.refund",
+            reason: "must be positive and at most the order total",
+        });
+    }
+    let body = RefundBody {
+        out_trade_no: req.out_trade_no,
+        out_refund_no: req.out_refund_no,
+        reason: req
+            .reason
+            .map(|r| {
+                r.chars()
+                    .filter(|c| !c.is_control())
+                    .take(80)
+                    .collect::<String>()
+            })
+            .filter(|r| !r.is_empty()),
+        notify_url: req.notify_url,
+        amount: RefundBodyAmount {
+            refund: req.refund.value,
+            total: req.total.value,
+            currency: "CNY",
+        },
+    };
+    serde_json::to_string(&body).map_err(|e| WechatError::MalformedJson(e.to_string()))
+}
+
+/// Where a refund stands at WeChat Pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundStatus {
+    /// Money returned.
+    Success,
+    /// Closed without refunding.
+    Closed,
+    /// Being processed.
+    Processing,
+    /// Failed at the payer's bank; the merchant must act in the merchant platform.
+    Abnormal,
+    /// A status this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A refund as the API answers it, or as a refund notification's decrypted `refund` resource.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Refund {
+    /// WeChat Pay's refund id.
+    pub refund_id: Option<String>,
+    /// Our refund id.
+    pub out_refund_no: String,
+    /// The paid order's number.
+    pub out_trade_no: Option<String>,
+    /// The answer's status (`status` in API answers, `refund_status` in notifications).
+    #[serde(alias = "refund_status")]
+    pub status: RefundStatus,
+    /// Merchant number (notifications).
+    #[serde(default)]
+    pub mchid: Option<String>,
+}
+
+/// Parses a refund answer (verify the answer's signature first).
+pub fn parse_refund(body: &str) -> Result<Refund, WechatError> {
+    serde_json::from_str(body).map_err(|e| WechatError::MalformedJson(e.to_string()))
+}
+
+impl ApiV3Key {
+    /// Decrypts a `refund` resource (of a `REFUND.*` notification) and parses it.
+    pub fn decrypt_refund(&self, resource: &EncryptedResource) -> Result<Refund, WechatError> {
+        let plaintext = self.decrypt_resource(resource)?;
+        parse_refund(&plaintext)
+    }
 }
 
 #[cfg(test)]

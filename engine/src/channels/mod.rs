@@ -20,7 +20,7 @@ pub mod vault;
 
 use crate::channel::{
     ChannelAdapter, ChannelError, ChannelFactory, ChannelPayment, ChannelPaymentRequest,
-    ChannelsConfig,
+    ChannelRefund, ChannelRefundRequest, ChannelsConfig,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::error::{EngineError, EngineResult};
@@ -468,6 +468,38 @@ impl ChannelHub {
         adapter: &Arc<dyn ChannelAdapter>,
         req: &ChannelPaymentRequest,
     ) -> Result<ChannelPayment, ChannelError> {
+        self.call_psp(channel, || adapter.create_payment(req)).await
+    }
+
+    /// Asks the channel to refund, behind the same breaker, retries and budget as
+    /// [`ChannelHub::create_payment`] (the PSP de-duplicates on our refund id, so a retry of a
+    /// refund that did reach it pays nothing twice).
+    pub async fn refund(
+        &self,
+        channel: &str,
+        adapter: &Arc<dyn ChannelAdapter>,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        self.call_psp(channel, || adapter.refund(req)).await
+    }
+
+    /// Asks the channel where a refund stands, behind the breaker and retries.
+    pub async fn refund_status(
+        &self,
+        channel: &str,
+        adapter: &Arc<dyn ChannelAdapter>,
+        req: &ChannelRefundRequest,
+    ) -> Result<ChannelRefund, ChannelError> {
+        self.call_psp(channel, || adapter.refund_status(req)).await
+    }
+
+    /// One PSP operation behind `channel`'s breaker, retried while unavailable (see
+    /// [`ChannelHub::create_payment`] for the budget rules).
+    async fn call_psp<T, F, Fut>(&self, channel: &str, op: F) -> Result<T, ChannelError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ChannelError>>,
+    {
         let breaker = self.breaker(channel);
         let call_timeout = Duration::from_millis(self.setup.config.call_timeout_ms.max(1));
         let min_attempt = call_timeout.min(MIN_ATTEMPT);
@@ -485,7 +517,7 @@ impl ChannelHub {
                 .min(budget.saturating_sub(spent))
                 .max(min_attempt);
             let started = tokio::time::Instant::now();
-            let outcome = match tokio::time::timeout(timeout, adapter.create_payment(req)).await {
+            let outcome = match tokio::time::timeout(timeout, op()).await {
                 Ok(r) => r,
                 Err(_) => Err(ChannelError::Unavailable(format!(
                     "no answer within {} ms",

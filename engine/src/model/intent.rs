@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::{MerchantId, PaymentIntentId, RefundId, ServiceId};
 use crate::model::event::Event;
-use crate::model::refund::{Refund, RefundStatus};
+use crate::model::refund::{self, PendingRefund, Refund, RefundMode, RefundOutcome};
 use crate::money::Money;
 use serde::{Deserialize, Serialize};
 
@@ -108,8 +108,11 @@ pub fn next_status(from: IntentStatus, action: IntentAction) -> EngineResult<Int
 /// A command addressed to one intent's session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IntentCommand {
-    /// The channel confirmed payment.
-    Succeed { channel_reference: Option<String> },
+    /// The channel confirmed payment (and maybe who paid).
+    Succeed {
+        channel_reference: Option<String>,
+        payer: Option<String>,
+    },
     /// The channel reported failure.
     Fail { reason: String },
     /// The expiry timer fired.
@@ -121,6 +124,19 @@ pub enum IntentCommand {
         refund_id: RefundId,
         amount: Option<Money>,
         reason: Option<String>,
+        mode: RefundMode,
+    },
+    /// A pending refund ended (PSP answer, callback, poller or the merchant's confirmation).
+    SettleRefund {
+        refund: Box<Refund>,
+        outcome: RefundOutcome,
+        psp_reference: Option<String>,
+    },
+    /// The PSP reports its running refunded total; the part beyond ours becomes a refund.
+    RecordPspRefunds {
+        refund_id: RefundId,
+        total: i64,
+        psp_reference: Option<String>,
     },
 }
 
@@ -131,7 +147,9 @@ impl IntentCommand {
             IntentCommand::Fail { .. } => IntentAction::Fail,
             IntentCommand::Expire => IntentAction::Expire,
             IntentCommand::Cancel { .. } => IntentAction::Cancel,
-            IntentCommand::Refund { .. } => IntentAction::Refund,
+            IntentCommand::Refund { .. }
+            | IntentCommand::SettleRefund { .. }
+            | IntentCommand::RecordPspRefunds { .. } => IntentAction::Refund,
         }
     }
 }
@@ -143,8 +161,16 @@ pub struct PaymentIntent {
     pub id: PaymentIntentId,
     pub status: IntentStatus,
     pub amount: Money,
-    /// Minor units refunded so far (never above `amount.value`).
+    /// Minor units refunded so far, refunds still pending at the PSP included (never above
+    /// `amount.value`; a failed refund gives its amount back).
     pub amount_refunded: i64,
+    /// Refunds waiting for the PSP (their amounts are in `amount_refunded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds_pending: Vec<PendingRefund>,
+    /// Who paid, when the channel says (Alipay `buyer_id`, WeChat Pay `openid`, Stripe
+    /// billing details).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
     pub channel: String,
     #[schema(value_type = String)]
     pub service_id: ServiceId,
@@ -212,16 +238,22 @@ impl PaymentIntent {
         let mut next = self.clone();
         next.status = status;
         next.updated = now;
-        let (event_type, refund) = match cmd {
-            IntentCommand::Succeed { channel_reference } => {
+        let event_type = match cmd {
+            IntentCommand::Succeed {
+                channel_reference,
+                payer,
+            } => {
                 if let Some(r) = channel_reference {
                     next.channel_reference = Some(r.clone());
                 }
-                ("payment_intent.succeeded", None)
+                if payer.is_some() {
+                    next.payer = payer.clone();
+                }
+                "payment_intent.succeeded"
             }
             IntentCommand::Fail { reason } => {
                 next.failure_reason = Some(reason.clone());
-                ("payment_intent.failed", None)
+                "payment_intent.failed"
             }
             IntentCommand::Expire => {
                 if now < self.expires_at {
@@ -233,69 +265,36 @@ impl PaymentIntent {
                         ),
                     });
                 }
-                ("payment_intent.expired", None)
+                "payment_intent.expired"
             }
             IntentCommand::Cancel { reason } => {
                 next.cancellation_reason = reason.clone();
-                ("payment_intent.cancelled", None)
+                "payment_intent.cancelled"
             }
             IntentCommand::Refund {
                 refund_id,
                 amount,
                 reason,
+                mode,
+            } => return refund::create(self, next, *refund_id, *amount, reason, *mode, now),
+            IntentCommand::SettleRefund {
+                refund,
+                outcome,
+                psp_reference,
+            } => return refund::settle(self, next, refund, outcome, psp_reference, now),
+            IntentCommand::RecordPspRefunds {
+                refund_id,
+                total,
+                psp_reference,
             } => {
-                let left = self.refundable();
-                let value = match amount {
-                    Some(m) if m.currency != self.amount.currency => {
-                        return Err(EngineError::invalid(
-                            "currency_mismatch",
-                            "amount.currency",
-                            format!(
-                                "refund currency {} differs from the payment's {}",
-                                m.currency, self.amount.currency
-                            ),
-                        ));
-                    }
-                    Some(m) => m.value,
-                    None => left,
-                };
-                if left <= 0 {
-                    return Err(EngineError::Conflict {
-                        code: "charge_already_refunded",
-                        message: format!("payment intent {} is already fully refunded", self.id),
-                    });
-                }
-                if value > left {
-                    return Err(EngineError::invalid(
-                        "refund_exceeds_captured",
-                        "amount.value",
-                        format!(
-                            "refund of {value} exceeds the {left} minor units still refundable on {}",
-                            self.id
-                        ),
-                    ));
-                }
-                next.amount_refunded += value;
-                debug_assert!(next.amount_refunded <= next.amount.value);
-                let refund = Refund {
-                    id: *refund_id,
-                    payment_intent: self.id,
-                    amount: Money {
-                        value,
-                        currency: self.amount.currency,
-                    },
-                    reason: reason.clone(),
-                    status: RefundStatus::Succeeded,
-                    livemode: self.livemode,
-                    merchant_id: self.merchant_id,
-                    created: now,
-                };
-                let ev = refund.succeeded_event(now);
-                return Ok(Applied {
-                    intent: next,
-                    events: vec![ev],
-                    refund: Some(refund),
-                });
+                return refund::record_psp_total(
+                    self,
+                    next,
+                    *refund_id,
+                    *total,
+                    psp_reference,
+                    now,
+                );
             }
         };
         let ev = Event::new(
@@ -309,7 +308,7 @@ impl PaymentIntent {
         Ok(Applied {
             intent: next,
             events: vec![ev],
-            refund,
+            refund: None,
         })
     }
 }
@@ -325,6 +324,8 @@ pub(crate) mod tests {
             status: IntentStatus::Pending,
             amount: Money::from_parts(1000, "EUR").unwrap(),
             amount_refunded: 0,
+            refunds_pending: Vec::new(),
+            payer: None,
             channel: "sandbox".into(),
             service_id: ServiceId::new_at(now),
             qr_code: "qr".into(),
@@ -345,6 +346,7 @@ pub(crate) mod tests {
             refund_id: RefundId::new_at(1),
             amount: amount.map(|v| Money::from_parts(v, "EUR").unwrap()),
             reason: None,
+            mode: RefundMode::Instant,
         }
     }
 
@@ -355,6 +357,7 @@ pub(crate) mod tests {
             .apply(
                 &IntentCommand::Succeed {
                     channel_reference: Some("ch_1".into()),
+                    payer: None,
                 },
                 Timestamp(2_000),
             )
@@ -365,6 +368,7 @@ pub(crate) mod tests {
         let again = a.intent.apply(
             &IntentCommand::Succeed {
                 channel_reference: None,
+                payer: None,
             },
             Timestamp(3_000),
         );
@@ -377,6 +381,7 @@ pub(crate) mod tests {
             .apply(
                 &IntentCommand::Succeed {
                     channel_reference: None,
+                    payer: None,
                 },
                 Timestamp(1),
             )
@@ -458,7 +463,7 @@ pub(crate) mod tests {
 
         #[test]
         fn refunds_never_exceed_the_captured_amount(amounts in proptest::collection::vec(1i64..700, 1..10)) {
-            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None }, Timestamp(1)).unwrap().intent;
+            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None, payer: None }, Timestamp(1)).unwrap().intent;
             for v in amounts {
                 if let Ok(a) = pi.apply(&refund(Some(v)), Timestamp(2)) { pi = a.intent; }
                 prop_assert!(pi.amount_refunded <= pi.amount.value);

@@ -9,5 +9,5 @@ pub mod service;
 pub use event::{Event, EventView};
 pub use intent::{Applied, IntentCommand, IntentStatus, PaymentIntent};
 pub use merchant::{ApiKey, ApiKeyInput, Merchant, Permission, Secret};
-pub use refund::{Refund, RefundStatus};
+pub use refund::{PendingRefund, Refund, RefundMode, RefundOutcome, RefundSource, RefundStatus};
 pub use service::{Service, ServiceAction, ServiceInput, ServiceStatus};

@@ -364,6 +364,8 @@ mod tests {
             status: IntentStatus::Pending,
             amount: crate::money::Money::from_parts(1234, "EUR").unwrap(),
             amount_refunded: 0,
+            refunds_pending: Vec::new(),
+            payer: None,
             channel: "sandbox".into(),
             service_id: ServiceId::new_at(1_000),
             qr_code: "q".into(),

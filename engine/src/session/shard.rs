@@ -552,6 +552,8 @@ fn push_applied(batch: &mut WriteBatch, a: &Applied) {
     batch.push(WriteOp::PutIntent(a.intent.clone()));
     if let Some(r) = &a.refund {
         batch.push(WriteOp::PutRefund(r.clone()));
+        // The refund poller's work list changes in the same batch as the refund.
+        batch.push(crate::refunds::poll_entry_op(r));
     }
     for e in &a.events {
         batch.push(WriteOp::PutEvent(e.clone()));
