@@ -99,8 +99,14 @@ fn status_name(s: SessionStatus) -> String {
 fn payment_box(view: &ConsumerView) -> Option<PaymentBox> {
     let p = view.payment.as_ref()?;
     let payload = p.qr_code.clone().unwrap_or_default();
-    let is_link = payload.starts_with("https://") || payload.starts_with("http://");
-    let qr_data_url = (!is_link && !payload.is_empty())
+    // QR channels' payloads are often URLs too (Alipay's `https://qr.alipay.com/…`): the
+    // channel, not the payload's shape, says whether to scan or to follow a link.
+    let scan = matches!(
+        p.channel.as_str(),
+        "alipay" | "wechat" | "promptpay" | "sandbox"
+    );
+    let is_link = !scan && (payload.starts_with("https://") || payload.starts_with("http://"));
+    let qr_data_url = (scan && !payload.is_empty())
         .then(|| ipay_adapters::qr::svg(&payload, QR_MODULE_PX).ok())
         .flatten()
         .map(|svg| {
