@@ -167,6 +167,18 @@ impl Browser {
         .await;
     }
 
+    /// Clicks a submit button and waits until the next page has loaded (a marker in the old
+    /// page's global state is gone and the new document is complete).
+    async fn submit(&self, css: &str) {
+        self.js("window.__beforeSubmit = true; return true;").await;
+        self.click(css).await;
+        self.until(
+            &format!("the page after {css}"),
+            "return window.__beforeSubmit !== true && document.readyState === 'complete';",
+        )
+        .await;
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         self.cmd(
@@ -195,10 +207,26 @@ impl Browser {
         .await
     }
 
+    /// Runs a script; `None` if the browser reported an error (e.g. the page was unloading).
+    async fn try_js(&self, script: &str) -> Option<Value> {
+        let v: Value = self
+            .http
+            .post(format!("{}/execute/sync", self.base))
+            .json(&json!({"script": script, "args": []}))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["value"]["error"].is_null().then(|| v["value"].clone())
+    }
+
     /// Waits until `script` returns true in the page (a condition, checked every 100 ms).
     async fn until(&self, what: &str, script: &str) {
         let started = Instant::now();
-        while self.js(script).await != true {
+        // A check made while the page navigates may fail; it counts as "not yet".
+        while self.try_js(script).await != Some(Value::Bool(true)) {
             if started.elapsed() > WAIT {
                 let page = self
                     .js("return location.href + '\\n' + document.body.innerText;")
@@ -464,7 +492,7 @@ async fn a_merchant_sees_the_payment_live_rotates_a_key_and_replays_a_webhook() 
     // A key from the dashboard, used to register a webhook endpoint over the API.
     b.type_into("#key-label", "shop backend").await;
     b.type_into("#key-ips", "127.0.0.1, 10.0.0.0/8").await;
-    b.click("#create-key").await;
+    b.submit("#create-key").await;
     let secret = b.text("#new-secret").await;
     assert!(secret.starts_with("sk_live_"), "{secret}");
     let ep = w
@@ -545,7 +573,7 @@ async fn a_merchant_sees_the_payment_live_rotates_a_key_and_replays_a_webhook() 
     }
     b.screenshots("dashboard").await;
     b.size(DESKTOP).await;
-    b.click("#webhooks form button").await;
+    b.submit("#webhooks form button").await;
     assert_eq!(
         b.text("#notice").await,
         "The event was queued for delivery again."
@@ -556,7 +584,7 @@ async fn a_merchant_sees_the_payment_live_rotates_a_key_and_replays_a_webhook() 
     assert_eq!(body(&both[1])["id"], body(&first[0])["id"]);
 
     // Rotate the key: a new secret, and the old one no longer works.
-    b.click("#keys form[action$='/rotate'] button").await;
+    b.submit("#keys form[action$='/rotate'] button").await;
     let rotated = b.text("#new-secret").await;
     assert!(rotated.starts_with("sk_live_") && rotated != secret);
     let old = w.srv.get("/v1/payment-intents", &secret).await;
@@ -633,14 +661,14 @@ async fn an_operator_unlocks_a_locked_otp_and_moves_a_parcel_from_the_desk() {
     b.assert_accessible("operator desk").await;
     b.screenshots("operator").await;
 
-    b.click(&format!("#row-{sid} form[action$='/unlock'] button"))
+    b.submit(&format!("#row-{sid} form[action$='/unlock'] button"))
         .await;
     assert_eq!(
         b.text("#notice").await,
         "The reference was unlocked; the driver may try the code again."
     );
     assert!(b.text(&format!("#row-{sid}")).await.contains("0 wrong"));
-    b.click(&format!("#row-{sid} form[action$='/parcel'] button"))
+    b.submit(&format!("#row-{sid} form[action$='/parcel'] button"))
         .await;
     assert!(b.text(&format!("#row-{sid}")).await.contains("IN_DELIVERY"));
     let ok = srv
