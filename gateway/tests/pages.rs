@@ -205,6 +205,109 @@ async fn pages_need_a_login_refuse_the_wrong_role_and_answer_errors_with_the_api
 }
 
 #[tokio::test]
+async fn bad_page_input_gets_coded_errors_never_a_server_error() {
+    let srv = server().await;
+    let u = srv.lastmile_merchant("Librairie Curie").await;
+    let operator = srv.lastmile_user_by("operator", ADMIN, None).await;
+    let (sid, token) = session(&srv, &u).await;
+    let csrf = "c".repeat(43);
+    let cookie = format!("ipay_csrf={csrf}; ipay_session=j.{}", operator.token);
+    let send = |path: String, body: String, ctype: &'static str| {
+        plain()
+            .post(format!("{}{path}", srv.base))
+            .header(COOKIE, cookie.clone())
+            .header(reqwest::header::CONTENT_TYPE, ctype)
+            .body(body)
+            .send()
+    };
+    let form = "application/x-www-form-urlencoded";
+    let cases = [
+        (
+            format!("/pay/{token}/start"),
+            format!("csrf={csrf}"),
+            form,
+            400,
+            "parameter_invalid",
+        ),
+        (
+            format!("/pay/{token}/start"),
+            format!("csrf={csrf}&channel=bitcoin"),
+            form,
+            400,
+            "",
+        ),
+        (
+            format!("/pay/{token}/start"),
+            "{}".into(),
+            "application/json",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "/pay/nope/start".into(),
+            format!("csrf={csrf}&channel=sandbox"),
+            form,
+            404,
+            "",
+        ),
+        (
+            format!("/operator/sessions/{sid}/parcel"),
+            format!("csrf={csrf}&status=FLYING"),
+            form,
+            400,
+            "",
+        ),
+        (
+            format!("/operator/sessions/{sid}/parcel"),
+            format!("csrf={csrf}&status=DELIVERED"),
+            form,
+            409,
+            "",
+        ),
+        (
+            "/operator/sessions/ps_nope/unlock".into(),
+            format!("csrf={csrf}"),
+            form,
+            404,
+            "",
+        ),
+        (
+            "/login".into(),
+            format!("csrf={csrf}&email=x%40y.z&password=wrongwrongwrong"),
+            form,
+            401,
+            "",
+        ),
+        (
+            "/login".into(),
+            format!("csrf={csrf}&api_key=sk_test_nope"),
+            form,
+            401,
+            "auth_invalid",
+        ),
+        ("/login".into(), "%%%".into(), form, 400, ""),
+    ];
+    for (path, body, ctype, status, code) in cases {
+        let r = send(path.clone(), body.clone(), ctype).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path} {body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(code), "{path} {body}: {text}");
+    }
+    let big = format!("csrf={csrf}&channel={}", "x".repeat(2 * 1024 * 1024));
+    let r = send(format!("/pay/{token}/start"), big, form)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, _, _) = get_text(&srv, &format!("/pay/{token}?lang=%FF%FE")).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "an unknown language falls back to English"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn analytics_report_revenue_and_success_rates_per_channel_from_the_ledger() {
     let srv = server().await;
     let m = srv.merchant("analytics merchant").await;

@@ -173,10 +173,23 @@ pub fn form<T: serde::de::DeserializeOwned>(
     f: Result<axum::Form<T>, axum::extract::rejection::FormRejection>,
 ) -> Result<T, PageError> {
     f.map(|axum::Form(v)| v).map_err(|e| {
-        PageError(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "parameter_invalid",
-            format!("invalid form: {}", e.body_text()),
-        ))
+        let err = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than the server accepts",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the form as `application/x-www-form-urlencoded`",
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parameter_invalid",
+                format!("invalid form: {}", e.body_text()),
+            ),
+        };
+        PageError(err)
     })
 }
