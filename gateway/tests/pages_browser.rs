@@ -658,6 +658,7 @@ async fn an_operator_unlocks_a_locked_otp_and_moves_a_parcel_from_the_desk() {
     )
     .await;
     assert!(b.text(&format!("#row-{sid}")).await.contains("locked"));
+    assert!(b.text("#drivers").await.contains(&driver_user.email));
     b.assert_accessible("operator desk").await;
     b.screenshots("operator").await;
 

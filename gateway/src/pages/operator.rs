@@ -1,5 +1,6 @@
 //! The operator desk: one merchant's payment sessions and parcels with the API's filters,
-//! moving a parcel to its next state, and unlocking a reference locked by wrong OTPs. The
+//! moving a parcel to its next state, unlocking a reference locked by wrong OTPs, and the
+//! list of drivers. The
 //! rules (state machines, who may do what, the unlock's log entry) are last-mile's; this page
 //! calls the same methods as `/api/payment-sessions`.
 
@@ -12,11 +13,24 @@ use askama::Template;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use ipay_lastmile::accounts::Role;
 use ipay_lastmile::sessions::{Actor, ParcelStatusRequest, SessionListParams, SessionView};
 use serde::{Deserialize, Serialize};
 
 /// Sessions per page on the desk.
 const ROWS: usize = 50;
+
+/// Drivers listed on the desk.
+const DRIVERS: usize = 200;
+
+/// One driver row.
+pub struct DriverRow {
+    pub name: String,
+    pub email: String,
+    /// The merchant a driver is attached to; empty for a carrier's driver (any merchant).
+    pub merchant: String,
+    pub created: String,
+}
 
 /// The desk's filters (the list API's, without paging).
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -63,6 +77,7 @@ pub struct DeskPage {
     /// The filters as a query string, to come back to after an action.
     pub back: String,
     pub rows: Vec<Row>,
+    pub drivers: Vec<DriverRow>,
     pub notice: Option<&'static str>,
 }
 
@@ -141,6 +156,18 @@ pub async fn page(
         "moved" => Some("The parcel state was changed."),
         _ => None,
     };
+    let drivers = st
+        .lastmile
+        .list_users_by_role(Role::Driver, DRIVERS)
+        .await?
+        .into_iter()
+        .map(|d| DriverRow {
+            name: d.name,
+            email: d.email,
+            merchant: d.merchant_id.map(|m| m.to_string()).unwrap_or_default(),
+            created: d.created.to_string(),
+        })
+        .collect();
     let mut back_q = q.clone();
     back_q.notice.clear();
     let (token, fresh) = csrf::token(&headers);
@@ -149,6 +176,7 @@ pub async fn page(
         back: query_string(&back_q),
         q,
         rows,
+        drivers,
         notice,
     };
     let mut r = html(StatusCode::OK, &page);
