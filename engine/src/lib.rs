@@ -4,6 +4,7 @@
 //! This crate knows nothing about HTTP or any PSP's wire format: the gateway crate turns
 //! requests into calls on [`Engine`], and channel adapters implement [`channel::ChannelAdapter`].
 
+pub mod analytics;
 pub mod channel;
 pub mod channels;
 pub mod clock;

@@ -167,6 +167,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::webhooks::router())
         .merge(routes::lastmile::router())
         .merge(routes::internal::router())
+        .merge(routes::analytics::router())
+        .merge(crate::pages::router())
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
     // Bulk upload streams files of up to `lastmile.upload_max_bytes` for minutes: it sits

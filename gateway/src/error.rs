@@ -223,10 +223,10 @@ pub async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     let mut resp = if let Some(err) = resp.extensions().get::<ApiError>().cloned() {
         render(&err, &id)
     } else if (resp.status().is_client_error() || resp.status().is_server_error())
-        && !resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+        && !resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            // Pages render their own error page (with the same code) as HTML.
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        })
     {
         render(&for_bare_status(resp.status()), &id)
     } else {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pages;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;

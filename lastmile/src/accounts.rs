@@ -14,7 +14,7 @@ use ipay_engine::Engine;
 use ipay_engine::clock::Timestamp;
 use ipay_engine::error::{EngineError, EngineResult};
 use ipay_engine::ids::MerchantId;
-use ipay_engine::store::{WriteBatch, WriteOp};
+use ipay_engine::store::{EntryRange, WriteBatch, WriteOp};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -22,6 +22,8 @@ use std::str::FromStr;
 
 const USER: &str = "lm_user";
 const USER_EMAIL: &str = "lm_user_email";
+/// Index: partition = role, sort = user id, value = the user's view (for listing drivers).
+const USERS_BY_ROLE: &str = "lm_users_by_role";
 const MERCHANT: &str = "lm_merchant";
 const CONFIG: &str = "lm_config";
 /// Issuer and audience of account tokens.
@@ -98,7 +100,7 @@ impl fmt::Debug for User {
 }
 
 /// What the API shows of a user.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     #[schema(value_type = String, example = "usr_01J7XZ1A2B3C4D5E6F7G8H9IKM")]
     pub id: UserId,
@@ -436,8 +438,32 @@ impl LastMile {
             key: u.email,
             value: user.id.to_string().into_bytes(),
         });
+        batch.push(WriteOp::PutEntry {
+            index: USERS_BY_ROLE,
+            partition: user.role.as_str().to_string(),
+            sort: user.id.to_string(),
+            value: serde_json::to_vec(&user.view()).map_err(internal)?,
+        });
         ledger.submit(batch).await?;
         Ok((user, merchant))
+    }
+
+    /// Users of one role, oldest first, at most `limit` (the operator desk's driver list).
+    /// Accounts registered before this index existed are not listed.
+    pub async fn list_users_by_role(
+        &self,
+        role: Role,
+        limit: usize,
+    ) -> EngineResult<Vec<UserView>> {
+        let rows = self
+            .engine
+            .ledger()
+            .scan_entries(USERS_BY_ROLE, role.as_str(), &EntryRange::all(limit))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<UserView>(&v).ok())
+            .collect())
     }
 
     /// Checks an email and password and returns a fresh token.

@@ -2,6 +2,7 @@
 //! maps the result; no business rule lives here.
 
 pub mod admin;
+pub mod analytics;
 pub mod api_keys;
 pub mod channels;
 pub mod events;
