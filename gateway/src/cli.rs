@@ -306,11 +306,19 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
             // database without taking each other's leases.
             let opts = RedisOptions {
                 prefix: format!("ipay:{}:", cfg.cluster.keyspace),
+                tls: cfg.redis_tls(),
                 ..RedisOptions::default()
             };
-            RedisHotState::connect(&cfg.cluster.redis_url, opts)
+            let redis = RedisHotState::connect(&cfg.cluster.redis_url, opts)
                 .await
-                .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?
+                .map_err(|e| format!("cannot use Redis at cluster.redis_url: {e}"))?;
+            // A wrong password or an untrusted certificate stops the start here, with the
+            // reason, rather than failing every request later.
+            redis
+                .check()
+                .await
+                .map_err(|e| format!("cluster mode: {e}"))?;
+            redis
         }
     };
     // The outbox hook goes on before anything can write an event (the engine's start-up may

@@ -6,6 +6,7 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipay_engine::EngineConfig;
+use ipay_engine::model::Secret;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,8 +121,9 @@ impl Default for StorageConfig {
     }
 }
 
-/// `[cluster]`: where cluster mode (`storage.mode = "cluster"`) keeps its state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[cluster]`: where cluster mode (`storage.mode = "cluster"`) keeps its state, and how to
+/// reach it (logins, TLS). `Debug` hides every secret.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `host:port` of one or more ScyllaDB / Cassandra nodes; the rest are discovered.
@@ -137,8 +139,28 @@ pub struct ClusterConfig {
     pub cql_request_timeout_ms: u64,
     /// Ledger write batches in flight to the cluster before requests get 503 at once.
     pub max_inflight_batches: usize,
-    /// Redis for shared hot state (idempotency reservations, leases).
+    /// Login name for clusters with authentication on (PasswordAuthenticator); empty: none.
+    pub cql_username: String,
+    /// Password of `cql_username`. Set it through `IPAY_CLUSTER__CQL_PASSWORD`.
+    pub cql_password: Secret,
+    /// Connect to the CQL nodes with TLS (also on when any `cql_tls_*_file` is set).
+    pub cql_tls: bool,
+    /// PEM CA certificate(s) the nodes' certificates must chain to; empty: the system's
+    /// trust store. Node certificates must name the node's address (IP SAN).
+    pub cql_tls_ca_file: String,
+    /// PEM client certificate (chain) for nodes that require one; with `cql_tls_key_file`.
+    pub cql_tls_cert_file: String,
+    /// PEM private key of `cql_tls_cert_file`.
+    pub cql_tls_key_file: String,
+    /// Redis for shared hot state (idempotency reservations, leases):
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
     pub redis_url: String,
+    /// With `rediss://`: PEM CA certificate(s) to trust instead of the system's.
+    pub redis_tls_ca_file: String,
+    /// With `rediss://`: PEM client certificate for servers that ask for one.
+    pub redis_tls_cert_file: String,
+    /// PEM private key of `redis_tls_cert_file`.
+    pub redis_tls_key_file: String,
     /// Shared secret nodes present to each other's `/internal/` routes when forwarding a
     /// session command to its owner. Every node of a cluster needs the same value; empty turns
     /// forwarding off (commands for sessions owned elsewhere then get 503 until the owner's
@@ -161,12 +183,67 @@ impl Default for ClusterConfig {
             cql_connect_timeout_ms: 5_000,
             cql_request_timeout_ms: 1_000,
             max_inflight_batches: 4_096,
+            cql_username: String::new(),
+            cql_password: Secret::new(String::new()),
+            cql_tls: false,
+            cql_tls_ca_file: String::new(),
+            cql_tls_cert_file: String::new(),
+            cql_tls_key_file: String::new(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_tls_ca_file: String::new(),
+            redis_tls_cert_file: String::new(),
+            redis_tls_key_file: String::new(),
             node_token: String::new(),
             advertise_url: String::new(),
             session_lease_ms: 5_000,
         }
     }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.node_token.is_empty() {
+            ""
+        } else {
+            "***"
+        };
+        f.debug_struct("ClusterConfig")
+            .field("cql_contact_points", &self.cql_contact_points)
+            .field("keyspace", &self.keyspace)
+            .field("cql_username", &self.cql_username)
+            .field("cql_password", &self.cql_password)
+            .field("cql_tls", &self.cql_tls)
+            .field("cql_tls_ca_file", &self.cql_tls_ca_file)
+            .field("cql_tls_cert_file", &self.cql_tls_cert_file)
+            .field("cql_tls_key_file", &self.cql_tls_key_file)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .field("redis_tls_cert_file", &self.redis_tls_cert_file)
+            .field("redis_tls_key_file", &self.redis_tls_key_file)
+            .field("node_token", &token)
+            .field("advertise_url", &self.advertise_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its password replaced by `***` (`rediss://:***@host:6380`); a URL that does
+/// not parse is not shown at all, since where its password sits is unknown.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
+/// A path setting: empty means "not set".
+fn path(s: &str) -> Option<PathBuf> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| PathBuf::from(s))
 }
 
 /// `[admin]`
@@ -234,6 +311,32 @@ impl Config {
             idempotency_ttl: std::time::Duration::from_secs(
                 (self.limits.idempotency_ttl_hours.max(1) as u64).saturating_mul(3600),
             ),
+            auth: (!c.cql_username.is_empty()).then(|| ipay_engine::store::tls::CqlAuth {
+                username: c.cql_username.clone(),
+                password: c.cql_password.clone(),
+            }),
+            tls: self.cql_tls(),
+        }
+    }
+
+    /// TLS for the CQL connections: on with `cql_tls` or when a TLS file is named.
+    fn cql_tls(&self) -> Option<ipay_engine::store::tls::TlsFiles> {
+        let c = &self.cluster;
+        let files = ipay_engine::store::tls::TlsFiles {
+            ca_file: path(&c.cql_tls_ca_file),
+            cert_file: path(&c.cql_tls_cert_file),
+            key_file: path(&c.cql_tls_key_file),
+        };
+        (c.cql_tls || !files.is_empty()).then_some(files)
+    }
+
+    /// TLS files for a `rediss://` `redis_url`.
+    pub fn redis_tls(&self) -> ipay_engine::store::tls::TlsFiles {
+        let c = &self.cluster;
+        ipay_engine::store::tls::TlsFiles {
+            ca_file: path(&c.redis_tls_ca_file),
+            cert_file: path(&c.redis_tls_cert_file),
+            key_file: path(&c.redis_tls_key_file),
         }
     }
 
@@ -337,6 +440,41 @@ mod tests {
             std::time::Duration::from_secs(24 * 3600)
         );
         assert_eq!(cfg.cluster.redis_url, "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn cluster_secrets_never_show_in_debug_output() {
+        let mut cfg = Config::default();
+        cfg.cluster.redis_url = "rediss://ipay:redis-pass-1@10.0.0.7:6380/2".into();
+        cfg.cluster.cql_username = "ipay".into();
+        cfg.cluster.cql_password = Secret::new("cql-pass-2".into());
+        cfg.cluster.node_token = "node-token-3".into();
+        let shown = format!("{cfg:?}");
+        for secret in ["redis-pass-1", "cql-pass-2", "node-token-3"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("rediss://ipay:***@10.0.0.7:6380/2"),
+            "{shown}"
+        );
+        assert!(
+            format!("{:?}", cfg.cql()).contains("ipay")
+                && !format!("{:?}", cfg.cql()).contains("cql-pass-2")
+        );
+    }
+
+    #[test]
+    fn cql_tls_is_on_with_the_switch_or_any_file() {
+        let mut cfg = Config::default();
+        assert!(cfg.cql().tls.is_none() && cfg.cql().auth.is_none());
+        cfg.cluster.cql_tls_ca_file = "/etc/ipay/ca.pem".into();
+        let tls = cfg.cql().tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ipay/ca.pem")));
+        cfg.cluster.cql_tls_ca_file.clear();
+        cfg.cluster.cql_tls = true;
+        assert!(cfg.cql().tls.unwrap().is_empty());
+        cfg.cluster.cql_username = "ipay".into();
+        assert_eq!(cfg.cql().auth.unwrap().username, "ipay");
     }
 
     #[test]

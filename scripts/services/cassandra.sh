@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Single-node Apache Cassandra 5.0 for integration tests, run straight from the
 # org.apache.cassandra:cassandra-all Maven artifact on Java 17 (no Docker, no tarball).
-# Everything binds to 127.0.0.1. Usage: cassandra.sh {start|stop|status|env}
+# Everything binds to 127.0.0.1. Usage: cassandra.sh {start|stop|status|env} [tls]
+#
+# `tls` selects a second, separate node whose clients must use TLS (client_encryption_options
+# with a Java keystore made from tls_certs.sh's throwaway CA) and log in (PasswordAuthenticator,
+# the built-in superuser `cassandra`/`cassandra`): the TLS/auth tests' server. It runs with a
+# 1G heap unless IPAY_CASSANDRA_HEAP says otherwise. Its env prints IPAY_TEST_CQL_TLS_ADDR,
+# IPAY_TEST_CQL_TLS_USER, IPAY_TEST_CQL_TLS_PASSWORD and IPAY_TEST_TLS_DIR (ca.pem, …).
 #
 #   IPAY_CASSANDRA_PORT     CQL (native transport) port (default: a free port picked at start)
 #   IPAY_SERVICES_DIR       state root (default: REPO/target/services); state in .../cassandra/
@@ -30,8 +36,16 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
 # 5.0.9 was the newest 5.0.x in Maven Central when this was written (6.0 is alpha).
 VERSION="${IPAY_CASSANDRA_VERSION:-5.0.9}"
-STATE="${IPAY_SERVICES_DIR:-$REPO/target/services}/cassandra"
+VARIANT="${2:-}"
+case "$VARIANT" in "" | tls) ;; *) echo "usage: $0 {start|stop|status|env} [tls]" >&2; exit 2 ;; esac
+STATE="${IPAY_SERVICES_DIR:-$REPO/target/services}/cassandra${VARIANT:+-$VARIANT}"
 case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac
+# Test certificates, shared with redis.sh's tls variant (one CA for both).
+CERTS="${IPAY_SERVICES_DIR:-$REPO/target/services}/tls-certs"
+case "$CERTS" in /*) ;; *) CERTS="$PWD/$CERTS" ;; esac
+# The tls variant's login: the superuser PasswordAuthenticator creates on first start.
+TLS_USER=cassandra
+TLS_PASSWORD=cassandra
 CACHE="${IPAY_CASSANDRA_CACHE:-$HOME/.cache/ipay/cassandra}/$VERSION"
 case "$CACHE" in /*) ;; *) CACHE="$PWD/$CACHE" ;; esac
 CLASSPATH_FILE="$CACHE/classpath.txt"
@@ -41,7 +55,7 @@ LOGDIR="$STATE/logs"
 SYSLOG="$LOGDIR/system.log"
 OUTLOG="$LOGDIR/stdout.log"
 LOCKFILE="$STATE/.lock"
-HEAP="${IPAY_CASSANDRA_HEAP:-2G}"
+if [ -n "$VARIANT" ]; then HEAP="${IPAY_CASSANDRA_HEAP:-1G}"; else HEAP="${IPAY_CASSANDRA_HEAP:-2G}"; fi
 START_TIMEOUT="${IPAY_CASSANDRA_START_TIMEOUT:-150}"
 STOP_TIMEOUT="${IPAY_CASSANDRA_STOP_TIMEOUT:-30}"
 MAIN_CLASS=org.apache.cassandra.service.CassandraDaemon
@@ -49,7 +63,7 @@ READY_LINE="Starting listening for CQL clients"
 
 say() { echo "cassandra.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
-usage() { echo "usage: $0 {start|stop|status|env}" >&2; exit 2; }
+usage() { echo "usage: $0 {start|stop|status|env} [tls]" >&2; exit 2; }
 
 # True if pid exists and is not a zombie (our daemons are reparented to PID 1, which may
 # reap them late; kill -0 alone would report a dead server as alive).
@@ -83,7 +97,12 @@ our_port() {
 }
 
 answers() { # port; prints release_version on success
-  python3 "$SCRIPT_DIR/cql_ping.py" --quiet --timeout 5 "127.0.0.1:$1"
+  if [ -n "$VARIANT" ]; then
+    IPAY_CQL_PING_PASSWORD="$TLS_PASSWORD" python3 "$SCRIPT_DIR/cql_ping.py" --quiet --timeout 5 \
+      --cafile "$CERTS/ca.pem" --user "$TLS_USER" "127.0.0.1:$1"
+  else
+    python3 "$SCRIPT_DIR/cql_ping.py" --quiet --timeout 5 "127.0.0.1:$1"
+  fi
 }
 
 is_running() {
@@ -201,6 +220,18 @@ memtable_offheap_space: 64MiB
 concurrent_compactors: 1
 auto_snapshot: false
 YAML
+  if [ -n "$VARIANT" ]; then
+    cat >>"$STATE/conf/cassandra.yaml" <<YAML
+authenticator: PasswordAuthenticator
+authorizer: AllowAllAuthorizer
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: $CERTS/server.jks
+  keystore_password: $(cat "$CERTS/store.pass")
+  require_client_auth: false
+YAML
+  fi
   cat >"$STATE/conf/logback.xml" <<'XML'
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -251,6 +282,9 @@ cmd_start() {
   [ "$cql_port" != "$storage_port" ] || storage_port="${picked%% *}"
 
   mkdir -p "$STATE/conf" "$STATE/data" "$LOGDIR"
+  if [ -n "$VARIANT" ]; then
+    "$SCRIPT_DIR/tls_certs.sh" "$CERTS" || die "cannot make test certificates in $CERTS"
+  fi
   write_config "$cql_port" "$storage_port"
   if [ -f "$SYSLOG" ]; then mv -f "$SYSLOG" "$SYSLOG.1"; fi
   : >"$OUTLOG"
@@ -303,6 +337,10 @@ cmd_start() {
     -Dcassandra.initial_token=0
     -Dcassandra.ring_delay_ms=1000
   )
+  if [ -n "$VARIANT" ]; then
+    # Create the default superuser at once instead of 10 s after start.
+    jvm+=(-Dcassandra.superuser_setup_delay_ms=0)
+  fi
   if [ "${IPAY_CASSANDRA_UNSAFE_SYSTEM:-1}" = 1 ]; then
     # Test node: no commit log / fsync for system tables (faster schema changes).
     jvm+=(-Dcassandra.unsafesystem=true)
@@ -374,11 +412,18 @@ cmd_status() {
 }
 
 cmd_env() {
-  is_running || die "not running; run '$0 start' first"
-  echo "export IPAY_TEST_CQL_ADDR=127.0.0.1:$(our_port)"
+  is_running || die "not running; run '$0 start${VARIANT:+ $VARIANT}' first"
+  if [ -n "$VARIANT" ]; then
+    echo "export IPAY_TEST_CQL_TLS_ADDR=127.0.0.1:$(our_port)"
+    echo "export IPAY_TEST_CQL_TLS_USER=$TLS_USER"
+    echo "export IPAY_TEST_CQL_TLS_PASSWORD=$TLS_PASSWORD"
+    echo "export IPAY_TEST_TLS_DIR=$CERTS"
+  else
+    echo "export IPAY_TEST_CQL_ADDR=127.0.0.1:$(our_port)"
+  fi
 }
 
-[ $# -eq 1 ] || usage
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
 mkdir -p "$STATE"
 # Serialise concurrent invocations (two test runs starting at once).
 exec 9>"$LOCKFILE"

@@ -6,18 +6,27 @@ OPTIONS -> SUPPORTED, STARTUP {"CQL_VERSION": ...} -> READY,
 QUERY "SELECT release_version FROM system.local" (consistency ONE) -> RESULT (Rows),
 and prints the release_version. Exit 0 on success, 1 on any failure (reason on stderr).
 
+With --cafile the connection is TLS, the node's certificate checked against that CA and the
+address connected to. With --user the node's AUTHENTICATE is answered with SASL PLAIN
+(AUTH_RESPONSE -> AUTH_SUCCESS); the password comes from $IPAY_CQL_PING_PASSWORD so that it
+never shows on a command line.
+
 usage: cql_ping.py [HOST:PORT | HOST PORT | PORT] [--timeout SECONDS] [--quiet]
+                   [--cafile PEM] [--user NAME]
 Default address: $IPAY_TEST_CQL_ADDR, else 127.0.0.1:9042.
 """
 
 import argparse
 import os
 import socket
+import ssl
 import struct
 import sys
 
 VERSION = 0x04
-OP_ERROR, OP_STARTUP, OP_READY, OP_OPTIONS, OP_SUPPORTED = 0x00, 0x01, 0x02, 0x05, 0x06
+OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
+OP_OPTIONS, OP_SUPPORTED = 0x05, 0x06
+OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
 OP_QUERY, OP_RESULT = 0x07, 0x08
 CONSISTENCY_ONE = 0x0001
 RESULT_ROWS = 0x0002
@@ -139,9 +148,27 @@ def request(sock, stream, opcode, body=b""):
     return ropcode, body
 
 
-def ping(host, port, timeout):
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
+def connect(host, port, timeout, cafile):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.settimeout(timeout)
+    if not cafile:
+        return sock
+    ctx = ssl.create_default_context(cafile=cafile)
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+def login(sock, user):
+    if user is None:
+        raise CqlError("the node asks for a login (AUTHENTICATE); pass --user")
+    password = os.environ.get("IPAY_CQL_PING_PASSWORD", "")
+    token = b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")
+    op, _ = request(sock, 4, OP_AUTH_RESPONSE, struct.pack(">i", len(token)) + token)
+    if op != OP_AUTH_SUCCESS:
+        raise CqlError("AUTH_RESPONSE answered with opcode 0x%02x, expected AUTH_SUCCESS" % op)
+
+
+def ping(host, port, timeout, cafile=None, user=None):
+    with connect(host, port, timeout, cafile) as sock:
         op, body = request(sock, 1, OP_OPTIONS)
         if op != OP_SUPPORTED:
             raise CqlError("OPTIONS answered with opcode 0x%02x, expected SUPPORTED" % op)
@@ -149,7 +176,9 @@ def ping(host, port, timeout):
         cql_version = (supported.get("CQL_VERSION") or ["3.0.0"])[0]
 
         op, _ = request(sock, 2, OP_STARTUP, enc_string_map({"CQL_VERSION": cql_version}))
-        if op != OP_READY:
+        if op == OP_AUTHENTICATE:
+            login(sock, user)
+        elif op != OP_READY:
             raise CqlError("STARTUP answered with opcode 0x%02x, expected READY "
                            "(authentication required?)" % op)
 
@@ -200,10 +229,12 @@ def main():
     p.add_argument("addr", nargs="*", help="HOST:PORT, HOST PORT or PORT")
     p.add_argument("--timeout", type=float, default=5.0, help="socket timeout in seconds")
     p.add_argument("--quiet", action="store_true", help="print nothing on failure")
+    p.add_argument("--cafile", help="connect with TLS, trusting this CA (PEM)")
+    p.add_argument("--user", help="log in as this user ($IPAY_CQL_PING_PASSWORD)")
     a = p.parse_args()
     try:
         host, port = parse_addr(a.addr)
-        print(ping(host, port, a.timeout))
+        print(ping(host, port, a.timeout, a.cafile, a.user))
         return 0
     except (OSError, CqlError, ValueError, struct.error) as e:
         if not a.quiet:

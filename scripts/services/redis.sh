@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Private Redis for integration tests: bound to 127.0.0.1 only, no persistence, not the
-# system service. Usage: redis.sh {start|stop|status|env}
+# system service. Usage: redis.sh {start|stop|status|env} [tls]
+#
+# `tls` selects a second, separate instance that speaks only TLS (a throwaway CA and server
+# certificate from tls_certs.sh; client certificates optional) and requires a password: the
+# TLS/auth tests' server. Its env prints IPAY_TEST_REDIS_TLS_URL (rediss://:PASSWORD@…),
+# IPAY_TEST_REDIS_TLS_CA and the directory with the test certificates, IPAY_TEST_TLS_DIR.
 #
 #   IPAY_REDIS_PORT      port to use (default: a free port picked at start, then kept in
 #                        STATE/port while the instance runs)
@@ -13,8 +18,14 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/../.." && pwd)"
-STATE="${IPAY_SERVICES_DIR:-$REPO/target/services}/redis"
+VARIANT="${2:-}"
+case "$VARIANT" in "" | tls) ;; *) echo "usage: $0 {start|stop|status|env} [tls]" >&2; exit 2 ;; esac
+STATE="${IPAY_SERVICES_DIR:-$REPO/target/services}/redis${VARIANT:+-$VARIANT}"
 case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac
+# Test certificates, shared with cassandra.sh's tls variant (one CA for both).
+CERTS="${IPAY_SERVICES_DIR:-$REPO/target/services}/tls-certs"
+case "$CERTS" in /*) ;; *) CERTS="$PWD/$CERTS" ;; esac
+PASSFILE="$STATE/password"
 PIDFILE="$STATE/redis.pid"
 PORTFILE="$STATE/port"
 LOGFILE="$STATE/redis.log"
@@ -24,7 +35,7 @@ START_TIMEOUT="${IPAY_REDIS_START_TIMEOUT:-30}"
 say() { echo "redis.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-usage() { echo "usage: $0 {start|stop|status|env}" >&2; exit 2; }
+usage() { echo "usage: $0 {start|stop|status|env} [tls]" >&2; exit 2; }
 
 # True if pid exists and is not a zombie (our daemons are reparented to PID 1, which may
 # reap them late; kill -0 alone would report a dead server as alive).
@@ -55,7 +66,13 @@ our_port() {
 }
 
 answers() { # port
-  [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = "PONG" ]
+  if [ -n "$VARIANT" ]; then
+    [ -s "$PASSFILE" ] || return 1
+    [ "$(REDISCLI_AUTH="$(cat "$PASSFILE")" redis-cli --tls --cacert "$CERTS/ca.pem" \
+      -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = "PONG" ]
+  else
+    [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = "PONG" ]
+  fi
 }
 
 is_running() {
@@ -85,6 +102,27 @@ ensure_installed() {
   command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after apt-get install"
 }
 
+# The `tls` variant's settings, written to a config file (mode 0600) so that the password
+# never appears on a command line: TLS only, on the given port, with a password.
+write_tls_config() { # port; prints the file's path
+  "$SCRIPT_DIR/tls_certs.sh" "$CERTS" || die "cannot make test certificates in $CERTS"
+  [ -s "$PASSFILE" ] || (umask 077 && openssl rand -hex 16 >"$PASSFILE")
+  local conf="$STATE/redis-tls.conf"
+  (
+    umask 077
+    cat >"$conf" <<CONF
+port 0
+tls-port $1
+tls-cert-file $CERTS/server.pem
+tls-key-file $CERTS/server.key
+tls-ca-cert-file $CERTS/ca.pem
+tls-auth-clients optional
+requirepass $(cat "$PASSFILE")
+CONF
+  )
+  echo "$conf"
+}
+
 log_tail() {
   if [ -f "$LOGFILE" ]; then
     say "last lines of $LOGFILE:"
@@ -107,8 +145,14 @@ cmd_start() {
   local port="${IPAY_REDIS_PORT:-}"
   [ -n "$port" ] || port="$(free_port)"
   : >"$LOGFILE"
-  redis-server \
-    --bind 127.0.0.1 --port "$port" --protected-mode yes \
+  local args=(--port "$port")
+  if [ -n "$VARIANT" ]; then
+    local conf
+    conf="$(write_tls_config "$port")" || die "cannot set up the TLS variant in $STATE"
+    args=("$conf")
+  fi
+  redis-server "${args[@]}" \
+    --bind 127.0.0.1 --protected-mode yes \
     --save '' --appendonly no \
     --daemonize yes --pidfile "$PIDFILE" --logfile "$LOGFILE" --dir "$STATE" 9>&- \
     || { log_tail; die "redis-server failed to launch"; }
@@ -157,11 +201,17 @@ cmd_status() {
 }
 
 cmd_env() {
-  is_running || die "not running; run '$0 start' first"
-  echo "export IPAY_TEST_REDIS_URL=redis://127.0.0.1:$(our_port)"
+  is_running || die "not running; run '$0 start${VARIANT:+ $VARIANT}' first"
+  if [ -n "$VARIANT" ]; then
+    echo "export IPAY_TEST_REDIS_TLS_URL=rediss://:$(cat "$PASSFILE")@127.0.0.1:$(our_port)"
+    echo "export IPAY_TEST_REDIS_TLS_CA=$CERTS/ca.pem"
+    echo "export IPAY_TEST_TLS_DIR=$CERTS"
+  else
+    echo "export IPAY_TEST_REDIS_URL=redis://127.0.0.1:$(our_port)"
+  fi
 }
 
-[ $# -eq 1 ] || usage
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
 mkdir -p "$STATE"
 # Serialise concurrent invocations (two test runs starting at once).
 exec 9>"$LOCKFILE"

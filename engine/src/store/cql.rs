@@ -118,6 +118,11 @@ pub struct CqlConfig {
     pub max_inflight_batches: usize,
     /// Idempotency records live this long after their creation (CQL TTL).
     pub idempotency_ttl: Duration,
+    /// Login for clusters with authentication on; `None` connects without one.
+    pub auth: Option<super::tls::CqlAuth>,
+    /// TLS to every node (files may be empty: system trust store, no client certificate);
+    /// `None` connects in plain text.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 impl Default for CqlConfig {
@@ -130,6 +135,8 @@ impl Default for CqlConfig {
             request_timeout: Duration::from_secs(1),
             max_inflight_batches: 4_096,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -898,19 +905,30 @@ async fn open_session(cfg: &CqlConfig) -> Result<Session, StoreError> {
     let profile = ExecutionProfile::builder()
         .request_timeout(Some(cfg.request_timeout))
         .build();
-    let builder = SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .known_nodes(&cfg.contact_points)
         .connection_timeout(cfg.connect_timeout)
         .keyspaces_to_fetch([cfg.keyspace.clone()])
         .default_execution_profile_handle(profile.into_handle());
+    if let Some(auth) = &cfg.auth {
+        builder = builder.user(auth.username.clone(), auth.password.expose());
+    }
+    if let Some(files) = &cfg.tls {
+        builder = builder.tls_context(Some(super::tls::cql_tls_context(files)?));
+    }
     let nodes = cfg.contact_points.join(", ");
     let bound = cfg.connect_timeout.saturating_mul(2);
     match tokio::time::timeout(bound, builder.build()).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(StoreError(format!(
-            "cannot connect to Cassandra/ScyllaDB at {nodes}: {e}. Check that the cluster is \
-             running and that [cluster] cql_contact_points names its nodes"
-        ))),
+        Ok(Err(e)) => {
+            // The driver's message names the cause (authentication, certificate, refused) but
+            // never the password, which it does not know how to print.
+            let e = e.to_string();
+            let hint = super::tls::cql_error_hint(&e, cfg.tls.is_some(), cfg.auth.is_some());
+            Err(StoreError(format!(
+                "cannot connect to Cassandra/ScyllaDB at {nodes}: {e}. {hint}"
+            )))
+        }
         Err(_) => Err(StoreError(format!(
             "cannot connect to Cassandra/ScyllaDB at {nodes}: no session within {} ms. Check \
              that the cluster is running and reachable (or raise [cluster] \

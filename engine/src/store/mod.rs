@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod hook;
 pub mod memory_hot;
 pub mod redis_hot;
+pub mod tls;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;

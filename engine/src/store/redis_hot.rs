@@ -60,6 +60,9 @@ pub struct RedisOptions {
     /// Messages a slow local subscriber may fall behind before it starts missing them,
     /// default 1024.
     pub channel_capacity: usize,
+    /// TLS files for a `rediss://` URL (CA to trust instead of the system's, client
+    /// certificate); must stay empty for a `redis://` URL.
+    pub tls: super::tls::TlsFiles,
 }
 
 impl Default for RedisOptions {
@@ -71,6 +74,7 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_secs(1),
             release_poll: Duration::from_millis(250),
             channel_capacity: 1024,
+            tls: super::tls::TlsFiles::default(),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct RedisHotState {
     release_poll: Duration,
     scripts: Scripts,
     hub: mpsc::Sender<HubCommand>,
+    /// For [`RedisHotState::check`]'s one-off connection.
+    hub_client: redis::Client,
 }
 
 impl fmt::Debug for RedisHotState {
@@ -212,12 +218,35 @@ fn millis(ttl: Duration) -> u64 {
         .max(1)
 }
 
+/// `info` with the TLS files applied: a `rediss://` URL gets the CA and client certificate
+/// (without files it trusts the system's roots); files with a `redis://` URL are a mistake.
+fn with_tls(
+    info: redis::ConnectionInfo,
+    files: &super::tls::TlsFiles,
+) -> Result<redis::ConnectionInfo, StoreError> {
+    let tls_url = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if files.is_empty() {
+        return Ok(info);
+    }
+    if !tls_url {
+        return Err(StoreError(
+            "redis hot state: TLS files are set ([cluster] redis_tls_*) but the Redis URL is \
+             not rediss://; use rediss:// or clear them"
+                .into(),
+        ));
+    }
+    let certs = super::tls::redis_tls_certificates(files)?;
+    let client = redis::Client::build_with_tls(info, certs)
+        .map_err(|e| StoreError(format!("redis hot state: TLS setup failed: {e}")))?;
+    Ok(client.get_connection_info().clone())
+}
+
 impl RedisHotState {
     /// Prepares a backend for the Redis at `url` (`redis://[user:password@]host:port[/db]`,
-    /// or `rediss://` for TLS if the redis crate was built with TLS). Performs no I/O: it
-    /// succeeds while Redis is down, and operations fail (bounded) until Redis answers. Fails
-    /// only on an unusable URL or options. Must be called within a tokio runtime (it starts
-    /// the subscriber task).
+    /// or `rediss://` for TLS, with [`RedisOptions::tls`]). Performs no I/O: it succeeds
+    /// while Redis is down, and operations fail (bounded) until Redis answers; see
+    /// [`RedisHotState::check`] for a start-up check. Fails only on an unusable URL, options
+    /// or TLS files. Must be called within a tokio runtime (it starts the subscriber task).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<Self>, StoreError> {
         if options.pool_size == 0 {
             return Err(StoreError(
@@ -244,6 +273,7 @@ impl RedisHotState {
             .into_connection_info()
             .map_err(|e| StoreError(format!("redis hot state: invalid Redis URL: {e}")))?;
         let endpoint = info.addr().to_string();
+        let info = with_tls(info, &options.tls)?;
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout));
@@ -268,6 +298,7 @@ impl RedisHotState {
             ))
         })?;
         let (hub, commands) = mpsc::channel(HUB_QUEUE);
+        let hub_client = client.clone();
         let task = Hub {
             client,
             endpoint: endpoint.clone(),
@@ -289,7 +320,37 @@ impl RedisHotState {
             release_poll: options.release_poll,
             scripts: Scripts::new(),
             hub,
+            hub_client,
         }))
+    }
+
+    /// One round trip on a new connection, for start-up: fails when Redis refuses this node
+    /// for a reason that waiting cannot fix (wrong or missing password, an untrusted
+    /// certificate, TLS against a plain port or the reverse), so the operator hears of it at
+    /// once; Redis being down or slow passes (with a warning), since operations wait for it.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let probe = async {
+            let mut conn = self.hub_client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(self.command_timeout, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if super::tls::redis_error_is_fatal(&e) => Err(StoreError(format!(
+                "redis at {} refused this node: {e}. Check the password in [cluster] \
+                 redis_url (rediss:// for TLS) and [cluster] redis_tls_ca_file",
+                self.endpoint
+            ))),
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = %self.endpoint, error = %e,
+                    "redis does not answer yet; requests needing it fail until it does");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %self.endpoint,
+                    "redis did not answer within the command timeout; requests needing it fail until it does");
+                Ok(())
+            }
+        }
     }
 
     /// One round trip to Redis (readiness checks).

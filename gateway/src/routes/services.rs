@@ -11,7 +11,8 @@ use ipay_engine::model::{Service, ServiceAction, ServiceInput};
 /// Creates a manifest, or updates the one with the same `id` or `name` (only fields given).
 #[utoipa::path(post, path = "/v1/services", tag = "services", security(("bearer" = [])), request_body = ServiceInput,
     responses((status = 201, body = Service, description = "created"), (status = 200, body = Service, description = "updated"),
-              (status = 400, body = super::ErrorEnvelope), (status = 404, body = super::ErrorEnvelope)))]
+              (status = 400, body = super::ErrorEnvelope), (status = 404, body = super::ErrorEnvelope),
+              (status = 409, description = "`service_name_taken`: another service of this merchant has that name", body = super::ErrorEnvelope)))]
 pub async fn upsert(
     State(st): State<AppState>,
     Auth(ctx): Auth,

@@ -171,7 +171,8 @@ pub async fn recover(
 
 /// Delivery attempts, newest first (`{data: [AttemptLog], pagination}`).
 #[utoipa::path(get, path = "/v1/webhooks/logs", tag = "webhooks", security(("bearer" = [])), params(LogParams),
-    responses((status = 200, description = "`{data: [AttemptLog], pagination: {limit, has_more, next_starting_after}}`")))]
+    responses((status = 200, description = "`{data: [AttemptLog], pagination: {limit, has_more, next_starting_after}}`"),
+              (status = 404, description = "`resource_missing`: `event_id` names no event of this merchant", body = crate::routes::ErrorEnvelope)))]
 pub async fn logs(
     State(st): State<AppState>,
     Auth(ctx): Auth,

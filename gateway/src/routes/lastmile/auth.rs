@@ -119,6 +119,7 @@ impl FromRequestParts<AppState> for By {
     request_body = RegisterRequest,
     responses((status = 201, body = TokenResponse),
               (status = 400, body = crate::routes::ErrorEnvelope),
+              (status = 401, description = "`token_invalid`: a bearer token was sent and is neither the admin token nor a valid JWT", body = crate::routes::ErrorEnvelope),
               (status = 403, body = crate::routes::ErrorEnvelope),
               (status = 409, description = "email_taken", body = crate::routes::ErrorEnvelope)))]
 pub async fn register(
