@@ -18,6 +18,7 @@ use super::model::{
 };
 use super::outbox::{Outbox, Signal};
 use super::resolve::{self, Resolver, Target};
+use super::retention::{self, Registered};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
 use crate::ids::{MerchantId, RequestId};
@@ -56,6 +57,21 @@ pub struct Shared {
     pub outbox: Arc<Outbox>,
     pub resolver: Resolver,
     endpoint_limits: DashMap<String, Arc<Semaphore>>,
+    /// What each shard's task has done so far (one per shard).
+    progress: Vec<watch::Sender<ShardProgress>>,
+}
+
+/// What one shard's task has done since this node started, published after every step so an
+/// observer can wait for a step that began after some moment (tests asserting that nothing
+/// was sent wait for such a step instead of sleeping, so they fail if the shard never ran).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// Scans of the due index begun.
+    pub scans_started: u64,
+    /// The number of the last scan whose step finished (written, or failed and dropped).
+    pub scans_done: u64,
+    /// Attempts started (sends handed to the HTTP client).
+    pub sends: u64,
 }
 
 impl Shared {
@@ -90,7 +106,21 @@ impl Shared {
             url_policy,
             outbox,
             endpoint_limits: DashMap::new(),
+            progress: (0..model::SHARDS)
+                .map(|_| watch::channel(ShardProgress::default()).0)
+                .collect(),
         })
+    }
+
+    /// Follows what the task of `shard` has done ([`ShardProgress`]).
+    pub fn progress(&self, shard: u32) -> Option<watch::Receiver<ShardProgress>> {
+        self.progress.get(shard as usize).map(|p| p.subscribe())
+    }
+
+    fn note_progress(&self, shard: u32, f: impl FnOnce(&mut ShardProgress)) {
+        if let Some(p) = self.progress.get(shard as usize) {
+            p.send_modify(f);
+        }
     }
 
     /// What wakes this node's shards.
@@ -207,6 +237,8 @@ pub struct ShardTask {
     /// with the task (lease lost) and cleared when a step fails to commit. Bounded by
     /// [`MAX_KNOWN_CHAINS`]; unknown chains are read as before.
     chains: HashMap<String, BTreeSet<String>>,
+    /// Dated partitions this task registered for retention ([`retention`]).
+    registered: Registered,
     tx: mpsc::UnboundedSender<Outcome>,
 }
 
@@ -240,6 +272,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         per_endpoint: HashMap::new(),
         blocked: false,
         chains: HashMap::new(),
+        registered: Registered::default(),
         tx,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(sh.cfg.poll_interval_ms.max(1)));
@@ -276,8 +309,13 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         if t.blocked && !outcomes_empty {
             scan = true;
         }
+        let mut scanned = None;
         if scan && !failed {
             t.blocked = false;
+            sh.note_progress(shard, |p| {
+                p.scans_started += 1;
+                scanned = Some(p.scans_started);
+            });
             match t.scan(&mut step).await {
                 Ok(more) => scan = more,
                 Err(e) => {
@@ -292,9 +330,14 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
                 t.release(&j.delivery);
             }
         }
-        if failed || !t.commit(step).await {
-            // The in-memory chains may hold changes that were never written.
+        let committed = !failed && t.commit(step).await;
+        if let Some(n) = scanned {
+            sh.note_progress(shard, |p| p.scans_done = n);
+        }
+        if !committed {
+            // The in-memory chains (and registrations) may hold changes never written.
             t.chains.clear();
+            t.registered.clear();
             // Nothing of this step was recorded: what was being sent is sent again once its
             // lease lapses, and retries stay where they were (at-least-once). Back off.
             tokio::select! {
@@ -349,6 +392,10 @@ impl ShardTask {
         }
         if let Some(c) = step.cursor {
             self.cursor = c;
+        }
+        if !step.send.is_empty() {
+            let n = step.send.len() as u64;
+            self.sh.note_progress(self.shard, |p| p.sends += n);
         }
         for job in step.send {
             let sh = self.sh.clone();
@@ -904,9 +951,17 @@ impl ShardTask {
         if d.status == DeliveryStatus::Dropped
             && let Ok(v) = serde_json::to_vec(&d)
         {
+            let partition = model::day_partition(d.merchant_id, d.livemode, now);
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'X',
+                &partition,
+            ));
             step.ops.push(WriteOp::PutEntry {
                 index: DROPPED,
-                partition: model::day_partition(d.merchant_id, d.livemode, now),
+                partition,
                 sort: d.id.clone(),
                 value: v,
             });
@@ -915,7 +970,7 @@ impl ShardTask {
     }
 
     fn log(
-        &self,
+        &mut self,
         d: &Delivery,
         target: &Option<Arc<Target>>,
         status: AttemptStatus,
@@ -944,9 +999,17 @@ impl ShardTask {
         let Ok(v) = serde_json::to_vec(&log) else {
             return;
         };
+        let partition = model::day_partition(d.merchant_id, d.livemode, o.at);
+        step.ops.extend(self.registered.op(
+            retention::Group::Deliveries,
+            self.shard,
+            o.at,
+            'L',
+            &partition,
+        ));
         step.ops.push(WriteOp::PutEntry {
             index: LOGS,
-            partition: model::day_partition(d.merchant_id, d.livemode, o.at),
+            partition,
             sort: log.id.clone(),
             value: v.clone(),
         });
@@ -997,6 +1060,16 @@ impl ShardTask {
     async fn finish(&mut self, d: Delivery, step: &mut Step, now: i64) -> Result<(), StoreError> {
         debug_assert!(d.status.is_final());
         step.delete_due(d.shard, d.due_ms, 'd', &d.id);
+        if d.attempts == 0 {
+            // No attempt log names it, so it is registered for retention on its own.
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'D',
+                &d.id,
+            ));
+        }
         let chain = d
             .ordered
             .then(|| chain_partition(&d.endpoint_id, &d.object_id))
