@@ -11,6 +11,7 @@
 //! are the deliveries being sent (bounded by `max_in_flight_per_shard`) and the endpoint cache.
 
 use super::WebhookConfig;
+use super::backoff::Backoff;
 use super::model::{
     self, AttemptLog, AttemptStatus, CHAIN, CURSOR, DELIVERY, DROPPED, DUE, Delivery,
     DeliveryStatus, ENDPOINT, LOGS, LOGS_BY_EVENT, MANIFEST_DISABLED, MAX_ATTEMPTS, Payload,
@@ -57,6 +58,8 @@ pub struct Shared {
     pub outbox: Arc<Outbox>,
     pub resolver: Resolver,
     endpoint_limits: DashMap<String, Arc<Semaphore>>,
+    /// Endpoints whose attempts keep failing wait instead of being called.
+    pub backoff: Backoff,
     /// What each shard's task has done so far (one per shard).
     progress: Vec<watch::Sender<ShardProgress>>,
 }
@@ -97,6 +100,7 @@ impl Shared {
             .user_agent("ItPay-Webhook/1.0")
             .build()
             .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
+        let backoff = Backoff::new(cfg.backoff_after_failures, cfg.backoff_max_ms);
         Ok(Shared {
             resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms), outbox.clone()),
             ledger,
@@ -106,6 +110,7 @@ impl Shared {
             url_policy,
             outbox,
             endpoint_limits: DashMap::new(),
+            backoff,
             progress: (0..model::SHARDS)
                 .map(|_| watch::channel(ShardProgress::default()).0)
                 .collect(),
@@ -438,11 +443,20 @@ impl ShardTask {
         step: &mut Step,
         now: i64,
     ) {
-        let send = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        d.status = DeliveryStatus::Pending;
+        let room = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        if let Some(until) = self.sh.backoff.hold_until(&d.endpoint_id, now, room) {
+            // The endpoint is backing off: wait for its window without an attempt.
+            d.due_ms = until;
+            d.next_attempt = Some(Timestamp(until));
+            step.put_due(&d);
+            step.save(d);
+            return;
+        }
+        let send = room;
         if !send {
             self.blocked = true;
         }
-        d.status = DeliveryStatus::Pending;
         d.due_ms = if send {
             now + self.sh.cfg.inflight_lease_ms as i64
         } else {
@@ -884,6 +898,11 @@ impl ShardTask {
             if let Some(t) = &o.job.target {
                 d.endpoint = t.url.clone();
             }
+        }
+        match o.kind {
+            Kind::Success => self.sh.backoff.record(&d.endpoint_id, true, now),
+            Kind::Failure { .. } => self.sh.backoff.record(&d.endpoint_id, false, now),
+            _ => {}
         }
         let status = match o.kind {
             Kind::Success => {

@@ -14,6 +14,7 @@
 //! policy, page limit); it does not know the [`crate::Engine`].
 
 pub mod api;
+pub mod backoff;
 pub mod dispatch;
 pub mod model;
 pub mod outbox;
@@ -77,6 +78,11 @@ pub struct WebhookConfig {
     pub recover_max_days: i64,
     /// Shard lease lifetime (cluster mode), ms.
     pub lease_ttl_ms: u64,
+    /// Failed attempts in a row after which an endpoint backs off: its due deliveries wait,
+    /// unattempted, until a window ends, then one probe goes ([`backoff`]). 0: never.
+    pub backoff_after_failures: u32,
+    /// Longest back-off window, ms (windows start at 10 s and double per failure).
+    pub backoff_max_ms: u64,
     /// Days attempt logs, dropped-delivery entries and finished delivery records are kept
     /// (whole UTC days; the per-day event index `recover` reads is kept at least
     /// `recover_max_days`). At least 1.
@@ -106,6 +112,8 @@ impl Default for WebhookConfig {
             recover_max_events: 10_000,
             recover_max_days: 31,
             lease_ttl_ms: 10_000,
+            backoff_after_failures: 5,
+            backoff_max_ms: 600_000,
             retention_days: 30,
             retention_sweep_ms: 600_000,
         }

@@ -765,3 +765,150 @@ async fn with_retention_the_stored_webhook_data_stops_growing() {
     }
     assert_eq!(rx.count(), 6 * 20);
 }
+
+/// A loopback URL nothing listens on: connections are refused at once.
+async fn dead_url(i: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}/dead{i}")
+}
+
+impl Env {
+    /// Commits one event of `merchant` (see [`Env::emit`]).
+    async fn emit_for(&self, merchant: crate::ids::MerchantId, object: &str) -> EventId {
+        let e = Event::new(
+            merchant,
+            false,
+            "payment_intent.succeeded",
+            self.clock.now(),
+            object.to_string(),
+            &serde_json::json!({"id": object}),
+        );
+        let id = e.id;
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(e));
+        self.engine.ledger().submit(b).await.unwrap();
+        id
+    }
+
+    /// Attempt logs of the merchant of `ctx` (up to 100).
+    async fn attempts_of(&self, ctx: &AuthContext) -> usize {
+        self.webhooks
+            .logs(
+                ctx,
+                LogParams {
+                    limit: Some(100),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .data
+            .len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoints_back_off_while_another_merchants_deliveries_proceed() {
+    let e = env(|c| c.backoff_after_failures = 2).await;
+    // The noisy merchant: 16 endpoints that refuse every connection.
+    let mut dead = Vec::new();
+    for i in 0..16 {
+        dead.push(e.endpoint(&dead_url(i).await).await);
+    }
+    // The quiet merchant: one healthy endpoint.
+    let creds = create_merchant(e.engine.ledger().as_ref(), &e.clock, "Quiet")
+        .await
+        .unwrap();
+    let quiet = e
+        .engine
+        .authenticate(&creds.test_secret_key, None)
+        .await
+        .unwrap();
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let healthy = e
+        .webhooks
+        .create_endpoint(
+            &quiet,
+            EndpointInput {
+                url: rx.url.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .endpoint
+        .id;
+    let noisy = e.ctx.merchant_id;
+    // One event first, so every dead endpoint has failed once before the flood.
+    e.emit_for(noisy, "pi_noisy_first").await;
+    let ctx = e.ctx.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 {
+        assert!(Instant::now() < deadline, "the first attempts never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut noisy_events = Vec::new();
+    let mut quiet_events = Vec::new();
+    for i in 0..30 {
+        noisy_events.push(e.emit_for(noisy, &format!("pi_noisy_{i}")).await);
+        quiet_events.push(
+            e.emit_for(quiet.merchant_id, &format!("pi_quiet_{i}"))
+                .await,
+        );
+    }
+    for evt in &quiet_events {
+        e.wait_delivery(&format!("{evt}:{healthy}"), "a healthy delivery", |d| {
+            d.status == DeliveryStatus::Succeeded && d.attempts == 1
+        })
+        .await;
+    }
+    assert_eq!(rx.count(), 30);
+    // Every noisy delivery is recorded as pending; after its second failure each dead
+    // endpoint backs off: the rest wait for the window without an attempt.
+    for evt in &noisy_events {
+        for ep in &dead {
+            e.wait_delivery(&format!("{evt}:{ep}"), "a noisy delivery", |d| {
+                d.status == DeliveryStatus::Pending
+            })
+            .await;
+        }
+    }
+    for ep in &dead {
+        assert!(
+            e.webhooks.shared.backoff.is_open(ep, e.clock.now_ms()),
+            "{ep}"
+        );
+    }
+    assert_eq!(
+        e.attempts_of(&ctx).await,
+        16 * 2,
+        "attempts to dead endpoints"
+    );
+    let mut held = 0;
+    for evt in &noisy_events {
+        for ep in &dead {
+            let d = e.delivery(&format!("{evt}:{ep}")).await.unwrap();
+            if d.attempts == 0 {
+                held += 1;
+                assert!(
+                    d.due_ms >= e.clock.now_ms() + 10_000 - 1,
+                    "held until the window"
+                );
+            }
+        }
+    }
+    assert_eq!(held, 30 * 16 - 16, "all but one probe per endpoint wait");
+    // The window ends: one probe per endpoint, not one attempt per waiting delivery.
+    e.clock.advance_ms(10_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 * 3 {
+        assert!(Instant::now() < deadline, "no probes after the window");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..30 {
+        e.dispatcher_pass(&format!("pi_noisy_{i}")).await;
+    }
+    assert_eq!(e.attempts_of(&ctx).await, 16 * 3, "one probe per endpoint");
+}
