@@ -45,6 +45,17 @@ const MAX_KNOWN_CHAINS: usize = 16_384;
 const CHAIN_READ: usize = 64;
 /// Chain reads one shard step has outstanding at once.
 const CHAIN_READ_CONCURRENCY: usize = 4;
+/// The whole retry schedule, ms: a delivery held back this long by its endpoint's back-off
+/// is dropped, as it would have been after its last retry.
+const SCHEDULE_MS: i64 = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < RETRY_SCHEDULE_SECS.len() {
+        total += RETRY_SCHEDULE_SECS[i];
+        i += 1;
+    }
+    total * 1000
+};
 
 /// State shared by the shards of one node.
 pub struct Shared {
@@ -854,6 +865,17 @@ impl ShardTask {
             step.delete_due(self.shard, due_ms, 'd', id);
             return Ok(true);
         }
+        if now - d.created.ms() >= SCHEDULE_MS
+            && self
+                .sh
+                .backoff
+                .hold_until(&d.endpoint_id, now, false)
+                .is_some()
+        {
+            step.delete_due(self.shard, due_ms, 'd', id);
+            self.drop_unreachable(d, step, now).await?;
+            return Ok(true);
+        }
         if self.budget() == 0 {
             self.blocked = true;
             return Ok(false);
@@ -879,6 +901,39 @@ impl ShardTask {
             .find(&d.endpoint_id);
         self.ready(d, Arc::new(event), target, step, now);
         Ok(true)
+    }
+
+    /// Drops a delivery whose endpoint has been backing off for longer than the whole retry
+    /// schedule since the delivery was made (held deliveries use up no attempts, so without
+    /// this a dead endpoint's backlog would wait for ever).
+    async fn drop_unreachable(
+        &mut self,
+        mut d: Delivery,
+        step: &mut Step,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        metrics::counter!("ipay_webhook_attempts_total", "outcome" => "expired").increment(1);
+        d.status = DeliveryStatus::Dropped;
+        d.next_attempt = None;
+        d.last_error =
+            Some("the endpoint failed or was backing off for the whole retry schedule".to_string());
+        if let Ok(v) = serde_json::to_vec(&d) {
+            let partition = model::day_partition(d.merchant_id, d.livemode, now);
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'X',
+                &partition,
+            ));
+            step.ops.push(WriteOp::PutEntry {
+                index: DROPPED,
+                partition,
+                sort: d.id.clone(),
+                value: v,
+            });
+        }
+        self.finish(d, step, now).await
     }
 
     /// Records one attempt's outcome.

@@ -911,4 +911,41 @@ async fn dead_endpoints_back_off_while_another_merchants_deliveries_proceed() {
         e.dispatcher_pass(&format!("pi_noisy_{i}")).await;
     }
     assert_eq!(e.attempts_of(&ctx).await, 16 * 3, "one probe per endpoint");
+    // Held deliveries use up no attempts, but none waits longer than the retry schedule: once
+    // that has passed, a held delivery that comes due while its endpoint still fails is
+    // dropped, so a dead endpoint's backlog does not grow for ever.
+    e.clock.advance_ms(32 * 3_600_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 * 4 {
+        assert!(Instant::now() < deadline, "no probes after a day");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    e.clock.advance_ms(600_000);
+    for evt in &noisy_events {
+        for ep in &dead {
+            e.wait_delivery(&format!("{evt}:{ep}"), "the drop of a held delivery", |d| {
+                d.attempts > 0 || d.status == DeliveryStatus::Dropped
+            })
+            .await;
+        }
+    }
+    let dropped = e
+        .webhooks
+        .dropped(
+            &ctx,
+            super::api::DroppedParams {
+                limit: Some(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!dropped.data.is_empty());
+    assert!(
+        dropped.data[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("whole retry schedule")
+    );
 }
