@@ -11,15 +11,20 @@
 //! neither works the Redis tests fail; they are never skipped. Keys are namespaced by a prefix
 //! unique to the test run, so runs never see each other's state.
 //!
-//! Timing: TTL checks sleep past a TTL (that is the behaviour under test); nothing sleeps to
+//! Timing: TTL checks let time pass with [`Nodes::pass`]. The in-process backend runs its TTLs
+//! on an injected clock, which `pass` moves forward at once (no race between a sleep and a
+//! TTL). Redis runs TTLs on the Redis server's own clock, which a test cannot move, so there
+//! `pass` really sleeps, with margins of 100 ms or more past each TTL. Nothing sleeps to
 //! synchronise with another task.
 
+use ipay_engine::clock::{Clock, SystemClock};
 use ipay_engine::error::StoreError;
 use ipay_engine::store::memory_hot::MemoryHotState;
 use ipay_engine::store::redis_hot::{RedisHotState, RedisOptions};
 use ipay_engine::store::{HotState, Reservation};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::time::{sleep, timeout};
@@ -27,16 +32,39 @@ use tokio::time::{sleep, timeout};
 /// Upper bound on any single check, so a bug shows up as a failure, not a hung run.
 const CHECK_LIMIT: Duration = Duration::from_secs(60);
 
+/// The wall clock plus an offset a test moves forward: real waits (a waiter's timeout) still
+/// take real time, while TTLs can be skipped past at once.
+#[derive(Default)]
+struct OffsetClock(AtomicI64);
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Two handles on one shared hot state, and a namespace unique to this check.
 struct Nodes {
     a: Arc<dyn HotState>,
     b: Arc<dyn HotState>,
     ns: String,
+    /// The in-process backend's clock; `None` for Redis (its server's clock).
+    clock: Option<Arc<OffsetClock>>,
 }
 
 impl Nodes {
     fn k(&self, name: &str) -> String {
         format!("{}:{name}", self.ns)
+    }
+
+    /// Lets `d` pass for TTL purposes: moves the injected clock, or sleeps for Redis.
+    async fn pass(&self, d: Duration) {
+        match &self.clock {
+            Some(c) => {
+                c.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+            }
+            None => sleep(d).await,
+        }
     }
 }
 
@@ -46,11 +74,13 @@ fn run_id() -> &'static str {
 }
 
 async fn memory(check: &str) -> Nodes {
-    let h: Arc<dyn HotState> = Arc::new(MemoryHotState::new());
+    let clock = Arc::new(OffsetClock::default());
+    let h: Arc<dyn HotState> = Arc::new(MemoryHotState::with_clock(clock.clone()));
     Nodes {
         a: h.clone(),
         b: h,
         ns: format!("{}:{check}", run_id()),
+        clock: Some(clock),
     }
 }
 
@@ -115,6 +145,7 @@ async fn redis(check: &str) -> Nodes {
         a,
         b,
         ns: check.to_string(),
+        clock: None,
     }
 }
 
@@ -142,7 +173,7 @@ async fn a_reservation_lapses_at_its_ttl(n: Nodes) {
     let _abandoned = n.a.reserve(&s, Duration::from_millis(200)).await.unwrap();
     assert!(_abandoned.is_some());
     assert!(n.b.reserve(&s, LONG).await.unwrap().is_none());
-    sleep(Duration::from_millis(400)).await;
+    n.pass(Duration::from_millis(400)).await;
     assert!(n.b.reserve(&s, LONG).await.unwrap().is_some(), "lapsed");
 }
 
@@ -150,7 +181,7 @@ async fn only_the_holder_releases_a_reservation(n: Nodes) {
     let s = n.k("scope");
     let old = n.a.reserve(&s, Duration::from_millis(200)).await.unwrap();
     let old = old.expect("free scope");
-    sleep(Duration::from_millis(400)).await;
+    n.pass(Duration::from_millis(400)).await;
     let new = n.b.reserve(&s, LONG).await.unwrap().expect("lapsed");
     // The former holder's late release must not free the new holder's reservation.
     assert!(!n.a.release(old.clone()).await.unwrap());
@@ -164,7 +195,7 @@ async fn only_the_holder_releases_a_reservation(n: Nodes) {
     assert!(!n.b.release(new).await.unwrap());
     // A lapsed reservation nobody took is not "ours" either.
     let short = n.a.reserve(&s, Duration::from_millis(100)).await.unwrap();
-    sleep(Duration::from_millis(300)).await;
+    n.pass(Duration::from_millis(300)).await;
     assert!(!n.a.release(short.expect("free")).await.unwrap());
 }
 
@@ -268,7 +299,7 @@ async fn extreme_durations_are_accepted(n: Nodes) {
     n.a.put_snapshot(&n.k("gone"), b"x", Duration::ZERO)
         .await
         .unwrap();
-    sleep(Duration::from_millis(20)).await;
+    n.pass(Duration::from_millis(20)).await;
     assert_eq!(n.a.get_snapshot(&n.k("gone")).await.unwrap(), None);
 }
 
@@ -353,7 +384,7 @@ async fn an_expired_lease_hands_over(n: Nodes) {
             .await
             .unwrap()
     );
-    sleep(Duration::from_millis(400)).await;
+    n.pass(Duration::from_millis(400)).await;
     assert_eq!(n.b.lease_owner(&k).await.unwrap(), None);
     assert!(
         !n.a.renew_lease(&k, "node-1", LONG).await.unwrap(),
@@ -371,9 +402,9 @@ async fn renewing_extends_a_lease(n: Nodes) {
     let k = n.k("session");
     let ms = Duration::from_millis;
     assert!(n.a.acquire_lease(&k, "node-1", ms(300)).await.unwrap());
-    sleep(ms(150)).await;
+    n.pass(ms(150)).await;
     assert!(n.a.renew_lease(&k, "node-1", ms(1500)).await.unwrap());
-    sleep(ms(400)).await; // past the first TTL, well within the renewed one
+    n.pass(ms(400)).await; // past the first TTL, well within the renewed one
     assert_eq!(
         n.b.lease_owner(&k).await.unwrap().as_deref(),
         Some("node-1")
@@ -414,7 +445,7 @@ async fn a_snapshot_expires_at_its_ttl(n: Nodes) {
         .await
         .unwrap();
     assert!(n.b.get_snapshot(&k).await.unwrap().is_some());
-    sleep(Duration::from_millis(400)).await;
+    n.pass(Duration::from_millis(400)).await;
     assert_eq!(n.b.get_snapshot(&k).await.unwrap(), None);
 }
 
@@ -450,14 +481,14 @@ async fn a_counter_expires_after_its_window(n: Nodes) {
     let k = n.k("attempts");
     assert_eq!(n.a.incr(&k, ms(300)).await.unwrap(), 1);
     assert_eq!(n.b.incr(&k, ms(300)).await.unwrap(), 2);
-    sleep(ms(500)).await;
+    n.pass(ms(500)).await;
     assert_eq!(n.a.incr(&k, ms(300)).await.unwrap(), 1, "expired");
     // The window counts from the first increment; later increments do not extend it.
     let w = n.k("window");
     assert_eq!(n.a.incr(&w, ms(1000)).await.unwrap(), 1);
-    sleep(ms(500)).await;
+    n.pass(ms(500)).await;
     assert_eq!(n.a.incr(&w, ms(1000)).await.unwrap(), 2);
-    sleep(ms(700)).await;
+    n.pass(ms(700)).await;
     assert_eq!(
         n.a.incr(&w, ms(1000)).await.unwrap(),
         1,

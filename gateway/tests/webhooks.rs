@@ -29,6 +29,32 @@ async fn server() -> common::TestServer {
     .await
 }
 
+/// Reads `path` until `done` holds for its body, bounded. Attempt logs are written by the
+/// dispatcher's next step after the receiver answered, so the receiver's view runs ahead of
+/// them: wait on the log state itself, never on a guess of how long that takes.
+async fn wait_get(
+    ts: &common::TestServer,
+    path: &str,
+    key: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ts.get(path, key).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        if done(&r.body) {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rows(body: &Value) -> usize {
+    body["data"].as_array().map_or(0, |a| a.len())
+}
+
 /// Creates and succeeds an intent; returns its id.
 async fn paid_intent(ts: &common::TestServer, key: &str, svc: &str) -> String {
     let pi = ts.create_intent(key, svc, 700).await;
@@ -113,10 +139,16 @@ async fn deliveries_verify_with_the_spec_code_and_with_standard_webhooks() {
         assert_eq!(ev["data"]["status"], "succeeded");
     }
     // Logs over HTTP.
-    let logs = ts.get("/v1/webhooks/logs?status=succeeded", &key).await;
-    assert_eq!(logs.status, StatusCode::OK);
-    assert_eq!(logs.body["data"].as_array().unwrap().len(), 3);
-    let l = &logs.body["data"][0];
+    let logs = wait_get(
+        &ts,
+        "/v1/webhooks/logs?status=succeeded",
+        &key,
+        "three succeeded attempts logged",
+        |b| rows(b) >= 3,
+    )
+    .await;
+    assert_eq!(rows(&logs), 3);
+    let l = &logs["data"][0];
     assert_eq!(l["status_code"], 200);
     assert!(l["latency_ms"].is_u64() && l["request_id"].is_string());
     let listed = ts.get("/v1/webhook-endpoints", &key).await;
@@ -231,21 +263,24 @@ async fn replay_recover_dropped_and_logs_work_over_http() {
         })
         .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dropped = loop {
-        let d = ts.get("/v1/webhooks/dropped", &key).await;
-        assert_eq!(d.status, StatusCode::OK);
-        if !d.body["data"].as_array().unwrap().is_empty() {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "never dropped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let d = &dropped.body["data"][0];
+    let dropped = wait_get(&ts, "/v1/webhooks/dropped", &key, "the drop", |b| {
+        rows(b) > 0
+    })
+    .await;
+    let d = &dropped["data"][0];
     assert_eq!(d["status"], "dropped");
     assert_eq!(d["attempts"], 7);
     assert_eq!(d["last_status_code"], 500);
     assert_eq!(d["event_id"], evt.as_str());
+    // 7 attempts to /fail + 1 to /ok, each logged by the step after it.
+    wait_get(
+        &ts,
+        &format!("/v1/webhooks/logs?event_id={evt}&limit=100"),
+        &key,
+        "every attempt logged",
+        |b| rows(b) >= 8,
+    )
+    .await;
     let logs = ts
         .get(&format!("/v1/webhooks/logs?event_id={evt}&limit=5"), &key)
         .await;

@@ -4,15 +4,21 @@
 //! Expired entries are treated as absent the moment they expire and are swept out of the maps
 //! lazily (on the next write to the same key, and by a sweep over all maps at most every
 //! [`SWEEP_EVERY`], run by whichever write comes along), so abandoned keys do not accumulate.
+//!
+//! Expiry times are read from an injected [`Clock`] (the wall clock unless built with
+//! [`MemoryHotState::with_clock`]), so tests move TTLs forward instead of sleeping past them.
+//! Waiting (`wait_released`) still takes real time: a waiter sleeps at most until the
+//! reservation's expiry as the clock sees it at the moment it starts waiting.
 
 use super::{HotState, Message, Reservation, Subscription};
+use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 /// How often the maps are swept of expired entries (at most).
@@ -21,31 +27,35 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Messages a slow subscriber may fall behind before it starts missing them.
 pub const CHANNEL_CAPACITY: usize = 1024;
 
+/// Milliseconds on the injected clock.
+type Ms = i64;
+
 struct Held {
     token: u128,
     notify: Arc<Notify>,
-    expires: Instant,
+    expires: Ms,
 }
 
 struct Lease {
     owner: String,
-    expires: Instant,
+    expires: Ms,
     /// The fencing token handed out when the lease was taken.
     epoch: u64,
 }
 
 struct Expiring<T> {
     value: T,
-    expires: Instant,
+    expires: Ms,
 }
 
 type Channels = DashMap<String, broadcast::Sender<Message>>;
 
-/// `now + ttl`, saturating far in the future instead of overflowing on absurd TTLs.
-fn expiry(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .or_else(|| now.checked_add(FOREVER))
-        .unwrap_or(now)
+/// `now + ttl`, rounded up to the next millisecond (a 1 µs TTL still lives until the next
+/// millisecond, a zero TTL is expired at once), cut down to [`FOREVER_MS`] so absurd TTLs
+/// never overflow.
+fn expiry(now: Ms, ttl: Duration) -> Ms {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).min(FOREVER_MS as u128) as i64;
+    now.saturating_add(ms)
 }
 
 /// Microseconds since 1970 (0 if the clock is before it).
@@ -56,8 +66,8 @@ fn wall_clock_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// What an unrepresentably long TTL is cut down to (about 30 years).
-const FOREVER: Duration = Duration::from_secs(30 * 365 * 86_400);
+/// What an unrepresentably long TTL is cut down to (about 30 years), ms.
+const FOREVER_MS: i64 = 30 * 365 * 86_400_000;
 
 /// Embedded hot state.
 pub struct MemoryHotState {
@@ -66,7 +76,8 @@ pub struct MemoryHotState {
     snapshots: DashMap<String, Expiring<Vec<u8>>>,
     counters: DashMap<String, Expiring<i64>>,
     channels: Arc<Channels>,
-    next_sweep: Mutex<Instant>,
+    next_sweep: Mutex<Ms>,
+    clock: Arc<dyn Clock>,
     /// The last lease epoch handed out (starts at the wall clock in µs, so a restarted
     /// process keeps handing out larger epochs than before).
     last_epoch: AtomicU64,
@@ -74,26 +85,40 @@ pub struct MemoryHotState {
 
 impl Default for MemoryHotState {
     fn default() -> Self {
+        MemoryHotState::with_clock(Arc::new(SystemClock))
+    }
+}
+
+impl MemoryHotState {
+    /// Empty state on the wall clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empty state whose TTLs run on `clock` (tests advance a manual or offset clock).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         MemoryHotState {
             reservations: DashMap::new(),
             leases: DashMap::new(),
             snapshots: DashMap::new(),
             counters: DashMap::new(),
             channels: Arc::new(DashMap::new()),
-            next_sweep: Mutex::new(Instant::now() + SWEEP_EVERY),
+            next_sweep: Mutex::new(
+                clock
+                    .now_ms()
+                    .saturating_add(SWEEP_EVERY.as_millis() as i64),
+            ),
+            clock,
             last_epoch: AtomicU64::new(wall_clock_micros()),
         }
     }
-}
 
-impl MemoryHotState {
-    /// Empty state.
-    pub fn new() -> Self {
-        Self::default()
+    fn now(&self) -> Ms {
+        self.clock.now_ms()
     }
 
     /// Runs a sweep when one is due. Must not be called while holding a map reference.
-    fn maybe_sweep(&self, now: Instant) {
+    fn maybe_sweep(&self, now: Ms) {
         {
             let Some(mut next) = self.next_sweep.try_lock() else {
                 return; // someone else is sweeping
@@ -101,7 +126,7 @@ impl MemoryHotState {
             if *next > now {
                 return;
             }
-            *next = now + SWEEP_EVERY;
+            *next = now.saturating_add(SWEEP_EVERY.as_millis() as i64);
         }
         self.reservations.retain(|_, r| {
             let live = r.expires > now;
@@ -120,7 +145,7 @@ impl MemoryHotState {
 #[async_trait::async_trait]
 impl HotState for MemoryHotState {
     async fn reserve(&self, scope: &str, ttl: Duration) -> Result<Option<Reservation>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let token = rand::random::<u128>();
         let held = || Held {
             token,
@@ -146,7 +171,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn release(&self, reservation: Reservation) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut ours = false;
         // Removes our entry, or a lapsed one (which is no longer anyone's); never a live
         // reservation taken by someone else.
@@ -161,7 +186,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn wait_released(&self, scope: &str, timeout: Duration) {
-        let now = Instant::now();
+        let now = self.now();
         let Some((notify, expires)) = self
             .reservations
             .get(scope)
@@ -182,7 +207,7 @@ impl HotState for MemoryHotState {
             return;
         }
         // An abandoned reservation is released by its TTL: stop waiting then, too.
-        let until_lapse = expires.saturating_duration_since(Instant::now());
+        let until_lapse = Duration::from_millis(expires.saturating_sub(self.now()).max(0) as u64);
         let _ = tokio::time::timeout(timeout.min(until_lapse), notified).await;
     }
 
@@ -201,7 +226,7 @@ impl HotState for MemoryHotState {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let lease = |epoch| Lease {
             owner: owner.to_string(),
             expires: expiry(now, ttl),
@@ -228,7 +253,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn renew_lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         Ok(match self.leases.get_mut(key) {
             Some(mut l) if l.owner == owner && l.expires > now => {
                 l.expires = expiry(now, ttl);
@@ -239,7 +264,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut ours = false;
         self.leases.remove_if(key, |_, l| {
             ours = l.owner == owner && l.expires > now;
@@ -249,7 +274,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn lease_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         Ok(self
             .leases
             .get(key)
@@ -258,7 +283,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn put_snapshot(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         self.snapshots.insert(
             key.to_string(),
             Expiring {
@@ -271,7 +296,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn get_snapshot(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         Ok(self
             .snapshots
             .get(key)
@@ -285,7 +310,7 @@ impl HotState for MemoryHotState {
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let n = match self.counters.entry(key.to_string()) {
             Entry::Occupied(mut o) if o.get().expires > now => {
                 let c = o.get_mut();
@@ -408,9 +433,30 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         h.wait_released("k", Duration::from_secs(30)).await;
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn ttls_run_on_the_injected_clock() {
+        let clock = crate::clock::ManualClock::new(1_800_000_000_000);
+        let h = MemoryHotState::with_clock(Arc::new(clock.clone()));
+        let ttl = Duration::from_secs(3600);
+        assert!(h.reserve("r", ttl).await.unwrap().is_some());
+        assert!(h.acquire_lease("l", "a", ttl).await.unwrap());
+        h.put_snapshot("s", b"x", ttl).await.unwrap();
+        assert_eq!(h.incr("c", ttl).await.unwrap(), 1);
+        clock.advance_ms(3_600_000 - 1);
+        assert!(h.reserve("r", ttl).await.unwrap().is_none(), "1 ms early");
+        assert_eq!(h.lease_owner("l").await.unwrap().as_deref(), Some("a"));
+        assert!(h.get_snapshot("s").await.unwrap().is_some());
+        assert_eq!(h.incr("c", ttl).await.unwrap(), 2);
+        clock.advance_ms(1);
+        assert!(h.reserve("r", ttl).await.unwrap().is_some(), "lapsed");
+        assert_eq!(h.lease_owner("l").await.unwrap(), None);
+        assert_eq!(h.get_snapshot("s").await.unwrap(), None);
+        assert_eq!(h.incr("c", ttl).await.unwrap(), 1);
     }
 
     #[tokio::test]
@@ -425,8 +471,8 @@ mod tests {
             h.channels.is_empty(),
             "dropping the last subscriber removes the channel"
         );
-        *h.next_sweep.lock() = Instant::now();
-        h.maybe_sweep(Instant::now());
+        *h.next_sweep.lock() = h.now();
+        h.maybe_sweep(h.now());
         assert!(h.reservations.is_empty());
         assert!(h.leases.is_empty());
         assert!(h.snapshots.is_empty());

@@ -11,6 +11,7 @@
 //! are the deliveries being sent (bounded by `max_in_flight_per_shard`) and the endpoint cache.
 
 use super::WebhookConfig;
+use super::backoff::Backoff;
 use super::model::{
     self, AttemptLog, AttemptStatus, CHAIN, CURSOR, DELIVERY, DROPPED, DUE, Delivery,
     DeliveryStatus, ENDPOINT, LOGS, LOGS_BY_EVENT, MANIFEST_DISABLED, MAX_ATTEMPTS, Payload,
@@ -18,6 +19,7 @@ use super::model::{
 };
 use super::outbox::{Outbox, Signal};
 use super::resolve::{self, Resolver, Target};
+use super::retention::{self, Registered};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
 use crate::ids::{MerchantId, RequestId};
@@ -43,6 +45,17 @@ const MAX_KNOWN_CHAINS: usize = 16_384;
 const CHAIN_READ: usize = 64;
 /// Chain reads one shard step has outstanding at once.
 const CHAIN_READ_CONCURRENCY: usize = 4;
+/// The whole retry schedule, ms: a delivery held back this long by its endpoint's back-off
+/// is dropped, as it would have been after its last retry.
+const SCHEDULE_MS: i64 = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < RETRY_SCHEDULE_SECS.len() {
+        total += RETRY_SCHEDULE_SECS[i];
+        i += 1;
+    }
+    total * 1000
+};
 
 /// State shared by the shards of one node.
 pub struct Shared {
@@ -56,6 +69,23 @@ pub struct Shared {
     pub outbox: Arc<Outbox>,
     pub resolver: Resolver,
     endpoint_limits: DashMap<String, Arc<Semaphore>>,
+    /// Endpoints whose attempts keep failing wait instead of being called.
+    pub backoff: Backoff,
+    /// What each shard's task has done so far (one per shard).
+    progress: Vec<watch::Sender<ShardProgress>>,
+}
+
+/// What one shard's task has done since this node started, published after every step so an
+/// observer can wait for a step that began after some moment (tests asserting that nothing
+/// was sent wait for such a step instead of sleeping, so they fail if the shard never ran).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// Scans of the due index begun.
+    pub scans_started: u64,
+    /// The number of the last scan whose step finished (written, or failed and dropped).
+    pub scans_done: u64,
+    /// Attempts started (sends handed to the HTTP client).
+    pub sends: u64,
 }
 
 impl Shared {
@@ -81,6 +111,7 @@ impl Shared {
             .user_agent("ItPay-Webhook/1.0")
             .build()
             .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
+        let backoff = Backoff::new(cfg.backoff_after_failures, cfg.backoff_max_ms);
         Ok(Shared {
             resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms), outbox.clone()),
             ledger,
@@ -90,7 +121,22 @@ impl Shared {
             url_policy,
             outbox,
             endpoint_limits: DashMap::new(),
+            backoff,
+            progress: (0..model::SHARDS)
+                .map(|_| watch::channel(ShardProgress::default()).0)
+                .collect(),
         })
+    }
+
+    /// Follows what the task of `shard` has done ([`ShardProgress`]).
+    pub fn progress(&self, shard: u32) -> Option<watch::Receiver<ShardProgress>> {
+        self.progress.get(shard as usize).map(|p| p.subscribe())
+    }
+
+    fn note_progress(&self, shard: u32, f: impl FnOnce(&mut ShardProgress)) {
+        if let Some(p) = self.progress.get(shard as usize) {
+            p.send_modify(f);
+        }
     }
 
     /// What wakes this node's shards.
@@ -207,6 +253,8 @@ pub struct ShardTask {
     /// with the task (lease lost) and cleared when a step fails to commit. Bounded by
     /// [`MAX_KNOWN_CHAINS`]; unknown chains are read as before.
     chains: HashMap<String, BTreeSet<String>>,
+    /// Dated partitions this task registered for retention ([`retention`]).
+    registered: Registered,
     tx: mpsc::UnboundedSender<Outcome>,
 }
 
@@ -240,6 +288,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         per_endpoint: HashMap::new(),
         blocked: false,
         chains: HashMap::new(),
+        registered: Registered::default(),
         tx,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(sh.cfg.poll_interval_ms.max(1)));
@@ -276,8 +325,13 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         if t.blocked && !outcomes_empty {
             scan = true;
         }
+        let mut scanned = None;
         if scan && !failed {
             t.blocked = false;
+            sh.note_progress(shard, |p| {
+                p.scans_started += 1;
+                scanned = Some(p.scans_started);
+            });
             match t.scan(&mut step).await {
                 Ok(more) => scan = more,
                 Err(e) => {
@@ -292,9 +346,14 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
                 t.release(&j.delivery);
             }
         }
-        if failed || !t.commit(step).await {
-            // The in-memory chains may hold changes that were never written.
+        let committed = !failed && t.commit(step).await;
+        if let Some(n) = scanned {
+            sh.note_progress(shard, |p| p.scans_done = n);
+        }
+        if !committed {
+            // The in-memory chains (and registrations) may hold changes never written.
             t.chains.clear();
+            t.registered.clear();
             // Nothing of this step was recorded: what was being sent is sent again once its
             // lease lapses, and retries stay where they were (at-least-once). Back off.
             tokio::select! {
@@ -350,6 +409,10 @@ impl ShardTask {
         if let Some(c) = step.cursor {
             self.cursor = c;
         }
+        if !step.send.is_empty() {
+            let n = step.send.len() as u64;
+            self.sh.note_progress(self.shard, |p| p.sends += n);
+        }
         for job in step.send {
             let sh = self.sh.clone();
             let tx = self.tx.clone();
@@ -391,11 +454,20 @@ impl ShardTask {
         step: &mut Step,
         now: i64,
     ) {
-        let send = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        d.status = DeliveryStatus::Pending;
+        let room = self.budget() > 0 && !self.saturated(&d.endpoint_id);
+        if let Some(until) = self.sh.backoff.hold_until(&d.endpoint_id, now, room) {
+            // The endpoint is backing off: wait for its window without an attempt.
+            d.due_ms = until;
+            d.next_attempt = Some(Timestamp(until));
+            step.put_due(&d);
+            step.save(d);
+            return;
+        }
+        let send = room;
         if !send {
             self.blocked = true;
         }
-        d.status = DeliveryStatus::Pending;
         d.due_ms = if send {
             now + self.sh.cfg.inflight_lease_ms as i64
         } else {
@@ -793,6 +865,17 @@ impl ShardTask {
             step.delete_due(self.shard, due_ms, 'd', id);
             return Ok(true);
         }
+        if now - d.created.ms() >= SCHEDULE_MS
+            && self
+                .sh
+                .backoff
+                .hold_until(&d.endpoint_id, now, false)
+                .is_some()
+        {
+            step.delete_due(self.shard, due_ms, 'd', id);
+            self.drop_unreachable(d, step, now).await?;
+            return Ok(true);
+        }
         if self.budget() == 0 {
             self.blocked = true;
             return Ok(false);
@@ -820,6 +903,39 @@ impl ShardTask {
         Ok(true)
     }
 
+    /// Drops a delivery whose endpoint has been backing off for longer than the whole retry
+    /// schedule since the delivery was made (held deliveries use up no attempts, so without
+    /// this a dead endpoint's backlog would wait for ever).
+    async fn drop_unreachable(
+        &mut self,
+        mut d: Delivery,
+        step: &mut Step,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        metrics::counter!("ipay_webhook_attempts_total", "outcome" => "expired").increment(1);
+        d.status = DeliveryStatus::Dropped;
+        d.next_attempt = None;
+        d.last_error =
+            Some("the endpoint failed or was backing off for the whole retry schedule".to_string());
+        if let Ok(v) = serde_json::to_vec(&d) {
+            let partition = model::day_partition(d.merchant_id, d.livemode, now);
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'X',
+                &partition,
+            ));
+            step.ops.push(WriteOp::PutEntry {
+                index: DROPPED,
+                partition,
+                sort: d.id.clone(),
+                value: v,
+            });
+        }
+        self.finish(d, step, now).await
+    }
+
     /// Records one attempt's outcome.
     async fn complete(&mut self, o: Outcome, step: &mut Step) -> Result<(), StoreError> {
         self.release(&o.job.delivery);
@@ -837,6 +953,11 @@ impl ShardTask {
             if let Some(t) = &o.job.target {
                 d.endpoint = t.url.clone();
             }
+        }
+        match o.kind {
+            Kind::Success => self.sh.backoff.record(&d.endpoint_id, true, now),
+            Kind::Failure { .. } => self.sh.backoff.record(&d.endpoint_id, false, now),
+            _ => {}
         }
         let status = match o.kind {
             Kind::Success => {
@@ -904,9 +1025,17 @@ impl ShardTask {
         if d.status == DeliveryStatus::Dropped
             && let Ok(v) = serde_json::to_vec(&d)
         {
+            let partition = model::day_partition(d.merchant_id, d.livemode, now);
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'X',
+                &partition,
+            ));
             step.ops.push(WriteOp::PutEntry {
                 index: DROPPED,
-                partition: model::day_partition(d.merchant_id, d.livemode, now),
+                partition,
                 sort: d.id.clone(),
                 value: v,
             });
@@ -915,7 +1044,7 @@ impl ShardTask {
     }
 
     fn log(
-        &self,
+        &mut self,
         d: &Delivery,
         target: &Option<Arc<Target>>,
         status: AttemptStatus,
@@ -944,9 +1073,17 @@ impl ShardTask {
         let Ok(v) = serde_json::to_vec(&log) else {
             return;
         };
+        let partition = model::day_partition(d.merchant_id, d.livemode, o.at);
+        step.ops.extend(self.registered.op(
+            retention::Group::Deliveries,
+            self.shard,
+            o.at,
+            'L',
+            &partition,
+        ));
         step.ops.push(WriteOp::PutEntry {
             index: LOGS,
-            partition: model::day_partition(d.merchant_id, d.livemode, o.at),
+            partition,
             sort: log.id.clone(),
             value: v.clone(),
         });
@@ -997,6 +1134,16 @@ impl ShardTask {
     async fn finish(&mut self, d: Delivery, step: &mut Step, now: i64) -> Result<(), StoreError> {
         debug_assert!(d.status.is_final());
         step.delete_due(d.shard, d.due_ms, 'd', &d.id);
+        if d.attempts == 0 {
+            // No attempt log names it, so it is registered for retention on its own.
+            step.ops.extend(self.registered.op(
+                retention::Group::Deliveries,
+                self.shard,
+                now,
+                'D',
+                &d.id,
+            ));
+        }
         let chain = d
             .ordered
             .then(|| chain_partition(&d.endpoint_id, &d.object_id))

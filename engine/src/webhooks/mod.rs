@@ -14,10 +14,12 @@
 //! policy, page limit); it does not know the [`crate::Engine`].
 
 pub mod api;
+pub mod backoff;
 pub mod dispatch;
 pub mod model;
 pub mod outbox;
 pub mod resolve;
+pub mod retention;
 pub mod sign;
 #[cfg(test)]
 mod tests;
@@ -76,6 +78,17 @@ pub struct WebhookConfig {
     pub recover_max_days: i64,
     /// Shard lease lifetime (cluster mode), ms.
     pub lease_ttl_ms: u64,
+    /// Failed attempts in a row after which an endpoint backs off: its due deliveries wait,
+    /// unattempted, until a window ends, then one probe goes ([`backoff`]). 0: never.
+    pub backoff_after_failures: u32,
+    /// Longest back-off window, ms (windows start at 10 s and double per failure).
+    pub backoff_max_ms: u64,
+    /// Days attempt logs, dropped-delivery entries and finished delivery records are kept
+    /// (whole UTC days; the per-day event index `recover` reads is kept at least
+    /// `recover_max_days`). At least 1.
+    pub retention_days: i64,
+    /// How often the retention janitor looks for expired days, ms (at least 1000).
+    pub retention_sweep_ms: u64,
 }
 
 impl Default for WebhookConfig {
@@ -99,6 +112,10 @@ impl Default for WebhookConfig {
             recover_max_events: 10_000,
             recover_max_days: 31,
             lease_ttl_ms: 10_000,
+            backoff_after_failures: 5,
+            backoff_max_ms: 600_000,
+            retention_days: 30,
+            retention_sweep_ms: 600_000,
         }
     }
 }
@@ -123,6 +140,11 @@ impl WebhookConfig {
             ));
         }
         AllowList::parse(&self.allowed_private_hosts).map_err(EngineError::Internal)?;
+        if self.retention_days < 1 {
+            return Err(EngineError::Internal(
+                "webhooks.retention_days must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -180,6 +202,8 @@ impl Webhooks {
                 .map_err(EngineError::from)?,
         );
         let (stop, rx) = watch::channel(false);
+        // Retention runs on every node, dispatching or not (its deletes are idempotent).
+        tokio::spawn(retention::run(shared.clone(), rx.clone()));
         if cfg.dispatch {
             tokio::spawn(dispatch::run_leases(shared.clone(), hot, node, rx));
         }
@@ -193,6 +217,18 @@ impl Webhooks {
     /// Stops this node's dispatcher (sends in flight finish on their own).
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Purges, now, every whole day of webhook data older than its retention (the janitor does
+    /// this every `retention_sweep_ms`).
+    pub async fn purge_expired(&self) -> EngineResult<retention::PurgeReport> {
+        Ok(retention::sweep(&self.shared).await?)
+    }
+
+    /// Follows what this node's dispatcher task for `shard` has done (steps begun and finished,
+    /// sends started), to wait for a step that began after some moment.
+    pub fn progress(&self, shard: u32) -> Option<watch::Receiver<dispatch::ShardProgress>> {
+        self.shared.progress(shard)
     }
 
     /// Wakes the dispatcher of `shard` for work due from `ms` on.

@@ -16,12 +16,13 @@
 //! endpoints unseen, every event gets its marker.
 
 use super::model::{self, DUE, ENDPOINT, ENDPOINTS_BY_MERCHANT, EVENTS_BY_DAY, MANIFEST_DISABLED};
+use super::retention::{self, Registered};
 use crate::error::StoreError;
 use crate::ids::MerchantId;
 use crate::model::Event;
 use crate::store::hook::{AfterCommit, CommitHook};
 use crate::store::{Ledger, WriteBatch, WriteOp};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -155,6 +156,9 @@ pub struct Outbox {
     /// Off on a shared ledger: there, endpoint changes of other nodes are not seen here.
     skip_markers: bool,
     known: Arc<RwLock<Knowledge>>,
+    /// Per-day event partitions registered for retention (one registration per partition
+    /// and day, not one per event).
+    registered: Arc<Mutex<Registered>>,
 }
 
 impl Outbox {
@@ -165,6 +169,7 @@ impl Outbox {
             signal: Arc::new(Signal::new()),
             skip_markers: !shared,
             known: Arc::default(),
+            registered: Arc::default(),
         }
     }
 
@@ -229,8 +234,10 @@ impl CommitHook for Outbox {
         }
         let mut extra = Vec::new();
         let mut wake = Vec::new();
+        let mut registering = false;
         {
             let known = self.known.read();
+            let mut registered = self.registered.lock();
             for e in batch.events() {
                 if !known.without.contains(&(e.merchant_id, e.livemode))
                     && let Some(op) = marker_op(e)
@@ -242,15 +249,33 @@ impl CommitHook for Outbox {
                     ));
                 }
                 extra.extend(day_op(e));
+                let day = model::day_partition(e.merchant_id, e.livemode, e.created.ms());
+                if let Some(op) = registered.op(
+                    retention::Group::Events,
+                    model::shard_of(e.merchant_id, &e.object_id),
+                    e.created.ms(),
+                    'V',
+                    &day,
+                ) {
+                    extra.push(op);
+                    registering = true;
+                }
             }
         }
         batch.ops.extend(extra);
-        if wake.is_empty() && !change {
+        if wake.is_empty() && !change && !registering {
             return None;
         }
         let signal = self.signal.clone();
         let known = change.then(|| self.known.clone());
+        let registered = registering.then(|| self.registered.clone());
         Some(Box::new(move |r| {
+            if r.is_err()
+                && let Some(registered) = registered
+            {
+                // A registration that was never written must be written again.
+                registered.lock().clear();
+            }
             if let Some(known) = known {
                 let mut k = known.write();
                 k.epoch += 1;
@@ -281,7 +306,7 @@ mod tests {
         )
     }
 
-    fn indexes_of(outbox: &Outbox, ops: Vec<WriteOp>) -> Vec<&'static str> {
+    fn all_indexes_of(outbox: &Outbox, ops: Vec<WriteOp>) -> Vec<&'static str> {
         let mut b = WriteBatch::new();
         b.ops = ops;
         if let Some(after) = outbox.prepare(&mut b) {
@@ -294,6 +319,37 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The indexes a batch writes to, leaving out retention registrations (tested below).
+    fn indexes_of(outbox: &Outbox, ops: Vec<WriteOp>) -> Vec<&'static str> {
+        all_indexes_of(outbox, ops)
+            .into_iter()
+            .filter(|i| *i != retention::EXPIRE)
+            .collect()
+    }
+
+    #[test]
+    fn a_days_event_partition_is_registered_for_retention_once() {
+        let outbox = Outbox::new(false);
+        let m = MerchantId::new_at(1);
+        let put = |m| vec![WriteOp::PutEvent(event(m))];
+        assert_eq!(
+            all_indexes_of(&outbox, put(m)),
+            vec![DUE, EVENTS_BY_DAY, retention::EXPIRE]
+        );
+        assert_eq!(all_indexes_of(&outbox, put(m)), vec![DUE, EVENTS_BY_DAY]);
+        // Another merchant's day partition is registered on its own.
+        assert_eq!(
+            all_indexes_of(&outbox, put(MerchantId::new_at(2))),
+            vec![DUE, EVENTS_BY_DAY, retention::EXPIRE]
+        );
+        // A batch that failed may not have written its registration: it is written again.
+        let mut b = WriteBatch::new();
+        b.ops = put(MerchantId::new_at(3));
+        let after = outbox.prepare(&mut b).expect("a wake-up to run");
+        after(&Err(StoreError("disk full".into())));
+        assert!(all_indexes_of(&outbox, put(MerchantId::new_at(3))).contains(&retention::EXPIRE));
     }
 
     #[test]

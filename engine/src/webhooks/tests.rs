@@ -251,6 +251,36 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Wakes the shard of `object` and waits until it finished a scan that began after this
+    /// call (so after any clock move before it); returns its progress then. Times out, failing
+    /// the test, if the dispatcher does not run.
+    async fn dispatcher_pass(&self, object: &str) -> super::dispatch::ShardProgress {
+        let shard = model::shard_of(self.ctx.merchant_id, object);
+        let mut rx = self.webhooks.progress(shard).expect("a dispatch shard");
+        let started = rx.borrow().scans_started;
+        self.webhooks.wake(shard, self.clock.now_ms());
+        let p = tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|p| p.scans_done > started),
+        )
+        .await
+        .expect("the dispatcher did not run a step within 10 s")
+        .expect("the dispatcher is gone");
+        *p
+    }
+
+    /// Attempts started so far by the shard of `object`.
+    fn sends(&self, object: &str) -> u64 {
+        let shard = model::shard_of(self.ctx.merchant_id, object);
+        self.webhooks
+            .progress(shard)
+            .expect("a dispatch shard")
+            .borrow()
+            .sends
+    }
+}
+
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -293,9 +323,11 @@ async fn failed_deliveries_follow_the_retry_schedule_and_are_dropped_after_the_s
         let last = d.last_attempt.unwrap().ms();
         assert_eq!(d.next_attempt.unwrap().ms(), last + delay * 1000);
         assert_eq!(d.last_status_code, Some(500));
-        // One millisecond early: nothing is sent.
+        // One millisecond early: a dispatcher step runs and sends nothing.
+        let sends = e.sends("pi_sched");
         e.clock.advance_ms(delay * 1000 - 1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let p = e.dispatcher_pass("pi_sched").await;
+        assert_eq!(p.sends, sends, "sent before it was due");
         assert_eq!(rx.count(), attempts as usize, "sent before it was due");
         e.clock.advance_ms(1);
     }
@@ -336,7 +368,7 @@ async fn events_of_one_object_wait_for_the_earlier_one_but_other_objects_do_not(
     let e = env(|_| {}).await;
     // The first request fails, everything after succeeds.
     let rx = Receiver::start(Arc::new(|n, _| (if n == 0 { 503 } else { 200 }, vec![], 0))).await;
-    let _ep = e.endpoint(&rx.url).await;
+    let ep = e.endpoint(&rx.url).await;
     let a1 = e.emit("pi_A", "payment_intent.created").await;
     let id_of = |h: &Hit| {
         serde_json::from_str::<serde_json::Value>(&h.body).unwrap()["id"]
@@ -348,7 +380,14 @@ async fn events_of_one_object_wait_for_the_earlier_one_but_other_objects_do_not(
     let a2 = e.emit("pi_A", "payment_intent.succeeded").await;
     let b1 = e.emit("pi_B", "payment_intent.succeeded").await;
     wait_until("the other object's event", || rx.count() == 2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a2_delivery = format!("{a2}:{ep}");
+    e.wait_delivery(&a2_delivery, "a2 queued", |d| {
+        d.status == DeliveryStatus::Waiting
+    })
+    .await;
+    let sends = e.sends("pi_A");
+    let p = e.dispatcher_pass("pi_A").await;
+    assert_eq!(p.sends, sends, "a2 was sent before a1 succeeded");
     assert_eq!(rx.count(), 2, "a2 was sent before a1 succeeded");
     e.clock.advance_ms(10_000);
     wait_until("a1 retried, then a2", || rx.count() == 4).await;
@@ -412,8 +451,10 @@ async fn gone_disables_the_endpoint_and_later_events_are_not_sent() {
     assert_eq!(view.status, EndpointStatus::Disabled);
     let logs = e.webhooks.logs(&e.ctx, Default::default()).await.unwrap();
     assert!(logs.data[0].error.as_deref().unwrap().contains("410"));
+    let sends = e.sends("pi_gone2");
     let later = e.emit("pi_gone2", "payment_intent.succeeded").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = e.dispatcher_pass("pi_gone2").await;
+    assert_eq!(p.sends, sends, "sent to a disabled endpoint");
     assert_eq!(rx.count(), 1);
     assert!(e.delivery(&format!("{later}:{ep}")).await.is_none());
 }
@@ -583,4 +624,328 @@ async fn an_endpoint_whose_name_resolves_inside_at_delivery_is_refused_and_dropp
         .unwrap();
     assert_eq!(logs.data.len(), 1);
     assert_eq!(logs.data[0].status, model::AttemptStatus::Dropped);
+}
+
+impl Env {
+    async fn endpoint_for(&self, url: &str, event_type: &str) -> String {
+        self.webhooks
+            .create_endpoint(
+                &self.ctx,
+                EndpointInput {
+                    url: url.to_string(),
+                    enabled_events: Some(vec![event_type.to_string()]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .endpoint
+            .id
+    }
+
+    /// Rows of one partition of `index`.
+    async fn rows(&self, index: &str, partition: &str) -> usize {
+        self.engine
+            .ledger()
+            .scan_entries(index, partition, &EntryRange::all(1000))
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// Rows of the expiry index, over every shard and group of the day of `ms`.
+    async fn registrations(&self, ms: i64) -> usize {
+        let day = crate::clock::Timestamp(ms).to_datetime().format("%Y%m%d");
+        let mut n = 0;
+        for group in ['w', 'v'] {
+            for shard in 0..model::SHARDS {
+                n += self
+                    .rows(
+                        super::retention::EXPIRE,
+                        &format!("{group}{shard:02}:{day}"),
+                    )
+                    .await;
+            }
+        }
+        n
+    }
+}
+
+const DAY: i64 = 86_400_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_and_dropped_webhook_data_is_purged_after_the_retention_period() {
+    let e = env(|c| c.retention_days = 2).await;
+    let ok = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let gone = Receiver::start(Arc::new(|_, _| (410, vec![], 0))).await;
+    let ok_ep = e.endpoint_for(&ok.url, "payment_intent.succeeded").await;
+    let gone_ep = e.endpoint_for(&gone.url, "payment_intent.canceled").await;
+    let start = e.clock.now_ms();
+    let paid = e.emit("pi_kept", "payment_intent.succeeded").await;
+    let canceled = e.emit("pi_cut", "payment_intent.canceled").await;
+    let (d_ok, d_gone) = (format!("{paid}:{ok_ep}"), format!("{canceled}:{gone_ep}"));
+    e.wait_delivery(&d_ok, "the delivery", |d| {
+        d.status == DeliveryStatus::Succeeded
+    })
+    .await;
+    e.wait_delivery(&d_gone, "the drop", |d| d.status == DeliveryStatus::Dropped)
+        .await;
+    let m = e.ctx.merchant_id;
+    let logs_part = model::day_partition(m, false, start);
+    assert_eq!(e.rows(model::LOGS, &logs_part).await, 2);
+    assert_eq!(e.rows(model::DROPPED, &logs_part).await, 1);
+    assert!(e.registrations(start).await >= 3, "logs, dropped, events");
+
+    // Within the period nothing goes, however often the janitor looks.
+    e.clock.advance_ms(DAY);
+    assert_eq!(
+        e.webhooks.purge_expired().await.unwrap(),
+        Default::default()
+    );
+    assert_eq!(e.rows(model::LOGS, &logs_part).await, 2);
+
+    // Once the whole day is older than two days, its logs, dropped entries and finished
+    // deliveries are gone; the events stay listed for recovery (31 days).
+    e.clock.advance_ms(2 * DAY);
+    let report = e.webhooks.purge_expired().await.unwrap();
+    assert_eq!((report.logs, report.deliveries, report.dropped), (2, 2, 1));
+    assert_eq!(report.events, 0);
+    assert_eq!(e.rows(model::LOGS, &logs_part).await, 0);
+    assert_eq!(e.rows(model::DROPPED, &logs_part).await, 0);
+    for (evt, d) in [(paid, &d_ok), (canceled, &d_gone)] {
+        assert!(e.delivery(d).await.is_none(), "{d} kept");
+        assert_eq!(e.rows(model::LOGS_BY_EVENT, &evt.to_string()).await, 0);
+    }
+    assert_eq!(e.rows(model::EVENTS_BY_DAY, &logs_part).await, 2);
+    // A second sweep finds nothing more; the janitor remembers how far it got.
+    assert_eq!(
+        e.webhooks.purge_expired().await.unwrap(),
+        Default::default()
+    );
+
+    e.clock.advance_ms(31 * DAY);
+    let report = e.webhooks.purge_expired().await.unwrap();
+    assert_eq!(report.events, 2);
+    assert_eq!(e.rows(model::EVENTS_BY_DAY, &logs_part).await, 0);
+    assert_eq!(e.registrations(start).await, 0, "registrations left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retention_the_stored_webhook_data_stops_growing() {
+    let e = env(|c| {
+        c.retention_days = 1;
+        c.recover_max_days = 1;
+    })
+    .await;
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let ep = e.endpoint(&rx.url).await;
+    let m = e.ctx.merchant_id;
+    let mut days = Vec::new();
+    for day in 0..6 {
+        let at = e.clock.now_ms();
+        days.push(at);
+        for i in 0..20 {
+            let evt = e
+                .emit(&format!("pi_{day}_{i}"), "payment_intent.succeeded")
+                .await;
+            e.wait_delivery(&format!("{evt}:{ep}"), "a delivery", |d| {
+                d.status == DeliveryStatus::Succeeded
+            })
+            .await;
+        }
+        e.clock.advance_ms(DAY);
+        e.webhooks.purge_expired().await.unwrap();
+        // Only the day still within the period holds rows (logs and per-day events).
+        let mut held = 0;
+        for &d in &days {
+            let part = model::day_partition(m, false, d);
+            held += e.rows(model::LOGS, &part).await + e.rows(model::EVENTS_BY_DAY, &part).await;
+        }
+        assert_eq!(held, 2 * 20, "day {day}: only the latest day is kept");
+    }
+    assert_eq!(rx.count(), 6 * 20);
+}
+
+/// A loopback URL nothing listens on: connections are refused at once.
+async fn dead_url(i: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}/dead{i}")
+}
+
+impl Env {
+    /// Commits one event of `merchant` (see [`Env::emit`]).
+    async fn emit_for(&self, merchant: crate::ids::MerchantId, object: &str) -> EventId {
+        let e = Event::new(
+            merchant,
+            false,
+            "payment_intent.succeeded",
+            self.clock.now(),
+            object.to_string(),
+            &serde_json::json!({"id": object}),
+        );
+        let id = e.id;
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(e));
+        self.engine.ledger().submit(b).await.unwrap();
+        id
+    }
+
+    /// Attempt logs of the merchant of `ctx` (up to 100).
+    async fn attempts_of(&self, ctx: &AuthContext) -> usize {
+        self.webhooks
+            .logs(
+                ctx,
+                LogParams {
+                    limit: Some(100),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .data
+            .len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoints_back_off_while_another_merchants_deliveries_proceed() {
+    let e = env(|c| c.backoff_after_failures = 2).await;
+    // The noisy merchant: 16 endpoints that refuse every connection.
+    let mut dead = Vec::new();
+    for i in 0..16 {
+        dead.push(e.endpoint(&dead_url(i).await).await);
+    }
+    // The quiet merchant: one healthy endpoint.
+    let creds = create_merchant(e.engine.ledger().as_ref(), &e.clock, "Quiet")
+        .await
+        .unwrap();
+    let quiet = e
+        .engine
+        .authenticate(&creds.test_secret_key, None)
+        .await
+        .unwrap();
+    let rx = Receiver::start(Arc::new(|_, _| (200, vec![], 0))).await;
+    let healthy = e
+        .webhooks
+        .create_endpoint(
+            &quiet,
+            EndpointInput {
+                url: rx.url.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .endpoint
+        .id;
+    let noisy = e.ctx.merchant_id;
+    // One event first, so every dead endpoint has failed once before the flood.
+    e.emit_for(noisy, "pi_noisy_first").await;
+    let ctx = e.ctx.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 {
+        assert!(Instant::now() < deadline, "the first attempts never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut noisy_events = Vec::new();
+    let mut quiet_events = Vec::new();
+    for i in 0..30 {
+        noisy_events.push(e.emit_for(noisy, &format!("pi_noisy_{i}")).await);
+        quiet_events.push(
+            e.emit_for(quiet.merchant_id, &format!("pi_quiet_{i}"))
+                .await,
+        );
+    }
+    for evt in &quiet_events {
+        e.wait_delivery(&format!("{evt}:{healthy}"), "a healthy delivery", |d| {
+            d.status == DeliveryStatus::Succeeded && d.attempts == 1
+        })
+        .await;
+    }
+    assert_eq!(rx.count(), 30);
+    // Every noisy delivery is recorded as pending; after its second failure each dead
+    // endpoint backs off: the rest wait for the window without an attempt.
+    for evt in &noisy_events {
+        for ep in &dead {
+            e.wait_delivery(&format!("{evt}:{ep}"), "a noisy delivery", |d| {
+                d.status == DeliveryStatus::Pending
+            })
+            .await;
+        }
+    }
+    for ep in &dead {
+        assert!(
+            e.webhooks.shared.backoff.is_open(ep, e.clock.now_ms()),
+            "{ep}"
+        );
+    }
+    assert_eq!(
+        e.attempts_of(&ctx).await,
+        16 * 2,
+        "attempts to dead endpoints"
+    );
+    let mut held = 0;
+    for evt in &noisy_events {
+        for ep in &dead {
+            let d = e.delivery(&format!("{evt}:{ep}")).await.unwrap();
+            if d.attempts == 0 {
+                held += 1;
+                assert!(
+                    d.due_ms >= e.clock.now_ms() + 10_000 - 1,
+                    "held until the window"
+                );
+            }
+        }
+    }
+    assert_eq!(held, 30 * 16 - 16, "all but one probe per endpoint wait");
+    // The window ends: one probe per endpoint, not one attempt per waiting delivery.
+    e.clock.advance_ms(10_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 * 3 {
+        assert!(Instant::now() < deadline, "no probes after the window");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..30 {
+        e.dispatcher_pass(&format!("pi_noisy_{i}")).await;
+    }
+    assert_eq!(e.attempts_of(&ctx).await, 16 * 3, "one probe per endpoint");
+    // Held deliveries use up no attempts, but none waits longer than the retry schedule: once
+    // that has passed, a held delivery that comes due while its endpoint still fails is
+    // dropped, so a dead endpoint's backlog does not grow for ever.
+    e.clock.advance_ms(32 * 3_600_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.attempts_of(&ctx).await < 16 * 4 {
+        assert!(Instant::now() < deadline, "no probes after a day");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    e.clock.advance_ms(600_000);
+    for evt in &noisy_events {
+        for ep in &dead {
+            e.wait_delivery(&format!("{evt}:{ep}"), "the drop of a held delivery", |d| {
+                d.attempts > 0 || d.status == DeliveryStatus::Dropped
+            })
+            .await;
+        }
+    }
+    let dropped = e
+        .webhooks
+        .dropped(
+            &ctx,
+            super::api::DroppedParams {
+                limit: Some(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!dropped.data.is_empty());
+    assert!(
+        dropped.data[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("whole retry schedule")
+    );
 }
