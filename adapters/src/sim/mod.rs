@@ -15,6 +15,7 @@ mod callbacks;
 mod control;
 pub mod keys;
 mod psp;
+mod settlement;
 mod state;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use ipay_engine::channel::ChannelsConfig;
 use serde::{Deserialize, Serialize};
 
+pub use settlement::{SettlementLine, SettlementReport, Skew};
 pub use state::{DeliveredCallback, OrderInfo, OrderStatus, PreparedCallback};
 
 /// Channels the simulator serves.

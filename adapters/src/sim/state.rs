@@ -130,6 +130,8 @@ pub(crate) struct SimState {
     hang_release: tokio::sync::watch::Sender<u64>,
     requests: Mutex<HashMap<String, u64>>,
     seq: AtomicU64,
+    /// Settlement differences to play (`settlement.rs`).
+    pub(crate) settlement_skews: super::settlement::Skews,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -156,6 +158,7 @@ impl SimState {
             hang_release: tokio::sync::watch::channel(0).0,
             requests: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            settlement_skews: Default::default(),
         }
     }
 
