@@ -27,6 +27,9 @@ use crate::routing::ChannelRouter;
 use crate::services::Services;
 use crate::session::{SessionContext, SessionRegistry};
 use crate::store::{HotState, Ledger, Page, PageRequest};
+use crate::subscriptions::{
+    CreateSubscriptionRequest, CreatedSubscription, Subscription, Subscriptions,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +63,7 @@ struct Inner {
     refunds: Refunds,
     callbacks: Callbacks,
     events: Events,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl Engine {
@@ -79,6 +83,7 @@ impl Engine {
         }
         let inner = Arc::new(Inner::wire(ledger, hot, clock, sessions, config));
         spawn_refund_poller(Arc::downgrade(&inner));
+        crate::subscriptions::spawn_timer(&inner.subscriptions);
         Ok(Engine { inner })
     }
 
@@ -360,6 +365,55 @@ impl Engine {
     pub async fn get_event(&self, ctx: &AuthContext, id: &str) -> EngineResult<Event> {
         self.inner.events.get(ctx, id).await
     }
+
+    // ---------------------------------------------------------------- subscriptions
+
+    /// Subscribes to a manifest plan; returns the subscription and its first payment.
+    pub async fn create_subscription(
+        &self,
+        ctx: &AuthContext,
+        req: CreateSubscriptionRequest,
+    ) -> EngineResult<CreatedSubscription> {
+        self.inner.subscriptions.create(ctx, req).await
+    }
+
+    /// One subscription.
+    pub async fn get_subscription(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+    ) -> EngineResult<Subscription> {
+        self.inner.subscriptions.get(ctx, id).await
+    }
+
+    /// The caller's subscriptions, newest first, optionally of one status.
+    pub async fn list_subscriptions(
+        &self,
+        ctx: &AuthContext,
+        status: Option<&str>,
+        limit: Option<usize>,
+        offset: Option<usize>,
+    ) -> EngineResult<(Page<Subscription>, PageRequest)> {
+        self.inner
+            .subscriptions
+            .list(ctx, status, limit, offset)
+            .await
+    }
+
+    /// Cancels a subscription (at period end when it is paid up; see `docs/subscriptions.md`).
+    pub async fn cancel_subscription(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+    ) -> EngineResult<Subscription> {
+        self.inner.subscriptions.cancel(ctx, id).await
+    }
+
+    /// Advances every subscription due at the clock's now by one step (the background timer
+    /// does this every second; tests call it after moving the clock). Returns how many were due.
+    pub async fn run_subscription_timers(&self) -> EngineResult<usize> {
+        self.inner.subscriptions.tick().await
+    }
 }
 
 impl Inner {
@@ -420,6 +474,14 @@ impl Inner {
             sessions.clone(),
             routing.clone(),
         );
+        let subscriptions = Arc::new(Subscriptions::new(
+            ledger.clone(),
+            hot.clone(),
+            clock.clone(),
+            limits.clone(),
+            services.clone(),
+            intents.clone(),
+        ));
         let events = Events::new(ledger.clone(), limits);
         Inner {
             ledger,
@@ -435,6 +497,7 @@ impl Inner {
             refunds,
             callbacks,
             events,
+            subscriptions,
         }
     }
 }

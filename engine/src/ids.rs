@@ -169,6 +169,10 @@ typed_id!(
     /// A last-mile user account (`usr_…`).
     UserId, "usr_", "user"
 );
+typed_id!(
+    /// A subscription to a manifest's plan (`sub_…`).
+    SubscriptionId, "sub_", "subscription"
+);
 
 /// A service manifest (`svc_…`): a UUIDv7 written as 26 base32 characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

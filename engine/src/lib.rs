@@ -15,6 +15,7 @@ pub mod model;
 pub mod money;
 pub mod session;
 pub mod store;
+pub mod subscriptions;
 pub mod url_policy;
 pub mod webhooks;
 

@@ -164,6 +164,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
             post(routes::sandbox::fail),
         )
         .merge(routes::channels::router())
+        .merge(routes::subscriptions::router())
         .merge(routes::webhooks::router())
         .merge(routes::lastmile::router())
         .merge(routes::internal::router())

@@ -83,6 +83,7 @@ impl Modify for Security {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(routes::channels::Doc::openapi());
+    doc.merge(routes::subscriptions::Doc::openapi());
     doc.merge(routes::webhooks::Doc::openapi());
     doc.merge(routes::lastmile::Doc::openapi());
     doc.merge(routes::analytics::Doc::openapi());

@@ -5,7 +5,8 @@
 //! module: [`accounts`] (users, passwords, JWTs), [`orders`] (the order model, its storage and
 //! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks: the
 //! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
-//! sessions, parcels, OTP), [`stream`] (the live event stream). It runs on the engine's public
+//! sessions, parcels, OTP), [`stream`] (the live event stream), [`statements`] (fee statements
+//! and channel settlement checks). It runs on the engine's public
 //! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
 //! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
@@ -18,6 +19,7 @@ pub mod upload;
 pub mod otp;
 pub mod reference;
 pub mod sessions;
+pub mod statements;
 pub mod stream;
 
 use ipay_engine::Engine;

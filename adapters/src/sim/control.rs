@@ -34,6 +34,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/faults", post(inject).delete(clear))
         .route("/_sim/webhook-endpoints", post(webhook_endpoint))
         .route("/_sim/callbacks", get(callbacks))
+        .merge(super::settlement::routes())
         .with_state(state)
 }
 

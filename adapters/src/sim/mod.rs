@@ -16,6 +16,7 @@ mod control;
 pub mod keys;
 mod psp;
 mod refunds;
+mod settlement;
 mod state;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use ipay_engine::channel::ChannelsConfig;
 use serde::{Deserialize, Serialize};
 
 pub use refunds::{SimRefund, SimRefundMode, SimRefundStatus};
+pub use settlement::{SettlementLine, SettlementReport, Skew};
 pub use state::{DeliveredCallback, OrderInfo, OrderStatus, PreparedCallback};
 
 /// Channels the simulator serves.

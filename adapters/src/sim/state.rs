@@ -132,6 +132,8 @@ pub(crate) struct SimState {
     seq: AtomicU64,
     /// Refunds and each channel's refund mode.
     pub(crate) refunds: super::refunds::RefundBook,
+    /// Settlement differences to play (`settlement.rs`).
+    pub(crate) settlement_skews: super::settlement::Skews,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -159,6 +161,7 @@ impl SimState {
             requests: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             refunds: Default::default(),
+            settlement_skews: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod lastmile;
 pub mod refunds;
 pub mod sandbox;
 pub mod services;
+pub mod subscriptions;
 pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};

@@ -72,8 +72,8 @@ const SESSION: &str = "lm_session";
 const SESSION_BY_REF: &str = "lm_session_ref";
 const SESSION_BY_TOKEN: &str = "lm_session_token";
 const SESSION_BY_ORDER: &str = "lm_session_order";
-const SESSIONS_BY_DAY: &str = "lm_sessions";
-const SESSION_DAYS: &str = "lm_session_days";
+pub(crate) const SESSIONS_BY_DAY: &str = "lm_sessions";
+pub(crate) const SESSION_DAYS: &str = "lm_session_days";
 const SESSION_LOG: &str = "lm_session_log";
 const OTP_KEY: &str = "lm_otp_key";
 

@@ -9,12 +9,13 @@ pub mod orders;
 pub mod consumer;
 pub mod driver;
 pub mod sessions;
+pub mod statements;
 pub mod stream;
 
 use crate::app::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -59,6 +60,19 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/driver/verify-otp", post(driver::verify_otp))
         .route("/api/events/stream", get(stream::stream))
+        .route("/api/admin/merchants/{id}", patch(statements::set_fee))
+        .route(
+            "/api/admin/settlement-reports",
+            post(statements::check_settlement),
+        )
+        .route(
+            "/api/merchant-portal/ipay/settlement",
+            get(statements::statement),
+        )
+        .route(
+            "/api/merchant-portal/ipay/settlement/pdf",
+            get(statements::statement_pdf),
+        )
 }
 
 /// `POST /api/orders/upload` alone: the application mounts it outside the global request
@@ -99,6 +113,10 @@ pub fn upload_router() -> Router<AppState> {
         consumer::start_payment,
         driver::verify_otp,
         stream::stream,
+        statements::set_fee,
+        statements::statement,
+        statements::statement_pdf,
+        statements::check_settlement,
     ),
     components(schemas(
         ipay_lastmile::accounts::Role,
@@ -132,11 +150,22 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::sessions::VerifyOtpResponse,
         ipay_lastmile::sessions::ParcelStatusRequest,
         ipay_lastmile::orders::CursorPagination,
+        ipay_lastmile::statements::SetFeeRequest,
+        ipay_lastmile::statements::MerchantFee,
+        ipay_lastmile::statements::FeeChange,
+        ipay_lastmile::statements::Statement,
+        ipay_lastmile::statements::StatementDay,
+        ipay_lastmile::statements::mismatch::SettlementReport,
+        ipay_lastmile::statements::mismatch::ReportLine,
+        ipay_lastmile::statements::mismatch::MismatchCheck,
+        ipay_lastmile::statements::mismatch::Mismatch,
+        ipay_lastmile::statements::mismatch::LineDifference,
     )),
     tags((name = "lastmile-auth", description = "Last-mile accounts (JWT)"),
          (name = "lastmile-orders", description = "Last-mile orders and bulk upload"),
          (name = "lastmile-sessions", description = "Payment sessions (18-digit reference), parcel states, event stream"),
          (name = "lastmile-consumer", description = "The consumer's pay page (no login)"),
-         (name = "lastmile-driver", description = "Driver OTP check at the door"))
+         (name = "lastmile-driver", description = "Driver OTP check at the door"),
+         (name = "lastmile-statements", description = "Fee statements (gross - parcels x fee = net) and channel settlement checks"))
 )]
 pub struct Doc;
