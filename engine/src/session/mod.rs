@@ -123,6 +123,8 @@ impl StopBeforeCommit {
             IntentCommand::Expire => "expire",
             IntentCommand::Cancel { .. } => "cancel",
             IntentCommand::Refund { .. } => "refund",
+            IntentCommand::SettleRefund { .. } => "settle_refund",
+            IntentCommand::RecordPspRefunds { .. } => "record_psp_refunds",
         };
         if name != armed || self.fired.swap(true, Ordering::SeqCst) {
             return;

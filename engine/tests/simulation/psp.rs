@@ -151,6 +151,7 @@ impl ChannelAdapter for SimAdapter {
                     .and_then(|v| Money::from_parts(v, get("currency").ok()?).ok())
                     .ok_or_else(|| CallbackError::Malformed("bad amount".into()))?,
                 channel_reference: Some(format!("sim-{intent_id}")),
+                payer: None,
             },
             "failed" => CallbackOutcome::Failed {
                 reason: "simulated decline".into(),

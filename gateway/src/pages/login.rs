@@ -95,7 +95,7 @@ async fn viewer_of(st: &AppState, parts: &Parts) -> Result<Viewer, Response> {
         .authenticate(key, ip)
         .await
         .map_err(|e| PageError(e.into()).into_response())?;
-    st.rate_limits.check(&ctx, parts).map_err(|r| *r)?;
+    st.rate_limits.check(&ctx, parts).await.map_err(|r| *r)?;
     Ok(Viewer::Merchant {
         ctx: Box::new(ctx),
         jwt: None,
