@@ -1783,9 +1783,10 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
 }
 
 /// What a fence costs on the CQL ledger: the same settle-sized batch (a record and an event)
-/// without a fence, with a fence at a steady epoch (an owner's later decisions) and with a new
-/// epoch each time (every decision after a take-over), submitted one after the other and
-/// interleaved (so load on the shared box hits all three alike). Prints the figures for
+/// without a fence, with the first fence of a key (a session's first decision), with a fence
+/// at a steady epoch (an owner's later decisions) and with a new epoch each time (every
+/// decision after a take-over), submitted one after the other and
+/// interleaved (so load on the shared box hits all four alike). Prints the figures for
 /// docs/performance.md; asserts only that every batch commits.
 async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
     let l: &dyn Ledger = fx.ledger.as_ref();
@@ -1810,15 +1811,17 @@ async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
         }
         b
     };
-    let mut ms: [Vec<f64>; 3] = Default::default();
+    let mut ms: [Vec<f64>; 4] = Default::default();
     for i in 0..n + 20 {
+        let first = uniq("fence");
         let fences = [
             None,
+            Some((first.as_str(), 3)),
             Some((steady.as_str(), 7)),
             Some((moving.as_str(), i as u64 + 1)),
         ];
         for (kind, fence) in fences.into_iter().enumerate() {
-            let b = batch(i * 3 + kind, fence);
+            let b = batch(i * 4 + kind, fence);
             let t = Instant::now();
             l.submit(b).await.unwrap();
             // The first 20 rounds warm connections and prepared statements up.
@@ -1827,7 +1830,12 @@ async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
             }
         }
     }
-    let names = ["no fence", "fence, same epoch", "fence, new epoch"];
+    let names = [
+        "no fence",
+        "first fence of a key",
+        "fence, same epoch",
+        "fence, new epoch",
+    ];
     for (what, v) in names.into_iter().zip(ms) {
         let (p50, p99, mean) = summary(v);
         eprintln!(

@@ -423,6 +423,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_carry_the_lease_epoch_and_a_take_over_gets_a_newer_one() {
+        let hot = Arc::new(MemoryHotState::new());
+        let (a, b) = (node(&hot, "http://a"), node(&hot, "http://b"));
+        let pi = intent();
+        a.claim_new(pi.id).await.unwrap();
+        let (claim, first) = a.claim_fenced(pi.id).await.unwrap();
+        assert_eq!(claim, Claim::Held);
+        let first = first.expect("the owner knows its epoch");
+        assert_eq!(a.claim_fenced(pi.id).await.unwrap().1, Some(first));
+        assert_eq!(
+            b.claim_fenced(pi.id).await.unwrap(),
+            (Claim::Elsewhere("http://a".into()), None)
+        );
+        // A hands the session over: B takes it under a newer epoch, which fences A off.
+        a.hand_over(&pi, 2_000).await;
+        let (claim, second) = b.claim_fenced(pi.id).await.unwrap();
+        assert_eq!(claim, Claim::Fresh);
+        assert!(second.expect("taken") > first);
+        // A node told by the ledger that it lost a session claims it anew and finds B.
+        a.lost(pi.id);
+        assert_eq!(
+            a.claim_fenced(pi.id).await.unwrap().0,
+            Claim::Elsewhere("http://b".into())
+        );
+    }
+
+    #[tokio::test]
     async fn a_corrupt_or_foreign_snapshot_is_ignored() {
         let hot = Arc::new(MemoryHotState::new());
         let b = node(&hot, "http://b");

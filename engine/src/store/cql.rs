@@ -1295,8 +1295,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Checks and raises the fence `key` to `epoch` with lightweight transactions: raise it
-    /// if it is at most `epoch`, else create it if it is missing; refused when it is higher.
+    /// Checks and raises the fence `key` to `epoch` with lightweight transactions: create it
+    /// if it is missing (a session's first decision: one LWT), accept it if it already holds
+    /// `epoch` (an owner's later decisions: one LWT that only reads), raise it if it is older
+    /// (the first decision after a take-over: a second LWT); refused when it is newer.
     /// The batch follows in a second round trip (a conditional batch cannot span the
     /// partitions a batch writes), so a writer stalled exactly between the two can still land
     /// its batch after a newer owner's; the check closes every earlier window.
@@ -1304,19 +1306,20 @@ impl Inner {
         let e = i64::try_from(epoch)
             .map_err(|_| StoreError(format!("fence epoch {epoch} is out of range")))?;
         for _ in 0..3 {
-            let raise = (e, key, e);
-            match self.lwt(S::FenceRaise, raise).await? {
-                (true, _) => return Ok(()),
-                (false, Some(current)) => return Err(fenced_error(key, epoch, current)),
-                (false, None) => {}
-            }
             match self.lwt(S::FenceInsert, (key, e)).await? {
                 (true, _) => return Ok(()),
+                (false, Some(current)) if current == epoch => return Ok(()),
                 (false, Some(current)) if current > epoch => {
                     return Err(fenced_error(key, epoch, current));
                 }
-                // Created by someone else between our two steps: raise it again.
+                // Older: raise it.
                 (false, _) => {}
+            }
+            match self.lwt(S::FenceRaise, (e, key, e)).await? {
+                (true, _) => return Ok(()),
+                (false, Some(current)) => return Err(fenced_error(key, epoch, current)),
+                // Gone between our two steps (never deleted, but be safe): start again.
+                (false, None) => {}
             }
         }
         Err(StoreError(format!(
