@@ -9,7 +9,8 @@
 #   other-ca.pem              an unrelated CA that signed nothing here (an "untrusted CA")
 #   server.p12, server.jks    the server key and chain as PKCS#12 and Java keystore
 #   store.pass                the keystores' password
-# Everything is valid for 10 days and for tests only.
+# Everything is valid for 10 days and for tests only; a set expiring within a day is made anew
+# (restart servers that still use the old one).
 set -euo pipefail
 
 DIR="${1:?usage: tls_certs.sh DIR}"
@@ -18,7 +19,9 @@ cd "$DIR"
 # Two servers' scripts may ask at once: one makes the set, the other waits and reuses it.
 exec 8>"$DIR/.lock"
 flock -w 60 8 || { echo "tls_certs.sh: $DIR/.lock is held" >&2; exit 1; }
-if [ -s server.jks ] && [ -s client.pem ] && [ -s other-ca.pem ]; then
+# Kept while valid for another day; an older set (the state directory outlived it) is replaced.
+if [ -s server.jks ] && [ -s client.pem ] && [ -s other-ca.pem ] \
+  && openssl x509 -checkend 86400 -noout -in server.pem >/dev/null 2>&1; then
   exit 0
 fi
 command -v openssl >/dev/null 2>&1 || { echo "tls_certs.sh: openssl not found" >&2; exit 1; }
