@@ -27,9 +27,7 @@ use crate::routing::ChannelRouter;
 use crate::services::Services;
 use crate::session::{SessionContext, SessionRegistry};
 use crate::store::{HotState, Ledger, Page, PageRequest};
-use crate::subscriptions::{
-    CreateSubscriptionRequest, CreatedSubscription, Subscription, Subscriptions,
-};
+use crate::subscriptions::{CreateSubscriptionRequest, Subscription, Subscriptions};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -368,13 +366,18 @@ impl Engine {
 
     // ---------------------------------------------------------------- subscriptions
 
-    /// Subscribes to a manifest plan; returns the subscription and its first payment.
+    /// Subscribes to a manifest plan (idempotent when `idempotency_key` is given); the body is
+    /// a [`CreatedSubscription`]: the subscription and its first payment.
     pub async fn create_subscription(
         &self,
         ctx: &AuthContext,
         req: CreateSubscriptionRequest,
-    ) -> EngineResult<CreatedSubscription> {
-        self.inner.subscriptions.create(ctx, req).await
+        idempotency_key: Option<&str>,
+    ) -> EngineResult<IdempotentOutcome> {
+        self.inner
+            .subscriptions
+            .create(ctx, req, idempotency_key)
+            .await
     }
 
     /// One subscription.
@@ -465,7 +468,7 @@ impl Inner {
             limits: limits.clone(),
             sessions: sessions.clone(),
             intents: intents.clone(),
-            idempotency,
+            idempotency: idempotency.clone(),
             routing: routing.clone(),
         });
         let callbacks = Callbacks::new(
@@ -481,6 +484,7 @@ impl Inner {
             limits.clone(),
             services.clone(),
             intents.clone(),
+            idempotency,
         ));
         let events = Events::new(ledger.clone(), limits);
         Inner {

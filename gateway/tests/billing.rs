@@ -151,6 +151,49 @@ async fn bad_subscription_input_gets_coded_json_errors() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
         assert_eq!(r.code(), code);
     }
+    // An Idempotency-Key replays the first answer and refuses a different body.
+    let body = json!({"service_id": svc, "plan_id": "plan_weekly", "channel": "sandbox"});
+    let idem = [("Idempotency-Key", "sub-once-1")];
+    let first = srv
+        .call_with(
+            Method::POST,
+            "/v1/subscriptions",
+            Some(key),
+            Some(body.clone()),
+            &idem,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let again = srv
+        .call_with(
+            Method::POST,
+            "/v1/subscriptions",
+            Some(key),
+            Some(body),
+            &idem,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again.body["subscription"]["id"],
+        first.body["subscription"]["id"]
+    );
+    let other =
+        json!({"service_id": svc, "plan_id": "plan_weekly", "channel": "sandbox", "customer": "x"});
+    let reused = srv
+        .call_with(
+            Method::POST,
+            "/v1/subscriptions",
+            Some(key),
+            Some(other),
+            &idem,
+        )
+        .await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
     let r = srv.get("/v1/subscriptions/sub_missing", key).await;
     assert_eq!(
         (r.status, r.code()),

@@ -32,14 +32,18 @@ use crate::auth::AuthContext;
 use crate::clock::{Clock, Timestamp};
 use crate::config::Limits;
 use crate::error::{EngineError, EngineResult};
+use crate::idempotency::{Idempotency, IdempotentOutcome, canonical_hash};
 use crate::ids::{ApiKeyId, MerchantId, PaymentIntentId, ServiceId, SubscriptionId};
 use crate::intents::{AmountInput, CreateIntentRequest, Intents};
 use crate::model::{ApiKey, Event, PaymentIntent, Permission};
 use crate::money::Money;
 use crate::paging::page;
 use crate::services::Services;
-use crate::store::{EntryRange, HotState, Ledger, Page, PageRequest, WriteBatch, WriteOp};
-use serde::Deserialize;
+use crate::session::IdempotencySpec;
+use crate::store::{
+    EntryRange, HotState, IdempotencyRecord, Ledger, Page, PageRequest, WriteBatch, WriteOp,
+};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +89,7 @@ impl Default for SubscriptionSettings {
 }
 
 /// `POST /v1/subscriptions` body.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriptionRequest {
     /// The manifest whose plan is subscribed to; it must offer subscriptions.
@@ -104,7 +108,7 @@ pub struct CreateSubscriptionRequest {
 }
 
 /// What subscribing returns: the subscription and its first payment to present to the payer.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedSubscription {
     pub subscription: Subscription,
     pub payment_intent: PaymentIntent,
@@ -118,6 +122,7 @@ pub(crate) struct Subscriptions {
     limits: Limits,
     services: Arc<Services>,
     intents: Arc<Intents>,
+    idempotency: Arc<Idempotency>,
     settings: SubscriptionSettings,
 }
 
@@ -130,6 +135,7 @@ impl Subscriptions {
         limits: Limits,
         services: Arc<Services>,
         intents: Arc<Intents>,
+        idempotency: Arc<Idempotency>,
     ) -> Self {
         Subscriptions {
             ledger,
@@ -138,18 +144,47 @@ impl Subscriptions {
             limits,
             services,
             intents,
+            idempotency,
             settings: SubscriptionSettings::default(),
         }
     }
 
-    /// Subscribes to a plan: checks it, opens the first payment intent and stores the
-    /// subscription as `incomplete` until that payment succeeds.
+    /// Subscribes to a plan (idempotent when `idempotency_key` is given); the body is a
+    /// [`CreatedSubscription`].
     pub(crate) async fn create(
         &self,
         ctx: &AuthContext,
         req: CreateSubscriptionRequest,
-    ) -> EngineResult<CreatedSubscription> {
+        idempotency_key: Option<&str>,
+    ) -> EngineResult<IdempotentOutcome> {
         ctx.require(Permission::PaymentIntentsWrite)?;
+        let hash = canonical_hash(&req);
+        self.idempotency
+            .run(
+                ctx,
+                "subscriptions",
+                idempotency_key,
+                hash,
+                |spec| async move {
+                    Ok(IdempotentOutcome {
+                        status: 201,
+                        body: self.create_now(ctx, req, spec).await?,
+                        replayed: false,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// Checks the plan, opens the first payment intent and stores the subscription as
+    /// `incomplete` until that payment succeeds, with the idempotency record (if any) in the
+    /// same batch. Returns the response body.
+    async fn create_now(
+        &self,
+        ctx: &AuthContext,
+        req: CreateSubscriptionRequest,
+        idem: Option<IdempotencySpec>,
+    ) -> EngineResult<String> {
         let (amount, interval) = self.plan_of(ctx, &req).await?;
         let now = self.clock.now();
         let id = SubscriptionId::new_at(now.ms());
@@ -193,11 +228,26 @@ impl Subscriptions {
             sort: sub.id.to_string(),
             value: Vec::new(),
         });
-        self.commit(batch, &sub, None, Vec::new()).await?;
-        Ok(CreatedSubscription {
+        let created = CreatedSubscription {
             subscription: sub,
             payment_intent: intent,
-        })
+        };
+        let body =
+            serde_json::to_string(&created).map_err(|e| EngineError::Internal(e.to_string()))?;
+        if let Some(spec) = idem {
+            batch.push(WriteOp::PutIdempotency {
+                scope: spec.scope,
+                record: IdempotencyRecord {
+                    request_hash: spec.request_hash,
+                    status: 201,
+                    body: body.clone(),
+                    created: now,
+                },
+            });
+        }
+        self.commit(batch, &created.subscription, None, Vec::new())
+            .await?;
+        Ok(body)
     }
 
     /// The plan's price and interval, after checking the request against the manifest.

@@ -2,7 +2,7 @@
 //! clock: activation, renewal across a restart, cancel at period end, failed renewals.
 
 use super::model::period_boundary;
-use super::{CreateSubscriptionRequest, Subscription, SubscriptionStatus};
+use super::{CreateSubscriptionRequest, CreatedSubscription, Subscription, SubscriptionStatus};
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::engine::{AuthContext, Engine, EngineConfig, create_merchant};
 use crate::model::service::{Interval, PaymentMethods, Plan, Pricing};
@@ -122,11 +122,12 @@ async fn active_subscription(
     ctx: &AuthContext,
     svc: &str,
 ) -> Subscription {
-    let created = n
+    let out = n
         .engine
-        .create_subscription(ctx, subscribe_req(svc, "plan_starter"))
+        .create_subscription(ctx, subscribe_req(svc, "plan_starter"), None)
         .await
         .unwrap();
+    let created: CreatedSubscription = serde_json::from_str(&out.body).unwrap();
     assert_eq!(created.subscription.status, SubscriptionStatus::Incomplete);
     assert_eq!(created.payment_intent.status, IntentStatus::Pending);
     assert_eq!(created.payment_intent.amount.value, 999);
@@ -301,13 +302,13 @@ async fn bad_subscription_requests_get_coded_errors() {
     let (_, ctx, svc) = merchant_with_plan(&n, &clock).await;
     let e = n
         .engine
-        .create_subscription(&ctx, subscribe_req(&svc, "plan_gold"))
+        .create_subscription(&ctx, subscribe_req(&svc, "plan_gold"), None)
         .await
         .unwrap_err();
     assert_eq!((e.code(), e.param()), ("plan_unknown", Some("plan_id")));
     let e = n
         .engine
-        .create_subscription(&ctx, subscribe_req("svc_nope", "plan_starter"))
+        .create_subscription(&ctx, subscribe_req("svc_nope", "plan_starter"), None)
         .await
         .unwrap_err();
     assert_eq!(e.code(), "parameter_invalid");
@@ -325,7 +326,11 @@ async fn bad_subscription_requests_get_coded_errors() {
         .unwrap();
     let e = n
         .engine
-        .create_subscription(&ctx, subscribe_req(&plain.id.to_string(), "plan_starter"))
+        .create_subscription(
+            &ctx,
+            subscribe_req(&plain.id.to_string(), "plan_starter"),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), "subscriptions_not_offered");

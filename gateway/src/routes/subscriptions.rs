@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Auth};
+use crate::extract::{ApiJson, ApiQuery, Auth, IdempotencyKey};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,8 +24,13 @@ pub fn router() -> Router<AppState> {
 
 /// Subscribes to one of a manifest's `pricing.subscription` plans and opens the first
 /// payment; the subscription is `incomplete` until that payment succeeds.
+///
+/// With `Idempotency-Key`, a repeat of the same body returns the original response (marked
+/// `Idempotent-Replayed: true`) and a different body is refused with 422.
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", security(("bearer" = [])), request_body = CreateSubscriptionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; kept 24 h")),
     responses((status = 201, body = CreatedSubscription),
+              (status = 422, body = super::ErrorEnvelope, description = "`idempotency_key_reused`"),
               (status = 400, body = super::ErrorEnvelope, description = "`plan_unknown`, `subscriptions_not_offered`, `channel_unknown`, `channel_not_accepted`, `resource_missing`, `parameter_invalid`"),
               (status = 403, body = super::ErrorEnvelope, description = "`permission_denied`: the key lacks `payment_intents:write`"),
               (status = 409, body = super::ErrorEnvelope, description = "`service_not_active`"),
@@ -33,10 +38,14 @@ pub fn router() -> Router<AppState> {
 pub async fn create(
     State(st): State<AppState>,
     Auth(ctx): Auth,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<CreateSubscriptionRequest>,
 ) -> Result<Response, ApiError> {
-    let created = st.engine.create_subscription(&ctx, req).await?;
-    Ok(super::json(StatusCode::CREATED, &created))
+    let out = st
+        .engine
+        .create_subscription(&ctx, req, key.as_deref())
+        .await?;
+    Ok(super::idempotent(out))
 }
 
 /// Query of `GET /v1/subscriptions`.

@@ -225,6 +225,27 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
+        // A second, independent reader where it is installed: poppler's pdftotext.
+        if let Some(text) = pdftotext(&bytes) {
+            assert!(text.contains("Net: 25.50 EUR"), "{text:?}");
+            assert!(text.contains("2026-05-01"), "{text:?}");
+        }
+    }
+
+    /// The text poppler's `pdftotext` reads from `pdf`, or `None` when it is not installed.
+    fn pdftotext(pdf: &[u8]) -> Option<String> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("pdftotext")
+            .args(["-layout", "-", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take()?.write_all(pdf).ok()?;
+        let out = child.wait_with_output().ok()?;
+        assert!(out.status.success(), "pdftotext failed on our PDF");
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     #[test]
