@@ -260,6 +260,11 @@ async fn every_channel_refunds_through_its_psp_and_emits_refund_succeeded() {
         w.intent("wechat", &wechat).await["payer"],
         "oSimPayer0000000000000000001"
     );
+    let stripe = w.paid("stripe", 100, "EUR").await;
+    assert_eq!(
+        w.intent("stripe", &stripe).await["payer"],
+        "payer@example.com"
+    );
     let ev = w
         .events("wechat", "payment_intent.succeeded", &wechat)
         .await;
