@@ -132,3 +132,91 @@ async fn stripe_without_a_webhook_endpoint_cannot_be_paid_and_says_why() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn control_api_sets_refund_modes_completes_refunds_and_books_dashboard_refunds() {
+    use ipay_engine::channel::{ChannelRefundRequest, ChannelRefundState};
+    use ipay_engine::ids::RefundId;
+    use ipay_engine::money::Money;
+
+    let w = World::start().await;
+    let http = reqwest::Client::new();
+    let base = w.sim.base_url().to_owned();
+    let adapter = w.adapter("alipay");
+    let req = request(1_000, "CNY");
+    adapter.create_payment(&req).await.unwrap();
+    let intent = req.intent_id.to_string();
+    assert!(w.sim.pay(&intent).await.unwrap().acknowledged());
+
+    let r = http
+        .post(format!("{base}/_sim/refund-modes"))
+        .json(&json!({"channel": "alipay", "mode": "pending"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let refund = ChannelRefundRequest {
+        refund_id: RefundId::new_at(now().ms()),
+        intent_id: req.intent_id,
+        channel_reference: None,
+        amount: Money::from_parts(400, "CNY").unwrap(),
+        captured: req.amount,
+        reason: None,
+        livemode: true,
+    };
+    let answer = adapter.refund(&refund).await.unwrap();
+    assert_eq!(answer.state, ChannelRefundState::Pending);
+    let listed: Value = http
+        .get(format!("{base}/_sim/refunds"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed[0]["merchant_refund_id"],
+        refund.refund_id.to_string()
+    );
+    assert_eq!(listed[0]["status"], "pending");
+
+    let done: Value = http
+        .post(format!("{base}/_sim/refunds/{}/complete", refund.refund_id))
+        .json(&json!({"succeed": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Alipay has no refund notification: the status query tells.
+    assert_eq!(done["callback"], Value::Null);
+    let status = adapter.refund_status(&refund).await.unwrap();
+    assert_eq!(status.state, ChannelRefundState::Succeeded);
+
+    // A dashboard refund over what is left is refused; within it, notified.
+    let over = http
+        .post(format!("{base}/_sim/orders/{intent}/dashboard-refund"))
+        .json(&json!({"amount": 601}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 422);
+    let ok = http
+        .post(format!("{base}/_sim/orders/{intent}/dashboard-refund"))
+        .json(&json!({"amount": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let notify = w.receiver.last();
+    let notice = adapter
+        .verify_callback(&notify.gateway_callback(), now())
+        .unwrap();
+    match notice.outcome {
+        CallbackOutcome::Refund(ipay_engine::channel::RefundReport::Total { refunded, .. }) => {
+            assert_eq!(refunded.value, 1_000)
+        }
+        other => panic!("expected a refund report, got {other:?}"),
+    }
+}

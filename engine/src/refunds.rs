@@ -26,7 +26,8 @@ use crate::idempotency::{Idempotency, IdempotentOutcome, canonical_hash};
 use crate::ids::{PaymentIntentId, RefundId};
 use crate::intents::{AmountInput, Intents};
 use crate::model::{
-    IntentCommand, PaymentIntent, Permission, Refund, RefundMode, RefundOutcome, RefundStatus,
+    IntentCommand, PaymentIntent, Permission, Refund, RefundMode, RefundOutcome, RefundSource,
+    RefundStatus,
 };
 use crate::money::Money;
 use crate::paging::page;
@@ -43,6 +44,8 @@ const POLL_INDEX: &str = "refund_polls";
 const POLL_PARTITION: &str = "all";
 /// Pending refunds looked at per poller round.
 const MAX_POLLED_PER_ROUND: usize = 200;
+/// How long one node keeps the poller's leadership in cluster mode.
+const POLL_LEADERSHIP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Wait before the first status query of a new refund: the PSP call made when it was created
 /// usually settles it, and the poller should not race that call.
 pub const FIRST_POLL_DELAY_MS: i64 = 30_000;
@@ -87,23 +90,25 @@ pub struct PollEntry {
     pub attempts: u32,
 }
 
-/// The write that keeps the poller's work list in step with a refund: an entry while it is
-/// pending at a PSP, none otherwise. Committed in the refund's own batch.
-pub(crate) fn poll_entry_op(r: &Refund) -> WriteOp {
-    if r.status == RefundStatus::Pending && !r.manual {
-        let entry = PollEntry {
+/// The write that keeps the poller's work list in step with a refund, committed in the
+/// refund's own batch: an entry while it is pending at a PSP, its removal when it ends. Refunds
+/// that never wait for a PSP (sandbox, PSP-initiated, manual) need no write.
+pub(crate) fn poll_entry_op(r: &Refund) -> Option<WriteOp> {
+    let at_once = r.settled == Some(r.created);
+    match r.status {
+        RefundStatus::Pending if !r.manual => Some(poll_put(&PollEntry {
             refund: r.id,
             intent: r.payment_intent,
             due: Timestamp(r.created.ms().saturating_add(FIRST_POLL_DELAY_MS)),
             attempts: 0,
-        };
-        poll_put(&entry)
-    } else {
-        WriteOp::DeleteEntry {
+        })),
+        RefundStatus::Pending => None,
+        _ if r.manual || r.source == RefundSource::Psp || at_once => None,
+        _ => Some(WriteOp::DeleteEntry {
             index: POLL_INDEX,
             partition: POLL_PARTITION.into(),
             sort: r.id.to_string(),
-        }
+        }),
     }
 }
 
@@ -378,6 +383,13 @@ impl Refunds {
     /// [`MAX_POLLED_PER_ROUND`]), ends those the PSP settled, re-sends those the PSP never
     /// received, and schedules the next query of the rest. Returns how many were looked at.
     pub(crate) async fn poll_due(&self) -> EngineResult<usize> {
+        // Cluster mode: one node at a time polls (ending a refund twice is harmless, asking
+        // every PSP once per node is not).
+        if let Some(own) = self.sessions.ownership()
+            && !own.lead("sweeper:refunds", POLL_LEADERSHIP).await?
+        {
+            return Ok(0);
+        }
         let now = self.clock.now();
         let rows = self
             .ledger

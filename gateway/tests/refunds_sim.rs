@@ -15,6 +15,7 @@ use ipay_adapters::sim::{
 use ipay_engine::channels::ChannelSetup;
 use ipay_engine::channels::retry::RecordingSleeper;
 use ipay_engine::channels::vault::MasterKey;
+use ipay_engine::store::Ledger;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 struct World {
     srv: TestServer,
+    master_key: MasterKey,
     sim: SimHandle,
     sleeper: RecordingSleeper,
     key: String,
@@ -52,19 +54,24 @@ async fn active_service(srv: &TestServer, key: &str) -> String {
     service
 }
 
+fn channel_setup(sim: &SimHandle, key: &MasterKey, sleeper: &RecordingSleeper) -> ChannelSetup {
+    let config = sim.channels_config();
+    ChannelSetup {
+        factory: Some(Arc::new(AdapterFactory::new(&config).unwrap())),
+        config,
+        master_key: Some(key.clone()),
+        sleeper: Arc::new(sleeper.clone()),
+        ..Default::default()
+    }
+}
+
 async fn world() -> World {
     let sim = Simulator::start(SimOptions::default()).await.unwrap();
     let srv = common::start().await;
-    let config = sim.channels_config();
     let sleeper = RecordingSleeper::with_clock(srv.clock.clone());
+    let master_key = MasterKey::generate();
     srv.engine
-        .set_channels(ChannelSetup {
-            factory: Some(Arc::new(AdapterFactory::new(&config).unwrap())),
-            config,
-            master_key: Some(MasterKey::generate()),
-            sleeper: Arc::new(sleeper.clone()),
-            ..Default::default()
-        })
+        .set_channels(channel_setup(&sim, &master_key, &sleeper))
         .unwrap();
     sim.set_webhook_url("stripe", &format!("{}/api/payments/webhook", srv.base));
     let m = srv.merchant("refund merchant").await;
@@ -74,6 +81,7 @@ async fn world() -> World {
     let test_service = active_service(&srv, &test_key).await;
     let w = World {
         srv,
+        master_key,
         sim,
         sleeper,
         key,
@@ -259,6 +267,11 @@ async fn every_channel_refunds_through_its_psp_and_emits_refund_succeeded() {
     assert_eq!(
         w.intent("wechat", &wechat).await["payer"],
         "oSimPayer0000000000000000001"
+    );
+    let stripe = w.paid("stripe", 100, "EUR").await;
+    assert_eq!(
+        w.intent("stripe", &stripe).await["payer"],
+        "payer@example.com"
     );
     let ev = w
         .events("wechat", "payment_intent.succeeded", &wechat)
@@ -561,5 +574,40 @@ async fn concurrent_refunds_and_dashboard_refunds_never_exceed_the_capture() {
         .map(|r| r.amount)
         .sum();
     assert!(at_psp <= 2_000);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_poller_work_list_lives_in_the_ledger_so_a_fresh_engine_finishes_the_refund() {
+    let w = world().await;
+    w.sim.set_refund_mode("alipay", SimRefundMode::Pending);
+    let id = w.paid("alipay", 699, "CNY").await;
+    let r = w.refund("alipay", &id, None).await;
+    assert_eq!(r.body["status"], "pending");
+    let rid = r.body["id"].as_str().unwrap().to_string();
+    w.sim.complete_refund(&rid, true).await.unwrap();
+
+    // The first engine stops (its poller with it); a new engine on the same ledger carries
+    // no session, adapter or poller state over in memory, as after a restart.
+    w.srv.engine.shutdown().await;
+    let fresh = ipay_engine::Engine::start(
+        w.srv.ledger.clone(),
+        Arc::new(ipay_engine::store::memory_hot::MemoryHotState::new()),
+        Arc::new(w.srv.clock.clone()),
+        ipay_gateway::config::Config::default().engine(),
+    )
+    .await
+    .unwrap();
+    fresh
+        .set_channels(channel_setup(&w.sim, &w.master_key, &w.sleeper))
+        .unwrap();
+    w.srv.clock.advance_ms(31_000);
+    assert_eq!(fresh.poll_refunds().await.unwrap(), 1);
+    let rid_typed = ipay_engine::ids::RefundId::parse(&rid).unwrap();
+    let stored = w.srv.ledger.get_refund(rid_typed).await.unwrap().unwrap();
+    assert_eq!(stored.status, ipay_engine::model::RefundStatus::Succeeded);
+    // Done: nothing is left on the work list.
+    assert_eq!(fresh.poll_refunds().await.unwrap(), 0);
+    fresh.shutdown().await;
     w.stop().await;
 }

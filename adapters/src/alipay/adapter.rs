@@ -302,16 +302,11 @@ impl ChannelAdapter for AlipayAdapter {
         let intent = intent_id("out_trade_no", need("out_trade_no")?)?;
         // A refund (ours or one made in Alipay's merchant portal) is notified with the trade's
         // running `refund_fee`.
-        if let Some(refund_fee) = get("refund_fee") {
-            let fen = parse_decimal_2(refund_fee)
-                .ok_or_else(|| CallbackError::Malformed("`refund_fee` is invalid".into()))?;
+        if let Some(report) = refund_report(get("refund_fee"), get("out_biz_no"))? {
             return Ok(CallbackNotice {
                 notification_id,
                 intent_id: intent,
-                outcome: CallbackOutcome::Refund(RefundReport::Total {
-                    refunded: money(fen, "CNY")?,
-                    psp_reference: get("out_biz_no").map(str::to_owned),
-                }),
+                outcome: report,
             });
         }
         let outcome = match need("trade_status")? {
@@ -343,6 +338,22 @@ impl ChannelAdapter for AlipayAdapter {
             body: wire::NOTIFY_SUCCESS.into(),
         }
     }
+}
+
+/// The refund report of a notify that carries `refund_fee`, if it does.
+fn refund_report(
+    refund_fee: Option<&str>,
+    out_biz_no: Option<&str>,
+) -> Result<Option<CallbackOutcome>, CallbackError> {
+    let Some(refund_fee) = refund_fee else {
+        return Ok(None);
+    };
+    let fen = parse_decimal_2(refund_fee)
+        .ok_or_else(|| CallbackError::Malformed("`refund_fee` is invalid".into()))?;
+    Ok(Some(CallbackOutcome::Refund(RefundReport::Total {
+        refunded: money(fen, "CNY")?,
+        psp_reference: out_biz_no.map(str::to_owned),
+    })))
 }
 
 /// The intent an Alipay notify names (`out_trade_no`), read without verifying.

@@ -425,16 +425,7 @@ impl ChannelAdapter for MultiSafepayAdapter {
             _ => CallbackOutcome::Ignored,
         };
         Ok(CallbackNotice {
-            // MultiSafepay has no notification id: one notification per order status (and per
-            // refunded total, since an order can be refunded several times).
-            notification_id: if matches!(outcome, CallbackOutcome::Refund(_)) {
-                format!(
-                    "{}:{}:{}:{}",
-                    n.order_id, transaction, n.status, n.amount_refunded
-                )
-            } else {
-                format!("{}:{}:{}", n.order_id, transaction, n.status)
-            },
+            notification_id: notification_id(&n, &transaction, &outcome),
             intent_id: intent,
             outcome,
         })
@@ -446,6 +437,19 @@ impl ChannelAdapter for MultiSafepayAdapter {
             content_type: "text/plain; charset=utf-8",
             body: "OK".into(),
         }
+    }
+}
+
+/// MultiSafepay has no notification id: one notification per order status (and per refunded
+/// total, since an order can be refunded several times).
+fn notification_id(n: &Notification<'_>, transaction: &str, outcome: &CallbackOutcome) -> String {
+    if matches!(outcome, CallbackOutcome::Refund(_)) {
+        format!(
+            "{}:{transaction}:{}:{}",
+            n.order_id, n.status, n.amount_refunded
+        )
+    } else {
+        format!("{}:{transaction}:{}", n.order_id, n.status)
     }
 }
 

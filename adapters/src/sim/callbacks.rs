@@ -253,6 +253,7 @@ fn stripe(
         "livemode": false,
         "created": order.created_at,
         "metadata": {"ipay_intent_id": order.intent_id},
+        "receipt_email": "payer@example.com",
     });
     if outcome == Outcome::Failed {
         object["last_payment_error"] = json!({

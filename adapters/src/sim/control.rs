@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::state::SimState;
-use super::{Fault, Outcome, PayOverrides, SimError, keys};
+use super::{Fault, Outcome, PayOverrides, SimError, SimRefundMode, keys};
 
 type St = State<Arc<SimState>>;
 
@@ -35,6 +35,13 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/webhook-endpoints", post(webhook_endpoint))
         .route("/_sim/callbacks", get(callbacks))
         .merge(super::settlement::routes())
+        .route("/_sim/refund-modes", post(refund_mode))
+        .route("/_sim/refunds", get(refunds))
+        .route("/_sim/refunds/{refund}/complete", post(complete_refund))
+        .route(
+            "/_sim/orders/{intent}/dashboard-refund",
+            post(dashboard_refund),
+        )
         .with_state(state)
 }
 
@@ -152,4 +159,51 @@ async fn webhook_endpoint(State(s): St, Json(b): Json<WebhookBody>) -> StatusCod
 
 async fn callbacks(State(s): St) -> Response {
     Json(s.callbacks()).into_response()
+}
+
+#[derive(Deserialize)]
+struct RefundModeBody {
+    channel: String,
+    mode: SimRefundMode,
+}
+
+async fn refund_mode(State(s): St, Json(b): Json<RefundModeBody>) -> StatusCode {
+    s.refunds.set_mode(&b.channel, b.mode);
+    StatusCode::NO_CONTENT
+}
+
+async fn refunds(State(s): St) -> Response {
+    Json(s.refunds.all()).into_response()
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    succeed: bool,
+}
+
+async fn complete_refund(
+    State(s): St,
+    Path(refund): Path<String>,
+    Json(b): Json<CompleteBody>,
+) -> Response {
+    match super::refunds::complete(&s, &refund, b.succeed).await {
+        Ok(d) => Json(json!({ "callback": d })).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DashboardBody {
+    amount: i64,
+}
+
+async fn dashboard_refund(
+    State(s): St,
+    Path(intent): Path<String>,
+    Json(b): Json<DashboardBody>,
+) -> Response {
+    match super::refunds::dashboard(&s, &intent, b.amount).await {
+        Ok(d) => Json(d).into_response(),
+        Err(e) => error(e),
+    }
 }

@@ -652,7 +652,12 @@ pub(crate) async fn stripe_create(State(state): St, headers: HeaderMap, body: By
             .as_ref()
             .map(|o| o.amount - state.refunds.committed("stripe", &o.intent_id)))
         .unwrap_or(0);
-    match book(&state, order, &key, amount, None) {
+    stripe_answer(book(&state, order, &key, amount, None))
+}
+
+/// Stripe's answer to a refund booking.
+fn stripe_answer(booked: Result<(SimRefund, bool), Refusal>) -> Response {
+    match booked {
         Ok((r, _)) => json_response(StatusCode::OK, stripe_refund_json(&r)),
         Err(Refusal::UnknownOrder) => stripe_error(
             StatusCode::NOT_FOUND,

@@ -181,18 +181,9 @@ impl Refund {
     }
 }
 
-/// A new refund of `pi` (already moved to `next` by the state table): checks the amount still
-/// refundable (pending refunds count), reserves it, and writes the refund `pending` (or
-/// `succeeded` for [`RefundMode::Instant`]).
-pub(crate) fn create(
-    pi: &PaymentIntent,
-    mut next: PaymentIntent,
-    refund_id: RefundId,
-    amount: Option<Money>,
-    reason: &Option<String>,
-    mode: RefundMode,
-    now: Timestamp,
-) -> EngineResult<Applied> {
+/// The minor units a new refund of `pi` takes: `amount` (default: everything left), checked
+/// against what is still refundable, pending refunds included.
+fn refund_value(pi: &PaymentIntent, amount: Option<Money>) -> EngineResult<i64> {
     let left = pi.refundable();
     let value = match amount {
         Some(m) if m.currency != pi.amount.currency => {
@@ -227,6 +218,22 @@ pub(crate) fn create(
             ),
         ));
     }
+    Ok(value)
+}
+
+/// A new refund of `pi` (already moved to `next` by the state table): checks the amount still
+/// refundable (pending refunds count), reserves it, and writes the refund `pending` (or
+/// `succeeded` for [`RefundMode::Instant`]).
+pub(crate) fn create(
+    pi: &PaymentIntent,
+    mut next: PaymentIntent,
+    refund_id: RefundId,
+    amount: Option<Money>,
+    reason: &Option<String>,
+    mode: RefundMode,
+    now: Timestamp,
+) -> EngineResult<Applied> {
+    let value = refund_value(pi, amount)?;
     let status = if mode == RefundMode::Instant {
         crate::model::RefundStatus::Succeeded
     } else {

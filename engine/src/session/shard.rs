@@ -553,7 +553,9 @@ fn push_applied(batch: &mut WriteBatch, a: &Applied) {
     if let Some(r) = &a.refund {
         batch.push(WriteOp::PutRefund(r.clone()));
         // The refund poller's work list changes in the same batch as the refund.
-        batch.push(crate::refunds::poll_entry_op(r));
+        if let Some(op) = crate::refunds::poll_entry_op(r) {
+            batch.push(op);
+        }
     }
     for e in &a.events {
         batch.push(WriteOp::PutEvent(e.clone()));
