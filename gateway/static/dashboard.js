@@ -1,5 +1,5 @@
 // The dashboard's live feed: the merchant's event stream (SSE, same origin, cookie auth) shown
-// newest first; a paid session refreshes the revenue section. No dependencies.
+// newest first; a paid session or intent refreshes the revenue section. No dependencies.
 (function () {
   "use strict";
   var main = document.getElementById("dashboard");
@@ -7,14 +7,19 @@
   var list = document.getElementById("feed");
   var state = document.getElementById("feed-state");
   var MAX_ITEMS = 50;
-  var TYPES = ["session.created", "session.paid", "session.otp_verified", "parcel.delivered"];
+  var TYPES = ["session.created", "session.paid", "session.otp_verified", "parcel.delivered",
+    "payment_intent.created", "payment_intent.succeeded", "payment_intent.failed",
+    "payment_intent.expired", "payment_intent.cancelled", "refund.succeeded", "refund.failed"];
 
+  // Sessions carry {amount: 2599, currency}; intents and refunds {amount: {value, currency}}.
   function money(d) {
-    if (typeof d.amount !== "number" || !d.currency) { return ""; }
+    var value = d.amount, currency = d.currency;
+    if (d.amount && typeof d.amount === "object") { value = d.amount.value; currency = d.amount.currency; }
+    if (typeof value !== "number" || !currency) { return ""; }
     try {
-      return new Intl.NumberFormat("en", { style: "currency", currency: d.currency })
-        .format(d.amount / Math.pow(10, new Intl.NumberFormat("en", { style: "currency", currency: d.currency }).resolvedOptions().maximumFractionDigits));
-    } catch (e) { return d.amount + " " + d.currency; }
+      var fmt = new Intl.NumberFormat("en", { style: "currency", currency: currency });
+      return fmt.format(value / Math.pow(10, fmt.resolvedOptions().maximumFractionDigits));
+    } catch (e) { return value + " " + currency; }
   }
 
   function refreshRevenue() {
@@ -41,7 +46,7 @@
     li.textContent = (msg.created || "") + " · " + msg.type + " · " + money(d) + " · " + ref;
     list.insertBefore(li, list.firstChild);
     while (list.children.length > MAX_ITEMS) { list.removeChild(list.lastChild); }
-    if (msg.type === "session.paid") { refreshRevenue(); }
+    if (msg.type === "session.paid" || msg.type === "payment_intent.succeeded") { refreshRevenue(); }
   }
 
   var es = new EventSource("/dashboard/feed");

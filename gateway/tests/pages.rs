@@ -365,6 +365,61 @@ async fn analytics_report_revenue_and_success_rates_per_channel_from_the_ledger(
     srv.stop().await;
 }
 
+/// Reads an SSE body until `needle` has arrived (bounded).
+async fn read_until(r: &mut reqwest::Response, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, r.chunk()).await;
+        let chunk = chunk.unwrap_or_else(|_| panic!("no {needle} in {seen}"));
+        let bytes = chunk.unwrap().expect("stream ended");
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_dashboard_streams_the_engines_events_live() {
+    let srv = server().await;
+    let m = srv.merchant("key merchant").await;
+    let key = m.test_secret_key.clone();
+    let svc = srv.active_service(&key).await;
+    let r = plain()
+        .get(format!("{}/dashboard/feed", srv.base))
+        .header(COOKIE, format!("ipay_session=k.{key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut r = r;
+    let mut seen = String::new();
+    read_until(&mut r, &mut seen, ": ready").await;
+    let i = srv.create_intent(&key, &svc, 4_200).await;
+    let id = i["id"].as_str().unwrap();
+    let ok = srv
+        .call(
+            Method::POST,
+            &format!("/v1/sandbox/payment-intents/{id}/succeed"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    read_until(&mut r, &mut seen, "event: payment_intent.succeeded").await;
+    let all = seen;
+    let created = all.find("event: payment_intent.created").unwrap();
+    let succeeded = all.find("event: payment_intent.succeeded").unwrap();
+    assert!(created < succeeded, "oldest first: {all}");
+    assert!(all.contains(id));
+    drop(r); // an open stream would hold the server's graceful stop
+    srv.stop().await;
+}
+
 /// Loopback load times of each page (median of 20), printed for docs/performance.md; the
 /// bound asserted is loose on purpose (a busy CI box), the target lives in the docs.
 #[tokio::test]

@@ -93,7 +93,6 @@ pub struct DashboardPage {
     pub csrf: String,
     pub merchant: String,
     pub mode: &'static str,
-    pub feed: bool,
     pub notice: Option<String>,
     pub secret: Option<String>,
     pub revenue: RevenueView,
@@ -286,13 +285,7 @@ pub struct Flash {
     pub secret: Option<String>,
 }
 
-async fn render(
-    st: &AppState,
-    headers: &HeaderMap,
-    ctx: &AuthContext,
-    feed: bool,
-    flash: Flash,
-) -> PageResult {
+async fn render(st: &AppState, headers: &HeaderMap, ctx: &AuthContext, flash: Flash) -> PageResult {
     let (token, fresh) = csrf::token(headers);
     let merchant = st
         .engine
@@ -308,7 +301,6 @@ async fn render(
         csrf: token.clone(),
         merchant,
         mode: if ctx.livemode { "live" } else { "test" },
-        feed,
         notice: flash.notice,
         secret: flash.secret,
         revenue: revenue(st, ctx).await?,
@@ -354,12 +346,12 @@ pub async fn page(
     headers: HeaderMap,
     Query(q): Query<DashQuery>,
 ) -> PageResult {
-    let (ctx, jwt) = merchant_of(viewer)?;
+    let (ctx, _) = merchant_of(viewer)?;
     let flash = Flash {
         notice: q.notice.as_deref().and_then(notice_text),
         secret: None,
     };
-    render(&st, &headers, &ctx, jwt.is_some(), flash).await
+    render(&st, &headers, &ctx, flash).await
 }
 
 /// `GET /dashboard/revenue`: the revenue section alone, for the live refresh.
@@ -369,17 +361,14 @@ pub async fn revenue_fragment(State(st): State<AppState>, viewer: Viewer) -> Pag
     Ok(html(StatusCode::OK, &RevenueFragment { revenue }))
 }
 
-/// `GET /dashboard/feed`: the merchant's live event stream (SSE), for accounts logged in
-/// with the last-mile JWT. `Last-Event-ID` is passed through, so a reconnect loses nothing.
+/// `GET /dashboard/feed`: the merchant's live event stream (SSE). Accounts logged in with the
+/// last-mile JWT get the last-mile stream (`Last-Event-ID` is passed through, so a reconnect
+/// loses nothing); API-key logins get the engine's events ([`super::feed`]).
 pub async fn feed(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap) -> PageResult {
-    let (_, jwt) = merchant_of(viewer)?;
-    let jwt = jwt.ok_or_else(|| {
-        PageError(ApiError::new(
-            StatusCode::CONFLICT,
-            "feed_needs_account",
-            "the live feed streams last-mile events; log in with the account, not an API key",
-        ))
-    })?;
+    let (ctx, jwt) = merchant_of(viewer)?;
+    let Some(jwt) = jwt else {
+        return Ok(super::feed::stream(st, *ctx));
+    };
     let params = StreamParams {
         token: Some(jwt),
         last_event_id: None,
@@ -408,7 +397,7 @@ pub async fn create_key(
     headers: HeaderMap,
     f: Result<axum::Form<KeyForm>, FormRejection>,
 ) -> PageResult {
-    let (ctx, jwt) = merchant_of(viewer)?;
+    let (ctx, _) = merchant_of(viewer)?;
     let f = super::form(f)?;
     csrf::check(&headers, &f.csrf)?;
     let list: Vec<String> = f
@@ -431,7 +420,7 @@ pub async fn create_key(
         )),
         secret: Some(k.secret),
     };
-    render(&st, &headers, &ctx, jwt.is_some(), flash).await
+    render(&st, &headers, &ctx, flash).await
 }
 
 /// A form carrying only the CSRF token.
@@ -448,7 +437,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     f: Result<axum::Form<CsrfForm>, FormRejection>,
 ) -> PageResult {
-    let (ctx, jwt) = merchant_of(viewer)?;
+    let (ctx, _) = merchant_of(viewer)?;
     csrf::check(&headers, &super::form(f)?.csrf)?;
     let k = st.engine.rotate_api_key(&ctx, &id, None).await?;
     let flash = Flash {
@@ -458,7 +447,7 @@ pub async fn rotate_key(
         )),
         secret: Some(k.secret),
     };
-    render(&st, &headers, &ctx, jwt.is_some(), flash).await
+    render(&st, &headers, &ctx, flash).await
 }
 
 /// `POST /dashboard/keys/{id}/revoke`.

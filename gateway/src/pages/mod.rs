@@ -15,6 +15,7 @@ pub mod assets;
 pub mod charts;
 pub mod csrf;
 pub mod dashboard;
+pub mod feed;
 pub mod i18n;
 pub mod login;
 pub mod operator;
