@@ -51,9 +51,11 @@ fi
 export IPAY_TEST_REDIS_URL IPAY_TEST_CQL_ADDR IPAY_TEST_REDIS_TLS_URL IPAY_TEST_TLS_DIR
 
 # The pages are tested in headless Chromium over WebDriver (gateway/tests/pages_browser.rs):
-# Debian's chromium and chromium-driver, installed when missing.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "==> installing chromium and chromium-driver"
+# Debian's chromium and chromium-driver, installed when missing, with a CJK font so the
+# Chinese pay page's screenshots show text.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+  || [ ! -d /usr/share/fonts/truetype/wqy ]; then
+  echo "==> installing chromium, chromium-driver and fonts-wqy-zenhei"
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "test.sh: not root and no sudo: install chromium chromium-driver by hand" >&2; exit 1; }
@@ -61,7 +63,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" apt-get install -y -qq chromium chromium-driver >/dev/null
+  "${sudo[@]}" apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null
   command -v chromedriver >/dev/null 2>&1 || { echo "test.sh: chromedriver still missing after apt-get install" >&2; exit 1; }
 fi
 

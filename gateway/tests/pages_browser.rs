@@ -469,6 +469,8 @@ async fn a_consumer_pays_through_the_simulator_and_the_page_turns_paid_without_a
             json!(lang)
         );
     }
+    b.size(PHONE).await;
+    b.screenshot("pay-paid-zh-phone").await;
     b.close().await;
     w.srv.stop().await;
     w.sim.stop().await;

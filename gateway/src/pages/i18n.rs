@@ -96,6 +96,8 @@ pub struct Strings {
     pub expired: &'static str,
     pub failed: &'static str,
     pub language: &'static str,
+    /// AWAITING_PICKUP, PICKED_UP, IN_DELIVERY, DELIVERED.
+    pub parcel_states: [&'static str; 4],
 }
 
 static EN: Strings = Strings {
@@ -116,6 +118,12 @@ static EN: Strings = Strings {
     expired: "The payment expired. Choose a way to pay again.",
     failed: "The payment did not go through. Choose a way to pay again.",
     language: "Language",
+    parcel_states: [
+        "Awaiting pickup",
+        "Picked up",
+        "Out for delivery",
+        "Delivered",
+    ],
 };
 
 static NL: Strings = Strings {
@@ -136,6 +144,7 @@ static NL: Strings = Strings {
     expired: "De betaling is verlopen. Kies opnieuw hoe je betaalt.",
     failed: "De betaling is niet gelukt. Kies opnieuw hoe je betaalt.",
     language: "Taal",
+    parcel_states: ["Wacht op ophalen", "Opgehaald", "Onderweg", "Bezorgd"],
 };
 
 static DE: Strings = Strings {
@@ -156,6 +165,12 @@ static DE: Strings = Strings {
     expired: "Die Zahlung ist abgelaufen. Bitte erneut wählen.",
     failed: "Die Zahlung ist fehlgeschlagen. Bitte erneut wählen.",
     language: "Sprache",
+    parcel_states: [
+        "Wartet auf Abholung",
+        "Abgeholt",
+        "In Zustellung",
+        "Zugestellt",
+    ],
 };
 
 static FR: Strings = Strings {
@@ -176,6 +191,12 @@ static FR: Strings = Strings {
     expired: "Le paiement a expiré. Choisissez à nouveau.",
     failed: "Le paiement a échoué. Choisissez à nouveau.",
     language: "Langue",
+    parcel_states: [
+        "En attente d’enlèvement",
+        "Pris en charge",
+        "En cours de livraison",
+        "Livré",
+    ],
 };
 
 static ZH: Strings = Strings {
@@ -196,7 +217,21 @@ static ZH: Strings = Strings {
     expired: "付款已过期，请重新选择支付方式。",
     failed: "付款未成功，请重新选择支付方式。",
     language: "语言",
+    parcel_states: ["待取件", "已取件", "派送中", "已送达"],
 };
+
+impl Strings {
+    /// A parcel state's name (its wire name, e.g. `IN_DELIVERY`) in this language.
+    pub fn parcel_state<'a>(&self, wire: &'a str) -> &'a str {
+        match wire {
+            "AWAITING_PICKUP" => self.parcel_states[0],
+            "PICKED_UP" => self.parcel_states[1],
+            "IN_DELIVERY" => self.parcel_states[2],
+            "DELIVERED" => self.parcel_states[3],
+            other => other,
+        }
+    }
+}
 
 /// A channel's display name.
 pub fn channel_name(channel: &str) -> &str {

@@ -132,7 +132,7 @@ fn build(view: ConsumerView, token: String, csrf: String, locale: Locale, q: &Pa
     };
     let parcel = serde_json::to_value(view.parcel_status)
         .ok()
-        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .and_then(|v| v.as_str().map(|w| t.parcel_state(w).to_string()))
         .unwrap_or_default();
     PayPage {
         lang: locale.code(),
