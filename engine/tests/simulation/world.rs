@@ -15,7 +15,7 @@ use ipay_engine::channels::vault::MasterKey;
 use ipay_engine::channels::{ChannelConfigInput, ChannelSetup};
 use ipay_engine::clock::ManualClock;
 use ipay_engine::engine::{AuthContext, Engine, EngineConfig, create_merchant};
-use ipay_engine::model::{IntentStatus, ServiceAction, ServiceInput};
+use ipay_engine::model::{IntentStatus, RefundStatus, ServiceAction, ServiceInput};
 use ipay_engine::session::SessionConfig;
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
@@ -602,11 +602,17 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         .map_err(e)?
         .data;
     events.sort_by_key(|ev| ev.id);
-    let refunds = ledger
+    let listed = ledger
         .list_refunds(ctx.merchant_id, false, Some(pid), page)
         .await
         .map_err(e)?
-        .data
+        .data;
+    let refunds_live = listed
+        .iter()
+        .filter(|r| r.status != RefundStatus::Failed)
+        .map(|r| r.amount.value)
+        .sum();
+    let refunds = listed
         .into_iter()
         .map(|r| (r.id.to_string(), r.amount.value))
         .collect();
@@ -614,6 +620,7 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         intent,
         events: events.into_iter().map(|ev| ev.event_type).collect(),
         refunds,
+        refunds_live,
     })
 }
 
