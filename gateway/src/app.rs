@@ -164,6 +164,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         )
         .merge(routes::channels::router())
         .merge(routes::webhooks::router())
+        .merge(routes::settlement::router())
         .merge(routes::lastmile::router())
         .merge(routes::internal::router())
         .method_not_allowed_fallback(method_not_allowed)

@@ -318,6 +318,10 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     engine
         .set_channels(channel_setup(&cfg)?)
         .map_err(|e| e.to_string())?;
+    engine
+        .configure_settlement(cfg.settlement.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let ownership = match cfg.storage.mode {
         StorageMode::Embedded => None,
         StorageMode::Cluster => {

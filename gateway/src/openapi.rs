@@ -68,6 +68,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(routes::channels::Doc::openapi());
     doc.merge(routes::webhooks::Doc::openapi());
+    doc.merge(routes::settlement::Doc::openapi());
     doc.merge(routes::lastmile::Doc::openapi());
     add_common_responses(&mut doc);
     doc

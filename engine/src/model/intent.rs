@@ -15,6 +15,7 @@ use crate::ids::{MerchantId, PaymentIntentId, RefundId, ServiceId};
 use crate::model::event::Event;
 use crate::model::refund::{Refund, RefundStatus};
 use crate::money::Money;
+use crate::settlement::IntentSettlement;
 use serde::{Deserialize, Serialize};
 
 /// Where an intent is in its life.
@@ -108,8 +109,13 @@ pub fn next_status(from: IntentStatus, action: IntentAction) -> EngineResult<Int
 /// A command addressed to one intent's session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IntentCommand {
-    /// The channel confirmed payment.
-    Succeed { channel_reference: Option<String> },
+    /// The channel confirmed payment. `settlement` is what it settles as, quoted by
+    /// [`crate::settlement`] just before (absent when no rate was known).
+    Succeed {
+        channel_reference: Option<String>,
+        #[serde(default)]
+        settlement: Option<Box<IntentSettlement>>,
+    },
     /// The channel reported failure.
     Fail { reason: String },
     /// The expiry timer fired.
@@ -159,6 +165,10 @@ pub struct PaymentIntent {
     pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_reason: Option<String>,
+    /// What it settles as for the merchant (`{value, currency, rate}` plus the rate's source
+    /// and time), set when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<IntentSettlement>,
     /// `false` for objects created with a test key.
     pub livemode: bool,
     #[schema(value_type = String)]
@@ -213,9 +223,15 @@ impl PaymentIntent {
         next.status = status;
         next.updated = now;
         let (event_type, refund) = match cmd {
-            IntentCommand::Succeed { channel_reference } => {
+            IntentCommand::Succeed {
+                channel_reference,
+                settlement,
+            } => {
                 if let Some(r) = channel_reference {
                     next.channel_reference = Some(r.clone());
+                }
+                if let Some(s) = settlement {
+                    next.settlement = Some((**s).clone());
                 }
                 ("payment_intent.succeeded", None)
             }
@@ -332,6 +348,7 @@ pub(crate) mod tests {
             metadata: Default::default(),
             failure_reason: None,
             cancellation_reason: None,
+            settlement: None,
             livemode: false,
             merchant_id: MerchantId::new_at(now),
             expires_at: Timestamp(now + 900_000),
@@ -355,6 +372,7 @@ pub(crate) mod tests {
             .apply(
                 &IntentCommand::Succeed {
                     channel_reference: Some("ch_1".into()),
+                    settlement: None,
                 },
                 Timestamp(2_000),
             )
@@ -365,6 +383,7 @@ pub(crate) mod tests {
         let again = a.intent.apply(
             &IntentCommand::Succeed {
                 channel_reference: None,
+                settlement: None,
             },
             Timestamp(3_000),
         );
@@ -377,6 +396,7 @@ pub(crate) mod tests {
             .apply(
                 &IntentCommand::Succeed {
                     channel_reference: None,
+                    settlement: None,
                 },
                 Timestamp(1),
             )
@@ -458,7 +478,7 @@ pub(crate) mod tests {
 
         #[test]
         fn refunds_never_exceed_the_captured_amount(amounts in proptest::collection::vec(1i64..700, 1..10)) {
-            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None }, Timestamp(1)).unwrap().intent;
+            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None, settlement: None }, Timestamp(1)).unwrap().intent;
             for v in amounts {
                 if let Ok(a) = pi.apply(&refund(Some(v)), Timestamp(2)) { pi = a.intent; }
                 prop_assert!(pi.amount_refunded <= pi.amount.value);

@@ -12,6 +12,7 @@ pub mod lastmile;
 pub mod refunds;
 pub mod sandbox;
 pub mod services;
+pub mod settlement;
 pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
