@@ -383,3 +383,36 @@ async fn settlement_preferences_choose_the_currency_and_hold_payouts_below_the_t
     assert_eq!(p.body["data"][0]["withdrawn"], 0);
     ts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_can_come_from_a_url_such_as_the_psp_simulators() {
+    use ipay_adapters::sim::{SimOptions, Simulator};
+    let sim = Simulator::start(SimOptions::default()).await.unwrap();
+    let ts = common::start().await;
+    let cfg = SettlementConfig {
+        run_interval_secs: 0,
+        rates_source: sim.rates_url(),
+        ..SettlementConfig::default()
+    };
+    ts.engine.configure_settlement(cfg).await.unwrap();
+    let m = ts.merchant("Rates").await;
+    let key = m.test_secret_key.as_str();
+    let svc = service(&ts, key, "USD").await;
+    let pi = paid(&ts, key, &svc, 699).await;
+    assert_eq!(pi["settlement"]["value"], 99);
+    assert_eq!(pi["settlement"]["rate_source"], "psp-sim");
+    let date = today(&ts);
+    assert_eq!(
+        pi["settlement"]["rate_timestamp"],
+        format!("{date}T00:00:00Z").as_str()
+    );
+
+    // A source that cannot be read stops the configuration with a clear error.
+    let bad = SettlementConfig {
+        rates_source: "/nonexistent/rates.json".into(),
+        ..SettlementConfig::default()
+    };
+    let err = ts.engine.configure_settlement(bad).await.unwrap_err();
+    assert!(err.to_string().contains("cannot read rates file"), "{err}");
+    ts.stop().await;
+}
