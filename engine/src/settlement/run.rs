@@ -486,16 +486,7 @@ impl Settlement {
             None => Centi(0),
         };
         let balance = before + net;
-        let threshold = prefs
-            .withdrawal_threshold
-            .filter(|t| t.currency == cur)
-            .map_or(Centi(0), |t| Centi::from_minor(t.value));
-        let pay = prefs.auto_withdrawal && balance >= threshold && balance >= Centi(100);
-        let (withdrawn, left) = if pay {
-            balance.split_minor()
-        } else {
-            (0, balance)
-        };
+        let (pay, withdrawn, left) = withdraw(prefs, cur, balance);
         let p = Payout {
             id: format!("po_{}_{}_{}_{cur}", w.merchant, w.date, w.run),
             merchant_id: w.merchant,
@@ -554,6 +545,21 @@ impl Settlement {
                 .push(put_record(payouts::REVERSED_RECORD, id.to_string(), rev)?);
         }
         Ok(())
+    }
+}
+
+/// Whether the balance is paid out under `prefs`, the whole minor units withdrawn, and the
+/// balance left (the hundredths always stay).
+fn withdraw(prefs: &SettlementPrefs, cur: Currency, balance: Centi) -> (bool, i64, Centi) {
+    let threshold = prefs
+        .withdrawal_threshold
+        .filter(|t| t.currency == cur)
+        .map_or(Centi(0), |t| Centi::from_minor(t.value));
+    if prefs.auto_withdrawal && balance >= threshold && balance >= Centi(100) {
+        let (whole, rest) = balance.split_minor();
+        (true, whole, rest)
+    } else {
+        (false, 0, balance)
     }
 }
 
