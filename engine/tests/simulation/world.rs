@@ -489,7 +489,7 @@ impl World {
         self.crash()?;
         self.clock.advance_ms(2 * MAX_EXPIRY_SECS * 1000 + 60_000);
         let life = self.life.as_ref().ok_or("no life")?;
-        life.rt.block_on(settle(&life.engine, &life.ctx))?;
+        life.rt.block_on(settle(&life.engine))?;
         // Every stored intent, acknowledged or not (a write whose fsync "failed" may be on
         // disk, and a crash may cut the answer of a write that landed): none may have moved
         // twice, be over-refunded or be stuck, and every acknowledged one must be there.
@@ -533,9 +533,10 @@ fn data_dir() -> Result<tempfile::TempDir, String> {
     dir.map_err(|e| e.to_string())
 }
 
-/// Fires due timers until no intent is pending (each expiry is a commit on the writer thread,
-/// so this waits for them rather than counting on one pass).
-async fn settle(engine: &Engine, ctx: &AuthContext) -> Result<(), String> {
+/// Fires due timers until no intent is pending. Each expiry is a commit on the writer thread;
+/// the sleep is on the paused clock, so it takes no real time and returns only once the
+/// runtime is idle, which the commit in flight prevents (see `faults.rs`).
+async fn settle(engine: &Engine) -> Result<(), String> {
     for _ in 0..200 {
         engine.sessions().tick_all().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -548,7 +549,6 @@ async fn settle(engine: &Engine, ctx: &AuthContext) -> Result<(), String> {
             return Ok(());
         }
     }
-    let _ = ctx;
     Err("intents still pending after every expiry passed and timers ran 200 times".into())
 }
 
