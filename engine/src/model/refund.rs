@@ -388,6 +388,7 @@ mod tests {
                 &IntentCommand::Succeed {
                     channel_reference: Some("psp".into()),
                     payer: Some("2088000000000002".into()),
+                    settlement: None,
                 },
                 Timestamp(1),
             )

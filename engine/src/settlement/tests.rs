@@ -90,9 +90,14 @@ impl Fixture {
             },
             reason: None,
             status: RefundStatus::Succeeded,
+            failure_reason: None,
+            psp_reference: None,
+            source: Default::default(),
+            manual: false,
             livemode: pi.livemode,
             merchant_id: pi.merchant_id,
             created: self.clock.now(),
+            settled: Some(self.clock.now()),
         };
         let mut b = WriteBatch::new();
         b.push(WriteOp::PutRefund(r.clone()));

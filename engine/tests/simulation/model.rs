@@ -199,8 +199,8 @@ fn check_refunds(
     if sum > 0 && pi.status != IntentStatus::Succeeded {
         return Err(format!("{id}: refunds on a {:?} intent", pi.status));
     }
-    let distinct: BTreeSet<&String> = stored.keys().collect();
-    if distinct.len() != stored.len() {
+    let distinct: BTreeSet<&String> = stored.refunds.keys().collect();
+    if distinct.len() != stored.refunds.len() {
         return Err(format!("{id}: a refund is stored twice"));
     }
     Ok(())
