@@ -637,8 +637,8 @@ impl ShardTask {
         let expired = now - event.created.ms() >= SCHEDULE_MS;
         let wanted_now: Vec<&Arc<Target>> = wanted().collect();
         if let Some(until) = self.park_time(&event, &wanted_now, now, expired) {
-            self.park(due_ms, event_id, &event, until, step);
-            return Ok(true);
+            // A marker that could not be moved stays where it is, still due.
+            return Ok(self.park(due_ms, event_id, &event, until, step));
         }
         if !wanted_now.is_empty() && wanted().all(|t| self.saturated(&t.id)) {
             // Every endpoint is busy: the marker stays (cheaper than writing deliveries that
@@ -717,8 +717,9 @@ impl ShardTask {
         if !self.parked.contains_key(&key) && self.parked.len() >= MAX_PARKED_OBJECTS {
             self.parked.retain(|_, t| *t > now);
             if self.parked.len() >= MAX_PARKED_OBJECTS {
-                // Too many to remember: fan out (its deliveries are held one by one).
-                return behind;
+                // Too many to remember (and no earlier event of this object is parked):
+                // fan out; its deliveries are held one by one.
+                return None;
             }
         }
         let t = self.parked.entry(key).or_insert(until);
@@ -728,11 +729,18 @@ impl ShardTask {
 
     /// Moves a fan-out marker to `until`: one index entry rewritten per window instead of a
     /// delivery record, due entry and chain entry per endpoint while nothing can be sent.
-    fn park(&mut self, due_ms: i64, event_id: &str, event: &Event, until: i64, step: &mut Step) {
+    /// False when the marker could not be encoded (it then stays where it is).
+    fn park(
+        &mut self,
+        due_ms: i64,
+        event_id: &str,
+        event: &Event,
+        until: i64,
+        step: &mut Step,
+    ) -> bool {
         let Ok(value) = serde_json::to_vec(event) else {
-            // Left where it is: fanned out (and held per delivery) on a later scan.
             tracing::error!(event_id, "webhooks: cannot encode a parked fan-out marker");
-            return;
+            return false;
         };
         step.delete_due(self.shard, due_ms, 'f', event_id);
         step.ops.push(WriteOp::PutEntry {
@@ -741,6 +749,7 @@ impl ShardTask {
             sort: model::due_sort(until, 'f', event_id),
             value,
         });
+        true
     }
 
     /// Records `id` as an unfinished member of `chain` when this task knows the chain (or can
