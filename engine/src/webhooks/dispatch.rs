@@ -43,6 +43,9 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const MAX_KNOWN_CHAINS: usize = 16_384;
 /// Entries read when a chain is first met; a chain with fewer is known completely.
 const CHAIN_READ: usize = 64;
+/// Objects a shard remembers as having a parked fan-out marker (beyond this, markers are
+/// fanned out into held deliveries as before instead of being parked).
+const MAX_PARKED_OBJECTS: usize = 65_536;
 /// Chain reads one shard step has outstanding at once.
 const CHAIN_READ_CONCURRENCY: usize = 4;
 /// The whole retry schedule, ms: a delivery held back this long by its endpoint's back-off
@@ -253,6 +256,11 @@ pub struct ShardTask {
     /// with the task (lease lost) and cleared when a step fails to commit. Bounded by
     /// [`MAX_KNOWN_CHAINS`]; unknown chains are read as before.
     chains: HashMap<String, BTreeSet<String>>,
+    /// Objects with a fan-out marker parked behind a back-off window, and the latest time one
+    /// of them is parked until: a later event of the object is parked at least as long, so it
+    /// can never be fanned out ahead of an earlier one. Only grows later (never shortened by a
+    /// failed write, which at worst delays); entries past their time are pruned when full.
+    parked: HashMap<(MerchantId, String), i64>,
     /// Dated partitions this task registered for retention ([`retention`]).
     registered: Registered,
     tx: mpsc::UnboundedSender<Outcome>,
@@ -288,6 +296,7 @@ pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bo
         per_endpoint: HashMap::new(),
         blocked: false,
         chains: HashMap::new(),
+        parked: HashMap::new(),
         registered: Registered::default(),
         tx,
     };
@@ -625,7 +634,13 @@ impl ShardTask {
                 .iter()
                 .filter(|t| t.enabled && t.wants(&event.event_type))
         };
-        if wanted().count() > 0 && wanted().all(|t| self.saturated(&t.id)) {
+        let expired = now - event.created.ms() >= SCHEDULE_MS;
+        let wanted_now: Vec<&Arc<Target>> = wanted().collect();
+        if let Some(until) = self.park_time(&event, &wanted_now, now, expired) {
+            // A marker that could not be moved stays where it is, still due.
+            return Ok(self.park(due_ms, event_id, &event, until, step));
+        }
+        if !wanted_now.is_empty() && wanted().all(|t| self.saturated(&t.id)) {
             // Every endpoint is busy: the marker stays (cheaper than writing deliveries that
             // are due now and would be read back and rewritten when room frees up), and so
             // do later markers of the same object in this scan.
@@ -640,31 +655,19 @@ impl ShardTask {
                 continue;
             }
             let id = format!("{}:{}", event.id, t.id);
+            if expired && self.sh.backoff.hold_until(&t.id, now, false).is_some() {
+                // Parked for the whole retry schedule and the endpoint still fails: dropped
+                // as its last retry would have been, without a pending record first.
+                let d = new_delivery(&event, t, id, self.shard, false, now);
+                self.drop_unreachable(d, step, now).await?;
+                continue;
+            }
             let chain = chain_partition(&t.id, &event.object_id);
             let waiting = match &chain {
                 Some(c) => self.chain_busy(c, &id, step, &look.fetched).await?,
                 None => false,
             };
-            let d = Delivery {
-                id: id.clone(),
-                event_id: event.id,
-                event_type: event.event_type.clone(),
-                endpoint_id: t.id.clone(),
-                endpoint: t.url.clone(),
-                merchant_id: event.merchant_id,
-                livemode: event.livemode,
-                object_id: event.object_id.clone(),
-                shard: self.shard,
-                ordered: chain.is_some(),
-                status: DeliveryStatus::Waiting,
-                attempts: 0,
-                due_ms: 0,
-                last_status_code: None,
-                last_error: None,
-                last_attempt: None,
-                next_attempt: None,
-                created: Timestamp(now),
-            };
+            let d = new_delivery(&event, t, id.clone(), self.shard, chain.is_some(), now);
             if let Some(c) = chain {
                 step.ops.push(WriteOp::PutEntry {
                     index: CHAIN,
@@ -682,6 +685,71 @@ impl ShardTask {
             }
         }
         Ok(true)
+    }
+
+    /// Until when the marker of `event` should be parked instead of fanned out: at least as
+    /// long as an earlier event of its object is parked (per-object order), and, unless it has
+    /// waited the whole retry schedule (`expired`), while every endpoint it wants is backing
+    /// off (until the first window ends). `None`: fan it out now.
+    fn park_time(
+        &mut self,
+        event: &Event,
+        wanted: &[&Arc<Target>],
+        now: i64,
+        expired: bool,
+    ) -> Option<i64> {
+        let key = (event.merchant_id, event.object_id.clone());
+        let behind = self.parked.get(&key).copied().filter(|t| *t > now);
+        let own = if wanted.is_empty() || expired {
+            None
+        } else {
+            wanted
+                .iter()
+                .map(|t| self.sh.backoff.hold_until(&t.id, now, false))
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|v| v.into_iter().min())
+        };
+        let until = match (behind, own) {
+            (Some(b), o) => b.max(o.unwrap_or(b)),
+            (None, Some(o)) => o,
+            (None, None) => return None,
+        };
+        if !self.parked.contains_key(&key) && self.parked.len() >= MAX_PARKED_OBJECTS {
+            self.parked.retain(|_, t| *t > now);
+            if self.parked.len() >= MAX_PARKED_OBJECTS {
+                // Too many to remember (and no earlier event of this object is parked):
+                // fan out; its deliveries are held one by one.
+                return None;
+            }
+        }
+        let t = self.parked.entry(key).or_insert(until);
+        *t = (*t).max(until);
+        Some(until)
+    }
+
+    /// Moves a fan-out marker to `until`: one index entry rewritten per window instead of a
+    /// delivery record, due entry and chain entry per endpoint while nothing can be sent.
+    /// False when the marker could not be encoded (it then stays where it is).
+    fn park(
+        &mut self,
+        due_ms: i64,
+        event_id: &str,
+        event: &Event,
+        until: i64,
+        step: &mut Step,
+    ) -> bool {
+        let Ok(value) = serde_json::to_vec(event) else {
+            tracing::error!(event_id, "webhooks: cannot encode a parked fan-out marker");
+            return false;
+        };
+        step.delete_due(self.shard, due_ms, 'f', event_id);
+        step.ops.push(WriteOp::PutEntry {
+            index: DUE,
+            partition: model::due_partition(self.shard, model::minute_of(until)),
+            sort: model::due_sort(until, 'f', event_id),
+            value,
+        });
+        true
     }
 
     /// Records `id` as an unfinished member of `chain` when this task knows the chain (or can
@@ -741,6 +809,7 @@ impl ShardTask {
         let mut room = self.budget();
         let mut planned: HashMap<String, usize> = HashMap::new();
         let per_endpoint = self.sh.cfg.max_in_flight_per_endpoint.max(1);
+        let now = self.sh.clock.now_ms();
         for (sort, value) in entries {
             if room == 0 || !matches!(parse_due(sort), Some((_, 'f', _))) {
                 events.push(None);
@@ -759,6 +828,10 @@ impl ShardTask {
                         continue;
                     }
                     wanted = true;
+                    if self.sh.backoff.hold_until(&t.id, now, false).is_some() {
+                        // Backing off: its marker is parked, so no chain is read for it.
+                        continue;
+                    }
                     let n = planned.entry(t.id.clone()).or_default();
                     if self.per_endpoint.get(&t.id).copied().unwrap_or(0) + *n >= per_endpoint {
                         continue;
@@ -1205,6 +1278,37 @@ impl ShardTask {
             .find(&d.endpoint_id);
         self.ready(d, Arc::new(event), target, step, now);
         Ok(())
+    }
+}
+
+/// A new delivery of `event` to `t`, not yet scheduled.
+fn new_delivery(
+    event: &Event,
+    t: &Target,
+    id: String,
+    shard: u32,
+    ordered: bool,
+    now: i64,
+) -> Delivery {
+    Delivery {
+        id,
+        event_id: event.id,
+        event_type: event.event_type.clone(),
+        endpoint_id: t.id.clone(),
+        endpoint: t.url.clone(),
+        merchant_id: event.merchant_id,
+        livemode: event.livemode,
+        object_id: event.object_id.clone(),
+        shard,
+        ordered,
+        status: DeliveryStatus::Waiting,
+        attempts: 0,
+        due_ms: 0,
+        last_status_code: None,
+        last_error: None,
+        last_attempt: None,
+        next_attempt: None,
+        created: Timestamp(now),
     }
 }
 
