@@ -51,6 +51,10 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/keys/{id}/rotate", post(dashboard::rotate_key))
         .route("/dashboard/keys/{id}/revoke", post(dashboard::revoke_key))
         .route(
+            "/dashboard/keys/{id}/whitelist",
+            post(dashboard::update_whitelist),
+        )
+        .route(
             "/dashboard/webhooks/{event_id}/replay",
             post(dashboard::replay_webhook),
         )
