@@ -33,6 +33,7 @@ fn sample_intent() -> PaymentIntent {
         metadata: Default::default(),
         failure_reason: None,
         cancellation_reason: None,
+        settlement: None,
         livemode: false,
         merchant_id: MerchantId::new_at(1_800_000_000_000),
         expires_at: Timestamp(1_800_000_900_000),
@@ -60,6 +61,7 @@ fn core(c: &mut Criterion) {
                 black_box(&IntentCommand::Succeed {
                     channel_reference: None,
                     payer: None,
+                    settlement: None,
                 }),
                 Timestamp(1_800_000_000_500),
             )

@@ -23,6 +23,7 @@ use crate::ids::{PaymentIntentId, RefundId};
 use crate::model::{Event, IntentCommand, IntentStatus, PaymentIntent, RefundOutcome};
 use crate::routing::ChannelRouter;
 use crate::session::SessionRegistry;
+use crate::settlement::Settlement;
 use crate::store::{Ledger, WriteBatch, WriteOp};
 use std::sync::Arc;
 
@@ -45,21 +46,24 @@ pub(crate) struct Callbacks {
     clock: Arc<dyn Clock>,
     sessions: SessionRegistry,
     routing: Arc<ChannelRouter>,
+    settlement: Arc<Settlement>,
 }
 
 impl Callbacks {
-    /// Callbacks settling intents through these sessions.
+    /// Callbacks settling intents through these sessions; successes carry a settlement quote.
     pub(crate) fn new(
         ledger: Arc<dyn Ledger>,
         clock: Arc<dyn Clock>,
         sessions: SessionRegistry,
         routing: Arc<ChannelRouter>,
+        settlement: Arc<Settlement>,
     ) -> Self {
         Callbacks {
             ledger,
             clock,
             sessions,
             routing,
+            settlement,
         }
     }
 
@@ -203,6 +207,7 @@ impl Callbacks {
                     payer: payer
                         .as_ref()
                         .map(|p| p.chars().take(MAX_PAYER_CHARS).collect()),
+                    settlement: self.settlement.quote(intent).await?.map(Box::new),
                 },
                 "succeeded",
             ),
@@ -236,10 +241,13 @@ impl Callbacks {
         label: &'static str,
     ) -> EngineResult<&'static str> {
         let paid = matches!(cmd, IntentCommand::Succeed { .. });
-        let record = note.record(label);
+        let mut records = vec![note.record(label)];
+        if paid {
+            records.extend(self.settlement.success_ops(note.intent));
+        }
         match self
             .sessions
-            .command_with_records(note.intent.id, cmd, vec![record])
+            .command_with_records(note.intent.id, cmd, records)
             .await
         {
             Ok(_) => Ok(label),
@@ -576,6 +584,7 @@ mod tests {
             metadata: Default::default(),
             failure_reason: None,
             cancellation_reason: None,
+            settlement: None,
             livemode: false,
             merchant_id: MerchantId::new_at(now.ms()),
             expires_at: now.plus_secs(900),
@@ -585,7 +594,17 @@ mod tests {
         sessions.create(intent.clone(), None).await.unwrap();
         Fixture {
             hub: routing.hub().clone(),
-            callbacks: Callbacks::new(ledger.clone(), clock, sessions, routing),
+            callbacks: Callbacks::new(
+                ledger.clone(),
+                clock.clone(),
+                sessions,
+                routing,
+                Arc::new(Settlement::new(
+                    ledger.clone(),
+                    Arc::new(crate::store::memory_hot::MemoryHotState::new()),
+                    clock,
+                )),
+            ),
             ledger,
             intent,
             _dir: dir,

@@ -22,10 +22,14 @@ use crate::model::merchant::ApiKeyInput;
 use crate::model::{
     ApiKey, Event, IntentStatus, PaymentIntent, Refund, Service, ServiceAction, ServiceInput,
 };
+use crate::reconciliation::{ExportQuery, Reconciliation, Report, ReportStream};
 use crate::refunds::{Refunds, RefundsDeps};
 use crate::routing::ChannelRouter;
 use crate::services::Services;
 use crate::session::{SessionContext, SessionRegistry};
+use crate::settlement::{
+    Payout, Settlement, SettlementConfig, SettlementPrefs, SettlementPrefsInput,
+};
 use crate::store::{HotState, Ledger, Page, PageRequest};
 use crate::subscriptions::{CreateSubscriptionRequest, Subscription, Subscriptions};
 use std::net::IpAddr;
@@ -62,6 +66,8 @@ struct Inner {
     callbacks: Callbacks,
     events: Events,
     subscriptions: Arc<Subscriptions>,
+    settlement: Arc<Settlement>,
+    reconciliation: Reconciliation,
 }
 
 impl Engine {
@@ -109,9 +115,20 @@ impl Engine {
         self.inner.routing.hub()
     }
 
-    /// Stops the session layer.
+    /// Stops scheduled settlement runs and the session layer.
     pub async fn shutdown(&self) {
+        self.inner.settlement.stop();
         self.inner.sessions.stop().await;
+    }
+
+    /// Applies `[settlement]` (rates, fees, T+N, run interval) and starts scheduled runs.
+    pub async fn configure_settlement(&self, cfg: SettlementConfig) -> EngineResult<()> {
+        self.inner.settlement.configure(cfg).await
+    }
+
+    /// Settlement: runs, preferences, payouts.
+    pub fn settlement(&self) -> &Arc<Settlement> {
+        &self.inner.settlement
     }
 
     /// The session registry (timers, tests).
@@ -353,6 +370,50 @@ impl Engine {
         self.inner.refunds.get(ctx, id).await
     }
 
+    // ---------------------------------------------------------------- settlement
+
+    /// The caller's settlement preferences.
+    pub async fn settlement_prefs(&self, ctx: &AuthContext) -> EngineResult<SettlementPrefs> {
+        self.inner.settlement.prefs(ctx).await
+    }
+
+    /// Changes the caller's settlement preferences.
+    pub async fn update_settlement_prefs(
+        &self,
+        ctx: &AuthContext,
+        input: SettlementPrefsInput,
+    ) -> EngineResult<SettlementPrefs> {
+        self.inner.settlement.update_prefs(ctx, input).await
+    }
+
+    /// The caller's payouts, newest first.
+    pub async fn list_payouts(
+        &self,
+        ctx: &AuthContext,
+        limit: Option<usize>,
+    ) -> EngineResult<Vec<Payout>> {
+        self.inner.settlement.payouts(ctx, limit).await
+    }
+
+    /// One day's reconciliation report (`format` csv or json).
+    pub async fn reconciliation(
+        &self,
+        ctx: &AuthContext,
+        date: Option<&str>,
+        format: Option<&str>,
+    ) -> EngineResult<Report> {
+        self.inner.reconciliation.day(ctx, date, format).await
+    }
+
+    /// A date range's settled transactions, streamed.
+    pub async fn reconciliation_export(
+        &self,
+        ctx: &AuthContext,
+        q: ExportQuery,
+    ) -> EngineResult<ReportStream> {
+        self.inner.reconciliation.export(ctx, q).await
+    }
+
     // ---------------------------------------------------------------- events
 
     /// Events, newest first, optionally of one type or about one object.
@@ -464,15 +525,20 @@ impl Inner {
             config.url_policy.clone(),
         ));
         let routing = Arc::new(ChannelRouter::new(ledger.clone(), clock.clone(), locks));
-        let intents = Arc::new(Intents::new(
-            ledger.clone(),
-            clock.clone(),
-            limits.clone(),
-            sessions.clone(),
-            services.clone(),
-            routing.clone(),
-            idempotency.clone(),
-        ));
+        let settlement = Arc::new(Settlement::new(ledger.clone(), hot.clone(), clock.clone()));
+        let reconciliation = Reconciliation::new(ledger.clone(), clock.clone(), settlement.clone());
+        let intents = Arc::new(
+            Intents::new(
+                ledger.clone(),
+                clock.clone(),
+                limits.clone(),
+                sessions.clone(),
+                services.clone(),
+                routing.clone(),
+                idempotency.clone(),
+            )
+            .with_settlement(settlement.clone()),
+        );
         let refunds = Refunds::new(RefundsDeps {
             ledger: ledger.clone(),
             clock: clock.clone(),
@@ -487,6 +553,7 @@ impl Inner {
             clock.clone(),
             sessions.clone(),
             routing.clone(),
+            settlement.clone(),
         );
         let subscriptions = Arc::new(Subscriptions::new(
             ledger.clone(),
@@ -513,6 +580,8 @@ impl Inner {
             callbacks,
             events,
             subscriptions,
+            settlement,
+            reconciliation,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::paging::page;
 use crate::routing::ChannelRouter;
 use crate::services::Services;
 use crate::session::{Created, IdempotencySpec, SessionRegistry};
+use crate::settlement::Settlement;
 use crate::store::{IntentQuery, Ledger, Page, PageRequest};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -108,6 +109,7 @@ pub(crate) struct Intents {
     services: Arc<Services>,
     routing: Arc<ChannelRouter>,
     idempotency: Arc<Idempotency>,
+    settlement: Option<Arc<Settlement>>,
 }
 
 impl Intents {
@@ -129,7 +131,14 @@ impl Intents {
             services,
             routing,
             idempotency,
+            settlement: None,
         }
+    }
+
+    /// Successes of sandbox intents carry a settlement quote from `settlement`.
+    pub(crate) fn with_settlement(mut self, settlement: Arc<Settlement>) -> Self {
+        self.settlement = Some(settlement);
+        self
     }
 
     /// Creates a payment intent (idempotent when `idempotency_key` is given).
@@ -201,6 +210,7 @@ impl Intents {
             metadata: valid.metadata,
             failure_reason: None,
             cancellation_reason: None,
+            settlement: None,
             livemode: ctx.livemode,
             merchant_id: ctx.merchant_id,
             expires_at,
@@ -429,17 +439,28 @@ impl Intents {
                 ),
             });
         }
-        let cmd = if succeed {
-            IntentCommand::Succeed {
+        // A success carries its settlement quote, and is marked due for settlement in the
+        // same batch.
+        let (cmd, records) = if succeed {
+            let (settlement, records) = match &self.settlement {
+                Some(s) => (s.quote(&pi).await?.map(Box::new), s.success_ops(&pi)),
+                None => (None, Vec::new()),
+            };
+            let cmd = IntentCommand::Succeed {
                 channel_reference: None,
                 payer: None,
-            }
+                settlement,
+            };
+            (cmd, records)
         } else {
-            IntentCommand::Fail {
-                reason: "sandbox_declined".into(),
-            }
+            let reason = "sandbox_declined".into();
+            (IntentCommand::Fail { reason }, Vec::new())
         };
-        Ok(self.sessions.command(pi.id, cmd, None).await?.intent)
+        Ok(self
+            .sessions
+            .command_with_records(pi.id, cmd, records)
+            .await?
+            .intent)
     }
 }
 

@@ -364,6 +364,7 @@ fn intent(m: MerchantId, livemode: bool, at: i64, status: IntentStatus, ch: &str
         metadata,
         failure_reason: None,
         cancellation_reason: None,
+        settlement: None,
         livemode,
         merchant_id: m,
         expires_at: Timestamp(at + 900_000),

@@ -169,6 +169,7 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .merge(routes::channels::router())
         .merge(routes::subscriptions::router())
         .merge(routes::webhooks::router())
+        .merge(routes::settlement::router())
         .merge(routes::lastmile::router())
         .merge(routes::internal::router())
         .merge(routes::analytics::router())

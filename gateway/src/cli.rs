@@ -330,6 +330,10 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     engine
         .set_channels(channel_setup(&cfg)?)
         .map_err(|e| e.to_string())?;
+    engine
+        .configure_settlement(cfg.settlement.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let ownership = match cfg.storage.mode {
         StorageMode::Embedded => None,
         StorageMode::Cluster => {
@@ -390,6 +394,8 @@ async fn print_demo(
     let input = ServiceInput {
         name: Some("Demo service".into()),
         accepted_channels: Some(vec!["sandbox".into()]),
+        // Settles in USD through the built-in sample rates, so the demo shows FX and fees.
+        settlement_currency: ipay_engine::money::Currency::parse("USD").ok(),
         ..Default::default()
     };
     let (svc, _) = engine
@@ -424,5 +430,9 @@ async fn print_demo(
         "  curl -s -X POST {base}/v1/sandbox/payment-intents/pi_.../succeed -H 'Authorization: Bearer {key}'"
     );
     println!("Then list events:  curl -s {base}/v1/events -H 'Authorization: Bearer {key}'");
+    println!(
+        "Reconcile today:   curl -s '{base}/v1/reconciliation?date={}&format=csv' -H 'Authorization: Bearer {key}'",
+        ipay_engine::settlement::day_of(clock.now())
+    );
     Ok(())
 }

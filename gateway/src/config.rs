@@ -25,6 +25,7 @@ pub struct Config {
     pub channels: ipay_engine::channel::ChannelsConfig,
     pub webhooks: ipay_engine::webhooks::WebhookConfig,
     pub lastmile: ipay_lastmile::LastMileConfig,
+    pub settlement: ipay_engine::settlement::SettlementConfig,
 }
 
 /// `[server]`

@@ -85,6 +85,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(routes::channels::Doc::openapi());
     doc.merge(routes::subscriptions::Doc::openapi());
     doc.merge(routes::webhooks::Doc::openapi());
+    doc.merge(routes::settlement::Doc::openapi());
     doc.merge(routes::lastmile::Doc::openapi());
     doc.merge(routes::analytics::Doc::openapi());
     add_common_responses(&mut doc);

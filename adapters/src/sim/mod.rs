@@ -17,6 +17,7 @@ pub mod keys;
 mod psp;
 mod refunds;
 mod settlement;
+pub mod rates;
 mod state;
 
 use std::net::SocketAddr;
@@ -176,7 +177,9 @@ impl Simulator {
         // Parse the embedded keys before the first request needs them.
         let _ = keys::keys();
         let state = Arc::new(state::SimState::new(opts.callback_timeout));
-        let app = psp::router(state.clone()).merge(control::router(state.clone()));
+        let app = psp::router(state.clone())
+            .merge(control::router(state.clone()))
+            .merge(rates::router());
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let hang_state = state.clone();
         let task = tokio::spawn(async move {
@@ -223,6 +226,11 @@ impl SimHandle {
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The daily exchange rates document (`settlement.rates_source`).
+    pub fn rates_url(&self) -> String {
+        format!("{}/rates", self.base_url)
     }
 
     /// The bound address.

@@ -15,6 +15,7 @@ use crate::ids::{MerchantId, PaymentIntentId, RefundId, ServiceId};
 use crate::model::event::Event;
 use crate::model::refund::{self, PendingRefund, Refund, RefundMode, RefundOutcome};
 use crate::money::Money;
+use crate::settlement::IntentSettlement;
 use serde::{Deserialize, Serialize};
 
 /// Where an intent is in its life.
@@ -108,10 +109,13 @@ pub fn next_status(from: IntentStatus, action: IntentAction) -> EngineResult<Int
 /// A command addressed to one intent's session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IntentCommand {
-    /// The channel confirmed payment (and maybe who paid).
+    /// The channel confirmed payment (and maybe who paid). `settlement` is what it settles
+    /// as, quoted by [`crate::settlement`] just before (absent when no rate was known).
     Succeed {
         channel_reference: Option<String>,
         payer: Option<String>,
+        #[serde(default)]
+        settlement: Option<Box<IntentSettlement>>,
     },
     /// The channel reported failure.
     Fail { reason: String },
@@ -185,6 +189,10 @@ pub struct PaymentIntent {
     pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_reason: Option<String>,
+    /// What it settles as for the merchant (`{value, currency, rate}` plus the rate's source
+    /// and time), set when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<IntentSettlement>,
     /// `false` for objects created with a test key.
     pub livemode: bool,
     #[schema(value_type = String)]
@@ -242,12 +250,16 @@ impl PaymentIntent {
             IntentCommand::Succeed {
                 channel_reference,
                 payer,
+                settlement,
             } => {
                 if let Some(r) = channel_reference {
                     next.channel_reference = Some(r.clone());
                 }
                 if payer.is_some() {
                     next.payer = payer.clone();
+                }
+                if let Some(s) = settlement {
+                    next.settlement = Some((**s).clone());
                 }
                 "payment_intent.succeeded"
             }
@@ -333,6 +345,7 @@ pub(crate) mod tests {
             metadata: Default::default(),
             failure_reason: None,
             cancellation_reason: None,
+            settlement: None,
             livemode: false,
             merchant_id: MerchantId::new_at(now),
             expires_at: Timestamp(now + 900_000),
@@ -358,6 +371,7 @@ pub(crate) mod tests {
                 &IntentCommand::Succeed {
                     channel_reference: Some("ch_1".into()),
                     payer: None,
+                    settlement: None,
                 },
                 Timestamp(2_000),
             )
@@ -369,6 +383,7 @@ pub(crate) mod tests {
             &IntentCommand::Succeed {
                 channel_reference: None,
                 payer: None,
+                settlement: None,
             },
             Timestamp(3_000),
         );
@@ -382,6 +397,7 @@ pub(crate) mod tests {
                 &IntentCommand::Succeed {
                     channel_reference: None,
                     payer: None,
+                    settlement: None,
                 },
                 Timestamp(1),
             )
@@ -463,7 +479,7 @@ pub(crate) mod tests {
 
         #[test]
         fn refunds_never_exceed_the_captured_amount(amounts in proptest::collection::vec(1i64..700, 1..10)) {
-            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None, payer: None }, Timestamp(1)).unwrap().intent;
+            let mut pi = sample(0).apply(&IntentCommand::Succeed { channel_reference: None, payer: None, settlement: None }, Timestamp(1)).unwrap().intent;
             for v in amounts {
                 if let Ok(a) = pi.apply(&refund(Some(v)), Timestamp(2)) { pi = a.intent; }
                 prop_assert!(pi.amount_refunded <= pi.amount.value);

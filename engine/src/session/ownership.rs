@@ -373,6 +373,7 @@ mod tests {
             metadata: Default::default(),
             failure_reason: None,
             cancellation_reason: None,
+            settlement: None,
             livemode: false,
             merchant_id: MerchantId::new_at(1_000),
             expires_at: Timestamp(901_000),

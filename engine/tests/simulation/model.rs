@@ -107,8 +107,11 @@ pub struct Stored {
     pub intent: Option<PaymentIntent>,
     /// Event types about the intent, oldest first.
     pub events: Vec<String>,
-    /// Refunds of the intent: id → amount.
+    /// Refunds of the intent, whatever their state: id → amount.
     pub refunds: BTreeMap<String, i64>,
+    /// What the intent's pending and succeeded refunds add up to (a failed refund gives its
+    /// amount back, so it is not counted).
+    pub refunds_live: i64,
 }
 
 const TERMINAL_EVENTS: [&str; 4] = [
@@ -142,7 +145,7 @@ pub fn check_intent(id: &str, known: &KnownIntent, stored: &Stored) -> Result<()
         return Err(format!("{id}: still pending after every expiry passed"));
     }
     check_events(id, pi, &stored.events)?;
-    check_refunds(id, pi, known, &stored.refunds)
+    check_refunds(id, pi, known, stored)
 }
 
 fn check_events(id: &str, pi: &PaymentIntent, events: &[String]) -> Result<(), String> {
@@ -171,16 +174,16 @@ fn check_refunds(
     id: &str,
     pi: &PaymentIntent,
     known: &KnownIntent,
-    stored: &BTreeMap<String, i64>,
+    stored: &Stored,
 ) -> Result<(), String> {
     for (rid, amount) in &known.refunds {
-        if stored.get(rid) != Some(amount) {
+        if stored.refunds.get(rid) != Some(amount) {
             return Err(format!(
                 "{id}: acknowledged refund {rid} of {amount} is missing"
             ));
         }
     }
-    let sum: i64 = stored.values().sum();
+    let sum = stored.refunds_live;
     if sum != pi.amount_refunded {
         return Err(format!(
             "{id}: refunds add up to {sum}, amount_refunded is {}",

@@ -7,7 +7,8 @@
 
 use ipay_engine::channel::{
     CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelFactory,
-    ChannelPayment, ChannelPaymentRequest, InboundCallback,
+    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest,
+    ChannelRefundState, InboundCallback,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::ids::PaymentIntentId;
@@ -125,6 +126,31 @@ impl ChannelAdapter for SimAdapter {
             }),
             Answer::Unavailable => Err(ChannelError::Unavailable("simulated 503".into())),
             Answer::Rejected => Err(ChannelError::Rejected("simulated refusal".into())),
+            Answer::Hang => {
+                self.0.hangs.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Err(ChannelError::Unavailable("unreachable".into()))
+            }
+        }
+    }
+
+    /// Refunds draw from the same seeded plan as payments: accepted and settled at once,
+    /// unreachable (the refund stays pending for the poller), refused (it fails and gives its
+    /// amount back) or hanging until the engine's time budget cuts it.
+    async fn refund(&self, req: &ChannelRefundRequest) -> Result<ChannelRefund, ChannelError> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        match self.0.next() {
+            Answer::Ok => Ok(ChannelRefund {
+                state: ChannelRefundState::Succeeded,
+                psp_reference: Some(format!("sim-{}", req.refund_id)),
+            }),
+            Answer::Unavailable => Err(ChannelError::Unavailable("simulated 503".into())),
+            Answer::Rejected => Ok(ChannelRefund {
+                state: ChannelRefundState::Failed {
+                    reason: "simulated refusal".into(),
+                },
+                psp_reference: None,
+            }),
             Answer::Hang => {
                 self.0.hangs.fetch_add(1, Ordering::SeqCst);
                 std::future::pending::<()>().await;

@@ -15,7 +15,7 @@ use ipay_engine::channels::vault::MasterKey;
 use ipay_engine::channels::{ChannelConfigInput, ChannelSetup};
 use ipay_engine::clock::ManualClock;
 use ipay_engine::engine::{AuthContext, Engine, EngineConfig, create_merchant};
-use ipay_engine::model::{IntentStatus, ServiceAction, ServiceInput};
+use ipay_engine::model::{IntentStatus, RefundStatus, ServiceAction, ServiceInput};
 use ipay_engine::session::SessionConfig;
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
@@ -489,7 +489,7 @@ impl World {
         self.crash()?;
         self.clock.advance_ms(2 * MAX_EXPIRY_SECS * 1000 + 60_000);
         let life = self.life.as_ref().ok_or("no life")?;
-        life.rt.block_on(settle(&life.engine, &life.ctx))?;
+        life.rt.block_on(settle(&life.engine))?;
         // Every stored intent, acknowledged or not (a write whose fsync "failed" may be on
         // disk, and a crash may cut the answer of a write that landed): none may have moved
         // twice, be over-refunded or be stuck, and every acknowledged one must be there.
@@ -533,9 +533,10 @@ fn data_dir() -> Result<tempfile::TempDir, String> {
     dir.map_err(|e| e.to_string())
 }
 
-/// Fires due timers until no intent is pending (each expiry is a commit on the writer thread,
-/// so this waits for them rather than counting on one pass).
-async fn settle(engine: &Engine, ctx: &AuthContext) -> Result<(), String> {
+/// Fires due timers until no intent is pending. Each expiry is a commit on the writer thread;
+/// the sleep is on the paused clock, so it takes no real time and returns only once the
+/// runtime is idle, which the commit in flight prevents (see `faults.rs`).
+async fn settle(engine: &Engine) -> Result<(), String> {
     for _ in 0..200 {
         engine.sessions().tick_all().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -548,7 +549,6 @@ async fn settle(engine: &Engine, ctx: &AuthContext) -> Result<(), String> {
             return Ok(());
         }
     }
-    let _ = ctx;
     Err("intents still pending after every expiry passed and timers ran 200 times".into())
 }
 
@@ -602,11 +602,17 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         .map_err(e)?
         .data;
     events.sort_by_key(|ev| ev.id);
-    let refunds = ledger
+    let listed = ledger
         .list_refunds(ctx.merchant_id, false, Some(pid), page)
         .await
         .map_err(e)?
-        .data
+        .data;
+    let refunds_live = listed
+        .iter()
+        .filter(|r| r.status != RefundStatus::Failed)
+        .map(|r| r.amount.value)
+        .sum();
+    let refunds = listed
         .into_iter()
         .map(|r| (r.id.to_string(), r.amount.value))
         .collect();
@@ -614,6 +620,7 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         intent,
         events: events.into_iter().map(|ev| ev.event_type).collect(),
         refunds,
+        refunds_live,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod refunds;
 pub mod sandbox;
 pub mod services;
 pub mod subscriptions;
+pub mod settlement;
 pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
