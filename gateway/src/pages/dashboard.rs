@@ -111,7 +111,8 @@ pub struct RevenueFragment {
     pub revenue: RevenueView,
 }
 
-fn merchant_of(v: Viewer) -> Result<(Box<AuthContext>, Option<String>), PageError> {
+/// The merchant caller of a dashboard request; operators are refused.
+pub(super) fn merchant_of(v: Viewer) -> Result<(Box<AuthContext>, Option<String>), PageError> {
     match v {
         Viewer::Merchant { ctx, jwt } => Ok((ctx, jwt)),
         Viewer::Operator { .. } => Err(PageError(ApiError::new(
