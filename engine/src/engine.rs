@@ -40,7 +40,7 @@ pub use crate::auth::AuthContext;
 pub use crate::config::{EngineConfig, Limits};
 pub use crate::idempotency::IdempotentOutcome;
 pub use crate::intents::{AmountInput, CreateIntentRequest, IntentListParams};
-pub use crate::keys::ApiKeyWithSecret;
+pub use crate::keys::{ApiKeyUpdate, ApiKeyWithSecret};
 pub use crate::merchants::{MerchantCredentials, create_merchant};
 pub use crate::refunds::{ConfirmRefundRequest, CreateRefundRequest};
 
@@ -191,6 +191,17 @@ impl Engine {
     /// Revokes a key at once. Revoking a revoked key returns it unchanged.
     pub async fn revoke_api_key(&self, ctx: &AuthContext, id: &str) -> EngineResult<ApiKey> {
         self.inner.keys.revoke(ctx, id).await
+    }
+
+    /// Replaces the IP whitelist of a usable key; the next request on any node is checked
+    /// against the new list.
+    pub async fn update_api_key(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        update: ApiKeyUpdate,
+    ) -> EngineResult<ApiKey> {
+        self.inner.keys.update(ctx, id, update).await
     }
 
     /// Issues a new key with the same label, permissions and whitelist, and revokes the old one

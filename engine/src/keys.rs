@@ -1,5 +1,5 @@
-//! API keys after a merchant exists: issuing, listing, revoking and rotating them, within the
-//! caller's own permissions and the per-mode key limit.
+//! API keys after a merchant exists: issuing, listing, revoking and rotating them and changing
+//! their IP whitelist, within the caller's own permissions and the per-mode key limit.
 //!
 //! It does not check a presented secret (see [`crate::auth`]); it only tells the
 //! authenticator to forget keys it revokes.
@@ -14,7 +14,7 @@ use crate::model::merchant::{self, ApiKeyInput, generate_api_secret};
 use crate::model::{ApiKey, Permission};
 use crate::paging::page;
 use crate::store::{Ledger, Page, PageRequest, WriteBatch, WriteOp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Longest grace period of a rotation: seven days, in seconds.
@@ -28,6 +28,15 @@ pub struct ApiKeyWithSecret {
     pub key: ApiKey,
     /// The secret. Shown only in this response; store it now.
     pub secret: String,
+}
+
+/// The parts of an existing key that may change (`PATCH /v1/api-keys/{id}`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyUpdate {
+    /// The new IP whitelist, replacing the old one: IPv4/IPv6 addresses or CIDRs (at most 50);
+    /// an empty list allows any address.
+    pub ip_whitelist: Vec<String>,
 }
 
 /// Key management of one engine.
@@ -168,7 +177,7 @@ impl ApiKeys {
     }
 
     /// Stores a changed key (never its secret hash again) and drops it from every cache.
-    async fn put_revoked(&self, key: &ApiKey) -> EngineResult<()> {
+    async fn put_changed(&self, key: &ApiKey) -> EngineResult<()> {
         let mut b = WriteBatch::new();
         b.push(WriteOp::PutApiKey {
             key: key.clone(),
@@ -189,7 +198,34 @@ impl ApiKeys {
             return Ok(key);
         }
         key.revoked_at = Some(now);
-        self.put_revoked(&key).await?;
+        self.put_changed(&key).await?;
+        Ok(key)
+    }
+
+    /// Replaces the IP whitelist of a usable key. The change applies to the next request on
+    /// every node: the key is dropped from every authentication cache.
+    pub(crate) async fn update(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        update: ApiKeyUpdate,
+    ) -> EngineResult<ApiKey> {
+        ctx.require(Permission::ApiKeysWrite)?;
+        let nets = merchant::parse_ip_whitelist(&update.ip_whitelist)?;
+        let _guard = self.locks.lock(ctx.merchant_id).await;
+        let mut key = self.owned(ctx, id).await?;
+        if key.revoked_at.is_some_and(|r| r <= self.clock.now()) {
+            return Err(EngineError::InvalidStateTransition {
+                object: "API key",
+                from: "revoked".into(),
+                action: "update".into(),
+            });
+        }
+        // Widening a stronger key's whitelist would let the caller's network use rights the
+        // caller does not hold.
+        require_all(ctx, &key.permissions)?;
+        key.ip_whitelist = nets;
+        self.put_changed(&key).await?;
         Ok(key)
     }
 
@@ -238,7 +274,7 @@ impl ApiKeys {
             )
             .await?;
         old.revoked_at = Some(now.plus_secs(grace));
-        self.put_revoked(&old).await?;
+        self.put_changed(&old).await?;
         Ok(fresh)
     }
 }

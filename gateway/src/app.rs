@@ -124,7 +124,10 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
             "/v1/api-keys",
             get(routes::api_keys::list).post(routes::api_keys::create),
         )
-        .route("/v1/api-keys/{id}", delete(routes::api_keys::revoke))
+        .route(
+            "/v1/api-keys/{id}",
+            delete(routes::api_keys::revoke).patch(routes::api_keys::update),
+        )
         .route("/v1/api-keys/{id}/rotate", post(routes::api_keys::rotate))
         .route(
             "/v1/services",

@@ -25,7 +25,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
     paths(
         routes::health::healthz, routes::health::readyz, routes::health::metrics,
         routes::admin::create_merchant,
-        routes::api_keys::list, routes::api_keys::create, routes::api_keys::revoke, routes::api_keys::rotate,
+        routes::api_keys::list, routes::api_keys::create, routes::api_keys::update, routes::api_keys::revoke, routes::api_keys::rotate,
         routes::services::upsert, routes::services::list, routes::services::get, routes::services::action, routes::services::delete,
         routes::intents::create, routes::intents::list, routes::intents::get, routes::intents::cancel,
         routes::refunds::create, routes::refunds::list, routes::refunds::get, routes::refunds::confirm,

@@ -1302,3 +1302,148 @@ async fn operations_endpoints_and_openapi() {
     assert!(ui.text().await.unwrap().to_lowercase().contains("swagger"));
     s.stop().await;
 }
+
+/// `PATCH path` with `body` as `who`.
+async fn patch(s: &TestServer, who: &str, path: &str, body: Value) -> Resp {
+    s.call(Method::PATCH, path, Some(who), Some(body)).await
+}
+
+#[tokio::test]
+async fn a_keys_ip_whitelist_changes_in_place_and_applies_to_the_next_request() {
+    let s = start().await;
+    let m = s.merchant("Whitelists").await;
+    let root = m.test_secret_key.as_str();
+    let k = s
+        .post(
+            "/v1/api-keys",
+            root,
+            json!({"label": "backend", "ip_whitelist": ["127.0.0.1/32"]}),
+        )
+        .await;
+    assert_eq!(k.status, StatusCode::CREATED, "{:?}", k.body);
+    let (id, secret) = (
+        k.body["id"].as_str().unwrap().to_string(),
+        k.body["secret"].as_str().unwrap().to_string(),
+    );
+    let path = format!("/v1/api-keys/{id}");
+    // The key works from loopback, and is now in the authentication cache.
+    assert_eq!(
+        s.get("/v1/payment-intents", &secret).await.status,
+        StatusCode::OK
+    );
+
+    let bad = patch(
+        &s,
+        root,
+        &path,
+        json!({"ip_whitelist": ["10.0.0.0/8", "10.0.0.0/33"]}),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "parameter_invalid")
+    );
+    assert_eq!(bad.body["error"]["param"], "ip_whitelist[1]");
+    for (body, code) in [
+        (json!({}), "parameter_missing"),
+        (json!({"ip_whitelist": "10.0.0.0/8"}), "parameter_invalid"),
+        (
+            json!({"ip_whitelist": [], "label": "x"}),
+            "parameter_unknown",
+        ),
+    ] {
+        let r = patch(&s, root, &path, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code),
+            "{body}"
+        );
+    }
+    let too_many: Vec<String> = (0..51).map(|i| format!("10.0.{i}.0/24")).collect();
+    let r = patch(&s, root, &path, json!({"ip_whitelist": too_many})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.get("/v1/payment-intents", &secret).await.status,
+        StatusCode::OK,
+        "a refused change leaves the old list in force"
+    );
+
+    // Unknown keys and other merchants' keys are not found; a reader may not change keys.
+    let r = patch(
+        &s,
+        root,
+        "/v1/api-keys/key_nope",
+        json!({"ip_whitelist": []}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "resource_missing")
+    );
+    let other = s.merchant("Someone else").await;
+    let r = patch(
+        &s,
+        other.test_secret_key.as_str(),
+        &path,
+        json!({"ip_whitelist": []}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let reader = s
+        .post(
+            "/v1/api-keys",
+            root,
+            json!({"permissions": ["api_keys:read"]}),
+        )
+        .await;
+    let r = patch(
+        &s,
+        reader.body["secret"].as_str().unwrap(),
+        &path,
+        json!({"ip_whitelist": []}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "permission_denied")
+    );
+
+    // A list without the caller's address locks the key out at once, with the usual error.
+    let moved = patch(
+        &s,
+        root,
+        &path,
+        json!({"ip_whitelist": ["203.0.113.7", "2001:db8::/32"]}),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    assert_eq!(
+        moved.body["ip_whitelist"],
+        json!(["203.0.113.7/32", "2001:db8::/32"])
+    );
+    assert!(moved.body.get("secret").is_none());
+    let r = s.get("/v1/payment-intents", &secret).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "ip_not_allowed")
+    );
+    let listed = s.get("/v1/api-keys", root).await.body.to_string();
+    assert!(listed.contains("203.0.113.7/32"), "{listed}");
+
+    // An empty list allows any address again.
+    let open = patch(&s, root, &path, json!({"ip_whitelist": []})).await;
+    assert_eq!(open.body["ip_whitelist"], json!([]));
+    assert_eq!(
+        s.get("/v1/payment-intents", &secret).await.status,
+        StatusCode::OK
+    );
+
+    // A revoked key stays revoked.
+    s.call(Method::DELETE, &path, Some(root), None).await;
+    let r = patch(&s, root, &path, json!({"ip_whitelist": []})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "invalid_state_transition")
+    );
+    s.stop().await;
+}

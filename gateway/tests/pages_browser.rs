@@ -1,8 +1,8 @@
 //! The pages in a real browser: headless Chromium driven over WebDriver (`chromedriver`,
 //! Debian's `chromium-driver`; `scripts/test.sh` installs both). A consumer pays a session on
 //! the pay page through the PSP simulator and sees it turn paid without a reload; a merchant
-//! logs in, sees the payment in the live feed and today's revenue, creates and rotates a key
-//! and replays a webhook; an operator unlocks a locked OTP. Every page is checked with axe-core
+//! logs in, sees the payment in the live feed and today's revenue, creates and rotates a key,
+//! changes its IP whitelist and replays a webhook; an operator unlocks a locked OTP. Every page is checked with axe-core
 //! (vendored under `tests/fixtures/axe-core/`) for serious or critical violations, and
 //! screenshotted at phone and desktop widths into `target/screenshots/`.
 
@@ -185,6 +185,16 @@ impl Browser {
             Method::POST,
             &format!("/element/{e}/value"),
             Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn clear(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(json!({})),
         )
         .await;
     }
@@ -595,9 +605,68 @@ async fn a_merchant_sees_the_payment_live_rotates_a_key_and_replays_a_webhook() 
         w.srv.get("/v1/payment-intents", &rotated).await.status,
         StatusCode::OK
     );
+    change_whitelist(&b, &w.srv, &rotated).await;
     b.close().await;
     w.srv.stop().await;
     w.sim.stop().await;
+}
+
+/// Changes the whitelist of the key `secret` from the dashboard: a bad entry gets the API's
+/// coded error; a list without this machine's address locks the key out at once.
+async fn change_whitelist(b: &Browser, srv: &TestServer, secret: &str) {
+    let keys = srv.get("/v1/api-keys", secret).await;
+    let id = keys.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["label"] == "shop backend" && k["revoked_at"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let form = format!("#keys form[action='/dashboard/keys/{id}/whitelist']");
+    let field = format!("{form} input[name='ip_whitelist']");
+    let value = b
+        .js(&format!(
+            "return document.querySelector(\"{field}\").value;"
+        ))
+        .await;
+    assert_eq!(
+        value, "127.0.0.1/32, 10.0.0.0/8",
+        "the form shows the list in force"
+    );
+    b.clear(&field).await;
+    b.type_into(&field, "203.0.113.0/24, 10.0.0.0/33").await;
+    b.submit(&format!("{form} button")).await;
+    let page = b.text("main").await;
+    assert!(page.contains("parameter_invalid"), "{page}");
+    assert_eq!(
+        srv.get("/v1/payment-intents", secret).await.status,
+        StatusCode::OK,
+        "a refused list changes nothing"
+    );
+
+    b.goto(&format!("{}/dashboard", srv.base)).await;
+    b.clear(&field).await;
+    b.type_into(&field, "203.0.113.0/24").await;
+    b.submit(&format!("{form} button")).await;
+    assert_eq!(
+        b.text("#notice").await,
+        "The key's IP whitelist was saved; it applies from the next request."
+    );
+    let value = b
+        .js(&format!(
+            "return document.querySelector(\"{field}\").value;"
+        ))
+        .await;
+    assert_eq!(value, "203.0.113.0/24");
+    let r = srv.get("/v1/payment-intents", secret).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "ip_not_allowed")
+    );
+    b.assert_accessible("dashboard after a whitelist change")
+        .await;
 }
 
 #[tokio::test]

@@ -15,9 +15,9 @@ mod callbacks;
 mod control;
 pub mod keys;
 mod psp;
+pub mod rates;
 mod refunds;
 mod settlement;
-pub mod rates;
 mod state;
 
 use std::net::SocketAddr;

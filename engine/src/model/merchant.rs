@@ -349,7 +349,7 @@ fn parse_permissions(list: &[String]) -> EngineResult<Vec<Permission>> {
 }
 
 /// Parses a key's IP whitelist (addresses or CIDRs, bounded in number) into networks.
-fn parse_ip_whitelist(list: &[String]) -> EngineResult<Vec<IpNet>> {
+pub(crate) fn parse_ip_whitelist(list: &[String]) -> EngineResult<Vec<IpNet>> {
     if list.len() > MAX_WHITELIST_ENTRIES {
         return Err(EngineError::invalid(
             "parameter_invalid",

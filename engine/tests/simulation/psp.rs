@@ -7,8 +7,8 @@
 
 use ipay_engine::channel::{
     CallbackError, CallbackNotice, CallbackOutcome, ChannelAdapter, ChannelError, ChannelFactory,
-    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest,
-    ChannelRefundState, InboundCallback,
+    ChannelPayment, ChannelPaymentRequest, ChannelRefund, ChannelRefundRequest, ChannelRefundState,
+    InboundCallback,
 };
 use ipay_engine::clock::Timestamp;
 use ipay_engine::ids::PaymentIntentId;

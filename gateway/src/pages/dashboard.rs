@@ -1,7 +1,7 @@
 //! The merchant dashboard (spec §5): revenue today / this week / this month by channel with
 //! charts, active channels, recent transactions and the live feed, per-channel success rates
-//! and errors, webhook logs with replay, API keys (create with an IP whitelist, rotate,
-//! revoke) and the reconciliation downloads.
+//! and errors, webhook logs with replay, API keys (create with an IP whitelist, change a key's
+//! whitelist, rotate, revoke) and the reconciliation downloads.
 //!
 //! Every figure comes from the engine's durable data through the same methods as the API
 //! (`channel_analytics` for revenue and success rates, never a per-node counter). The live
@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ipay_engine::AuthContext;
 use ipay_engine::analytics::ChannelAnalytics;
-use ipay_engine::engine::IntentListParams;
+use ipay_engine::engine::{ApiKeyUpdate, IntentListParams};
 use ipay_engine::model::ApiKeyInput;
 use ipay_engine::money::Money;
 use ipay_engine::webhooks::api::LogParams;
@@ -111,7 +111,8 @@ pub struct RevenueFragment {
     pub revenue: RevenueView,
 }
 
-fn merchant_of(v: Viewer) -> Result<(Box<AuthContext>, Option<String>), PageError> {
+/// The merchant caller of a dashboard request; operators are refused.
+pub(super) fn merchant_of(v: Viewer) -> Result<(Box<AuthContext>, Option<String>), PageError> {
     match v {
         Viewer::Merchant { ctx, jwt } => Ok((ctx, jwt)),
         Viewer::Operator { .. } => Err(PageError(ApiError::new(
@@ -333,6 +334,7 @@ fn notice_text(code: &str) -> Option<String> {
         match code {
             "revoked" => "The key was revoked.",
             "replayed" => "The event was queued for delivery again.",
+            "whitelist" => "The key's IP whitelist was saved; it applies from the next request.",
             _ => return None,
         }
         .to_string(),
@@ -400,13 +402,7 @@ pub async fn create_key(
     let (ctx, _) = merchant_of(viewer)?;
     let f = super::form(f)?;
     csrf::check(&headers, &f.csrf)?;
-    let list: Vec<String> = f
-        .ip_whitelist
-        .split([',', ' ', '\n'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let list = split_list(&f.ip_whitelist);
     let input = ApiKeyInput {
         label: Some(f.label).filter(|l| !l.trim().is_empty()),
         ip_whitelist: (!list.is_empty()).then_some(list),
@@ -421,6 +417,42 @@ pub async fn create_key(
         secret: Some(k.secret),
     };
     render(&st, &headers, &ctx, flash).await
+}
+
+/// A whitelist typed into a form: entries separated by commas, spaces or line breaks.
+fn split_list(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\n', '\r', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The form changing a key's IP whitelist.
+#[derive(Deserialize)]
+pub struct WhitelistForm {
+    pub csrf: String,
+    /// Comma- or space-separated IPs or CIDR ranges; empty allows any address.
+    #[serde(default)]
+    pub ip_whitelist: String,
+}
+
+/// `POST /dashboard/keys/{id}/whitelist`: replaces the key's IP whitelist (the API's
+/// `PATCH /v1/api-keys/{id}`, with its errors).
+pub async fn update_whitelist(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    f: Result<axum::Form<WhitelistForm>, FormRejection>,
+) -> PageResult {
+    let (ctx, _) = merchant_of(viewer)?;
+    let f = super::form(f)?;
+    csrf::check(&headers, &f.csrf)?;
+    let update = ApiKeyUpdate {
+        ip_whitelist: split_list(&f.ip_whitelist),
+    };
+    st.engine.update_api_key(&ctx, &id, update).await?;
+    Ok(see_other("/dashboard?notice=whitelist#keys"))
 }
 
 /// A form carrying only the CSRF token.

@@ -1,6 +1,7 @@
 //! Server-rendered HTML pages: the consumer's pay page ([`pay`]), the merchant dashboard
-//! ([`dashboard`]), the operator desk ([`operator`]), their login ([`login`]) and the few
-//! same-origin static files they use ([`assets`]). Templates live in `gateway/templates/`
+//! ([`dashboard`]) with its reconciliation downloads ([`reconciliation`]), the operator desk
+//! ([`operator`]), their login ([`login`]) and the few same-origin static files they use
+//! ([`assets`]). Templates live in `gateway/templates/`
 //! (askama, checked at compile time, HTML-escaped by default).
 //!
 //! Pages call the same engine and last-mile methods as the JSON API, with the same
@@ -20,6 +21,7 @@ pub mod i18n;
 pub mod login;
 pub mod operator;
 pub mod pay;
+pub mod reconciliation;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -47,9 +49,18 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/revenue", get(dashboard::revenue_fragment))
         .route("/dashboard/feed", get(dashboard::feed))
+        .route("/dashboard/reconciliation", get(reconciliation::day))
+        .route(
+            "/dashboard/reconciliation/export",
+            get(reconciliation::export),
+        )
         .route("/dashboard/keys", post(dashboard::create_key))
         .route("/dashboard/keys/{id}/rotate", post(dashboard::rotate_key))
         .route("/dashboard/keys/{id}/revoke", post(dashboard::revoke_key))
+        .route(
+            "/dashboard/keys/{id}/whitelist",
+            post(dashboard::update_whitelist),
+        )
         .route(
             "/dashboard/webhooks/{event_id}/replay",
             post(dashboard::replay_webhook),

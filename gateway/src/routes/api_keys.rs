@@ -1,4 +1,4 @@
-//! `/v1/api-keys`: list, create, revoke, rotate.
+//! `/v1/api-keys`: list, create, change the IP whitelist, revoke, rotate.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -6,6 +6,7 @@ use crate::extract::{ApiJson, ApiQuery, Auth, OptionalJson};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use ipay_engine::engine::ApiKeyUpdate;
 use ipay_engine::model::{ApiKey, ApiKeyInput};
 use serde::Deserialize;
 
@@ -31,6 +32,22 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let k = st.engine.create_api_key(&ctx, input).await?;
     Ok(super::json(StatusCode::CREATED, &k))
+}
+
+/// Replaces a key's IP whitelist; the next request with the key is checked against the new
+/// list on every node. Needs `api_keys:write` and every permission the key carries.
+#[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api_keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "key_…")), request_body = ApiKeyUpdate,
+    responses((status = 200, body = ApiKey), (status = 400, body = super::ErrorEnvelope), (status = 401, body = super::ErrorEnvelope),
+        (status = 403, body = super::ErrorEnvelope), (status = 404, body = super::ErrorEnvelope), (status = 409, body = super::ErrorEnvelope)))]
+pub async fn update(
+    State(st): State<AppState>,
+    Auth(ctx): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApiKeyUpdate>,
+) -> Result<Response, ApiError> {
+    let k = st.engine.update_api_key(&ctx, &id, body).await?;
+    Ok(super::json(StatusCode::OK, &k))
 }
 
 /// Revokes a key at once.

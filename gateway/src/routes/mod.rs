@@ -13,8 +13,8 @@ pub mod lastmile;
 pub mod refunds;
 pub mod sandbox;
 pub mod services;
-pub mod subscriptions;
 pub mod settlement;
+pub mod subscriptions;
 pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
