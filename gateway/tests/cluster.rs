@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::procs::{BIN, Node, service, spawn_node};
+use common::procs::{BIN, MerchantSpec, Node, sandbox_merchant, service, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::Command;
@@ -66,37 +66,13 @@ fn two_nodes(tag: &str) -> Cluster {
 
 /// A merchant with an active sandbox manifest: (test key, service id).
 async fn merchant(http: &reqwest::Client, a: &Node, b: &Node) -> (String, String) {
-    let creds: Value = http
-        .post(format!("{}/v1/admin/merchants", a.base))
-        .bearer_auth("adm_cluster_test")
-        .json(&json!({"name": "Cluster"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = creds["test_secret_key"].as_str().unwrap().to_string();
-    let svc: Value = http
-        .post(format!("{}/v1/services", a.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "both-nodes", "accepted_channels": ["sandbox"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = svc["id"].as_str().unwrap().to_string();
     // Activated through node B: both nodes read the manifest from the shared ledger.
-    let act = http
-        .patch(format!("{}/v1/services/{sid}/activate", b.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(act.status(), StatusCode::OK);
-    (key, sid)
+    let spec = MerchantSpec {
+        admin_token: "adm_cluster_test",
+        merchant: "Cluster",
+        service: "both-nodes",
+    };
+    sandbox_merchant(http, &a.base, &b.base, spec).await
 }
 
 async fn get_json(http: &reqwest::Client, url: String, key: &str) -> (StatusCode, Value) {

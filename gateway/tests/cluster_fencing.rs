@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::procs::{BIN, Node, service, spawn_node};
+use common::procs::{BIN, MerchantSpec, Node, sandbox_merchant, service, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::Command;
@@ -94,31 +94,12 @@ async fn call(http: &reqwest::Client, method: &str, url: String, key: &str) -> (
 
 /// A merchant with an active sandbox manifest: (test key, service id).
 async fn merchant(http: &reqwest::Client, a: &Node) -> (String, String) {
-    let creds: Value = http
-        .post(format!("{}/v1/admin/merchants", a.base))
-        .bearer_auth("adm_fencing_test")
-        .json(&json!({"name": "Fencing"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = creds["test_secret_key"].as_str().unwrap().to_string();
-    let svc: Value = http
-        .post(format!("{}/v1/services", a.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "fenced", "accepted_channels": ["sandbox"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = svc["id"].as_str().unwrap().to_string();
-    let url = format!("{}/v1/services/{sid}/activate", a.base);
-    assert_eq!(call(http, "PATCH", url, &key).await.0, StatusCode::OK);
-    (key, sid)
+    let spec = MerchantSpec {
+        admin_token: "adm_fencing_test",
+        merchant: "Fencing",
+        service: "fenced",
+    };
+    sandbox_merchant(http, &a.base, &a.base, spec).await
 }
 
 /// Event types recorded for one intent, oldest first.

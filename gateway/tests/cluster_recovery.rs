@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::procs::{BIN, Node, service, spawn_node};
+use common::procs::{BIN, MerchantSpec, Node, sandbox_merchant, service, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -147,36 +147,12 @@ fn cluster(tag: &str, count: usize, extra: &[(&str, &str)]) -> Cluster {
 
 /// A merchant with an active sandbox manifest: (test key, service id).
 async fn merchant(http: &reqwest::Client, node: &Node) -> (String, String) {
-    let creds: Value = http
-        .post(format!("{}/v1/admin/merchants", node.base))
-        .bearer_auth("adm_recovery_test")
-        .json(&json!({"name": "Recovery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = creds["test_secret_key"].as_str().unwrap().to_string();
-    let svc: Value = http
-        .post(format!("{}/v1/services", node.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "recovery", "accepted_channels": ["sandbox"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = svc["id"].as_str().unwrap().to_string();
-    let act = http
-        .patch(format!("{}/v1/services/{sid}/activate", node.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(act.status(), StatusCode::OK);
-    (key, sid)
+    let spec = MerchantSpec {
+        admin_token: "adm_recovery_test",
+        merchant: "Recovery",
+        service: "recovery",
+    };
+    sandbox_merchant(http, &node.base, &node.base, spec).await
 }
 
 /// A create with `Idempotency-Key: idem`: status, body, whether replayed, how long it took.

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::procs::{BIN, spawn_node};
+use common::procs::{BIN, MerchantSpec, sandbox_merchant, spawn_node};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -172,35 +172,12 @@ async fn a_node_creates_and_reads_an_intent_over_tls_with_logins() {
         .stderr(Stdio::inherit());
     let node = spawn_node(cmd);
     let http = reqwest::Client::new();
-    let creds: Value = http
-        .post(format!("{}/v1/admin/merchants", node.base))
-        .bearer_auth("adm_tls_test")
-        .json(&json!({"name": "Tls"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = creds["test_secret_key"].as_str().unwrap().to_string();
-    let svc: Value = http
-        .post(format!("{}/v1/services", node.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "tls", "accepted_channels": ["sandbox"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = svc["id"].as_str().unwrap();
-    let act = http
-        .patch(format!("{}/v1/services/{sid}/activate", node.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(act.status(), StatusCode::OK);
+    let spec = MerchantSpec {
+        admin_token: "adm_tls_test",
+        merchant: "Tls",
+        service: "tls",
+    };
+    let (key, sid) = sandbox_merchant(&http, &node.base, &node.base, spec).await;
     // An idempotency key goes through Redis (the reservation) and the ledger (the record).
     let created = http
         .post(format!("{}/v1/payment-intents", node.base))

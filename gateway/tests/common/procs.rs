@@ -79,3 +79,52 @@ pub fn spawn_node(mut cmd: Command) -> Node {
     std::thread::spawn(move || for _ in lines {});
     Node { child, base }
 }
+
+/// Names for [`sandbox_merchant`]: the admin token the nodes were started with, the merchant's
+/// and the manifest's names.
+pub struct MerchantSpec<'a> {
+    pub admin_token: &'a str,
+    pub merchant: &'a str,
+    pub service: &'a str,
+}
+
+/// Creates a merchant through `admin_base`'s admin API and an active sandbox manifest for it;
+/// the manifest is activated through `activate_base`, which may be another node of the same
+/// cluster (both read the manifest from the shared ledger). Returns (test key, service id).
+pub async fn sandbox_merchant(
+    http: &reqwest::Client,
+    admin_base: &str,
+    activate_base: &str,
+    spec: MerchantSpec<'_>,
+) -> (String, String) {
+    let creds: serde_json::Value = http
+        .post(format!("{admin_base}/v1/admin/merchants"))
+        .bearer_auth(spec.admin_token)
+        .json(&serde_json::json!({"name": spec.merchant}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = creds["test_secret_key"].as_str().unwrap().to_string();
+    let svc: serde_json::Value = http
+        .post(format!("{admin_base}/v1/services"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": spec.service, "accepted_channels": ["sandbox"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = svc["id"].as_str().unwrap().to_string();
+    let act = http
+        .patch(format!("{activate_base}/v1/services/{sid}/activate"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(act.status(), reqwest::StatusCode::OK, "activating {sid}");
+    (key, sid)
+}
