@@ -13,7 +13,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::idempotency::{Idempotency, IdempotentOutcome, canonical_hash};
 use crate::ids::{PaymentIntentId, ServiceId};
 use crate::model::service::KNOWN_CHANNELS;
-use crate::model::{IntentCommand, IntentStatus, PaymentIntent, Permission, Service};
+use crate::model::{IntentCommand, IntentStatus, PaymentIntent, Permission, Service, ServiceStatus};
 use crate::money::Money;
 use crate::paging::page;
 use crate::routing::ChannelRouter;
@@ -112,6 +112,14 @@ pub(crate) struct Intents {
     settlement: Option<Arc<Settlement>>,
 }
 
+/// Who asks for a payment intent: the merchant (the API) or a subscription's renewal, which a
+/// paused service still takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Merchant,
+    Renewal,
+}
+
 impl Intents {
     /// Intents on these stores, routed through these sessions and channels.
     pub(crate) fn new(
@@ -148,6 +156,30 @@ impl Intents {
         req: CreateIntentRequest,
         idempotency_key: Option<&str>,
     ) -> EngineResult<IdempotentOutcome> {
+        self.create_as(ctx, req, idempotency_key, Origin::Merchant)
+            .await
+    }
+
+    /// Creates the renewal payment of a subscription: as [`Self::create`], except that a
+    /// paused service still takes it (pausing hides a service from discovery; its active
+    /// subscriptions continue, as the spec's manifest lifecycle says).
+    pub(crate) async fn create_renewal(
+        &self,
+        ctx: &AuthContext,
+        req: CreateIntentRequest,
+        idempotency_key: &str,
+    ) -> EngineResult<IdempotentOutcome> {
+        self.create_as(ctx, req, Some(idempotency_key), Origin::Renewal)
+            .await
+    }
+
+    async fn create_as(
+        &self,
+        ctx: &AuthContext,
+        req: CreateIntentRequest,
+        idempotency_key: Option<&str>,
+        origin: Origin,
+    ) -> EngineResult<IdempotentOutcome> {
         ctx.require(Permission::PaymentIntentsWrite)?;
         let hash = canonical_hash(&req.normalized());
         self.idempotency
@@ -157,7 +189,7 @@ impl Intents {
                 idempotency_key,
                 hash,
                 |spec| async move {
-                    let created = self.create_now(ctx, req, spec).await?;
+                    let created = self.create_now(ctx, req, spec, origin).await?;
                     Ok(IdempotentOutcome {
                         status: 201,
                         body: created.json,
@@ -175,10 +207,13 @@ impl Intents {
         ctx: &AuthContext,
         mut req: CreateIntentRequest,
         idem: Option<IdempotencySpec>,
+        origin: Origin,
     ) -> EngineResult<Created> {
         let metadata = req.metadata.take().unwrap_or_default();
         let valid = self.validate(&req, metadata)?;
-        let service = self.payable_service(ctx, &req, valid.service_id).await?;
+        let service = self
+            .payable_service(ctx, &req, valid.service_id, origin)
+            .await?;
         let adapter = self
             .routing
             .usable_adapter(ctx, &req.channel, valid.money)
@@ -313,6 +348,7 @@ impl Intents {
         ctx: &AuthContext,
         req: &CreateIntentRequest,
         sid: ServiceId,
+        origin: Origin,
     ) -> EngineResult<Arc<Service>> {
         let Some(service) = self.services.owned_arc(ctx, sid).await? else {
             return Err(EngineError::Invalid {
@@ -324,7 +360,9 @@ impl Intents {
                 param: Some("service_id".into()),
             });
         };
-        if !service.status.accepts_payments() {
+        let renewal_while_paused =
+            origin == Origin::Renewal && service.status == ServiceStatus::Paused;
+        if !service.status.accepts_payments() && !renewal_while_paused {
             return Err(EngineError::Conflict {
                 code: "service_not_active",
                 message: format!(

@@ -335,7 +335,10 @@ impl Subscriptions {
             expires_in: None,
         };
         let key = format!("{}:{which}", sub.id);
-        let out = self.intents.create(ctx, req, Some(&key)).await?;
+        let out = match which {
+            "first" => self.intents.create(ctx, req, Some(&key)).await?,
+            _ => self.intents.create_renewal(ctx, req, &key).await?,
+        };
         serde_json::from_str(&out.body).map_err(|e| EngineError::Internal(e.to_string()))
     }
 

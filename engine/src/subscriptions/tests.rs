@@ -242,6 +242,39 @@ async fn cancel_at_period_end_keeps_access_then_revokes_it() {
 }
 
 #[tokio::test]
+async fn a_paused_service_still_renews_its_subscriptions_but_takes_no_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let n = node(dir.path(), &clock).await;
+    let (_, ctx, svc) = merchant_with_plan(&n, &clock).await;
+    let sub = active_subscription(&n, &clock, &ctx, &svc).await;
+    n.engine
+        .service_action(&ctx, &svc, ServiceAction::Pause)
+        .await
+        .unwrap();
+    // New subscribers are refused while the manifest is hidden from discovery...
+    let err = n
+        .engine
+        .create_subscription(&ctx, subscribe_req(&svc, "plan_starter"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "service_not_active");
+    // ...but the active subscription renews as usual.
+    let id = sub.id.to_string();
+    let end = sub.current_period_end.unwrap().ms();
+    let due = after(&n, &clock, &ctx, &id, end - clock.now_ms()).await;
+    assert!(due.open_intent.is_some(), "renewal opened on a paused service");
+    assert_eq!(due.status, SubscriptionStatus::Active);
+    settle(&n, &ctx, &due, true).await;
+    let renewed = after(&n, &clock, &ctx, &id, 10_000).await;
+    assert_eq!(renewed.periods_paid, 2);
+    assert_eq!(
+        event_types(&n, &ctx, &id).await,
+        vec!["subscription.renewed"]
+    );
+}
+
+#[tokio::test]
 async fn failed_renewals_go_past_due_retry_and_finally_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
