@@ -19,7 +19,7 @@
 //! replay and the live feed and nothing is sent twice.
 
 use ipay_engine::clock::Timestamp;
-use ipay_engine::error::EngineResult;
+use ipay_engine::error::{EngineError, EngineResult};
 use ipay_engine::ids::{EventId, MerchantId};
 use ipay_engine::model::Event;
 use ipay_engine::store::{EntryRange, HotState, Ledger, Subscription, WriteOp};
@@ -108,12 +108,14 @@ pub async fn replay_after(
     limit: usize,
 ) -> EngineResult<Vec<StreamItem>> {
     const DAY: i64 = 86_400_000;
+    check_resume_point(after, now)?;
     let horizon = now.ms() - MAX_REPLAY_DAYS * DAY;
     let mut day_ms = after.timestamp_ms().max(horizon);
     let after_s = after.to_string();
     let mut out = Vec::new();
-    // One partition per day from the id's day to today.
-    while out.len() < limit && day_of(day_ms) <= day_of(now.ms()) {
+    // One partition per day from the id's day to today: at most MAX_REPLAY_DAYS + 1 of them.
+    let last_day = now.ms().div_euclid(DAY);
+    while out.len() < limit && day_ms.div_euclid(DAY) <= last_day {
         let range = EntryRange::after(&after_s, limit - out.len());
         let rows = ledger
             .scan_entries(STREAM_INDEX, &partition(merchant, day_ms), &range)
@@ -127,6 +129,22 @@ pub async fn replay_after(
         day_ms += DAY;
     }
     Ok(out)
+}
+
+/// How far ahead of this node's clock a resume point may be (clock skew between nodes).
+const MAX_RESUME_SKEW_MS: i64 = 60_000;
+
+/// Refuses a resume point this stream cannot have sent: an id from the future would hide every
+/// live event older than it (the stream drops what is not newer than the resume point).
+pub fn check_resume_point(after: EventId, now: Timestamp) -> EngineResult<()> {
+    if after.timestamp_ms() > now.ms().saturating_add(MAX_RESUME_SKEW_MS) {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "Last-Event-ID",
+            "Last-Event-ID names an event from the future; send an id this stream sent",
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a `Last-Event-ID` header value (an event id).
@@ -164,6 +182,20 @@ mod tests {
         let p = partition(m, 1_700_000_000_000);
         assert_eq!(p, format!("{m}:20231114"));
         assert_eq!(channel(m), format!("lm:stream:{m}"));
+    }
+
+    #[test]
+    fn resume_points_from_the_future_are_refused() {
+        let now = Timestamp(1_800_000_000_000);
+        let past = EventId::new_at(now.ms() - 86_400_000);
+        assert!(check_resume_point(past, now).is_ok());
+        let skewed = EventId::new_at(now.ms() + 30_000);
+        assert!(check_resume_point(skewed, now).is_ok());
+        let year_2100 = EventId::new_at(4_102_444_800_000);
+        let err = check_resume_point(year_2100, now).unwrap_err();
+        assert_eq!(err.code(), "parameter_invalid");
+        let last_ulid = parse_last_event_id("evt_7ZZZZZZZZZZZZZZZZZZZZZZZZZ").unwrap();
+        assert!(check_resume_point(last_ulid, now).is_err());
     }
 
     #[test]

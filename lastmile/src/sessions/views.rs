@@ -170,13 +170,60 @@ impl LastMile {
                 &EntryRange::all(MAX_LOG_ENTRIES as usize),
             )
             .await?;
-        let events = rows
+        let mut events: Vec<LogEntry> = rows
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect();
+        in_time_order(&mut events);
         Ok(SessionDetail {
             session: self.session_view(&s),
             events,
         })
+    }
+}
+
+/// Sorts a session's log by time. Entries are indexed under their ids, `evt_…` for public
+/// events and `log_…` for private notes, so the index groups them by kind; the ids' time-ordered
+/// bodies (after the prefix) break ties between entries of the same millisecond.
+fn in_time_order(entries: &mut [LogEntry]) {
+    fn body(id: &str) -> &str {
+        id.split_once('_').map_or(id, |(_, b)| b)
+    }
+    entries.sort_by(|a, b| (a.at, body(&a.id)).cmp(&(b.at, body(&b.id))));
+}
+
+#[cfg(test)]
+mod log_order_tests {
+    use super::*;
+
+    fn entry(id: &str, at: i64) -> LogEntry {
+        LogEntry {
+            id: id.into(),
+            at: Timestamp(at),
+            entry_type: "x".into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn events_and_notes_interleave_by_time() {
+        // Index order: every `evt_` before every `log_`.
+        let mut log = vec![
+            entry("evt_01MCC5RM00000000000000000B", 2),
+            entry("evt_01MCC5RM00000000000000000D", 4),
+            entry("log_01MCC5RM00000000000000000A", 1),
+            entry("log_01MCC5RM00000000000000000C", 2),
+        ];
+        in_time_order(&mut log);
+        let ids: Vec<&str> = log.iter().map(|e| &e.id[..]).collect();
+        assert_eq!(
+            ids,
+            [
+                "log_01MCC5RM00000000000000000A",
+                "evt_01MCC5RM00000000000000000B",
+                "log_01MCC5RM00000000000000000C",
+                "evt_01MCC5RM00000000000000000D",
+            ]
+        );
     }
 }
