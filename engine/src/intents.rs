@@ -13,7 +13,9 @@ use crate::error::{EngineError, EngineResult};
 use crate::idempotency::{Idempotency, IdempotentOutcome, canonical_hash};
 use crate::ids::{PaymentIntentId, ServiceId};
 use crate::model::service::KNOWN_CHANNELS;
-use crate::model::{IntentCommand, IntentStatus, PaymentIntent, Permission, Service, ServiceStatus};
+use crate::model::{
+    IntentCommand, IntentStatus, PaymentIntent, Permission, Service, ServiceStatus,
+};
 use crate::money::Money;
 use crate::paging::page;
 use crate::routing::ChannelRouter;

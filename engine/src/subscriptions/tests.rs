@@ -263,7 +263,10 @@ async fn a_paused_service_still_renews_its_subscriptions_but_takes_no_new_ones()
     let id = sub.id.to_string();
     let end = sub.current_period_end.unwrap().ms();
     let due = after(&n, &clock, &ctx, &id, end - clock.now_ms()).await;
-    assert!(due.open_intent.is_some(), "renewal opened on a paused service");
+    assert!(
+        due.open_intent.is_some(),
+        "renewal opened on a paused service"
+    );
     assert_eq!(due.status, SubscriptionStatus::Active);
     settle(&n, &ctx, &due, true).await;
     let renewed = after(&n, &clock, &ctx, &id, 10_000).await;

@@ -196,4 +196,3 @@ pub async fn stop(w: World) {
     w.engine.shutdown().await;
     w.sim.stop().await;
 }
-
