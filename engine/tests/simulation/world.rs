@@ -612,6 +612,7 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         .filter(|r| r.status != RefundStatus::Failed)
         .map(|r| r.amount.value)
         .sum();
+    let refund_rows = listed.len();
     let refunds = listed
         .into_iter()
         .map(|r| (r.id.to_string(), r.amount.value))
@@ -621,6 +622,7 @@ async fn stored(ledger: &Arc<dyn Ledger>, ctx: &AuthContext, id: &str) -> Result
         events: events.into_iter().map(|ev| ev.event_type).collect(),
         refunds,
         refunds_live,
+        refund_rows,
     })
 }
 
