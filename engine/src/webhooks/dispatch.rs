@@ -18,7 +18,7 @@ use super::model::{
     RETRY_SCHEDULE_SECS,
 };
 use super::outbox::{Outbox, Signal};
-use super::resolve::{self, Resolver, Target};
+use super::resolve::{self, Resolved, Resolver, Target};
 use super::retention::{self, Registered};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
@@ -627,6 +627,8 @@ impl ShardTask {
             self.sh
                 .outbox
                 .note_no_endpoints(event.merchant_id, event.livemode, resolved.epoch);
+        } else {
+            self.note_merchant_hold(&event, &resolved, now);
         }
         let wanted = || {
             resolved
@@ -685,6 +687,27 @@ impl ShardTask {
             }
         }
         Ok(true)
+    }
+
+    /// Tells the outbox whether every enabled endpoint of the event's merchant backs off, and
+    /// until when the earliest window lasts: while it does, the merchant's new markers are
+    /// written due at that time instead of now, so neither this scan nor a park rewrites them
+    /// one by one while nothing could be sent (a failing merchant costs others nothing).
+    fn note_merchant_hold(&self, event: &Event, resolved: &Resolved, now: i64) {
+        let hold = resolved
+            .targets
+            .iter()
+            .filter(|t| t.enabled)
+            .map(|t| self.sh.backoff.hold_until(&t.id, now, false))
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|v| v.into_iter().min());
+        let outbox = &self.sh.outbox;
+        match hold {
+            Some(until) => {
+                outbox.note_held(event.merchant_id, event.livemode, until, resolved.epoch)
+            }
+            None => outbox.forget_held(event.merchant_id, event.livemode),
+        }
     }
 
     /// Until when the marker of `event` should be parked instead of fanned out: at least as

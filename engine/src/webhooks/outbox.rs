@@ -23,7 +23,7 @@ use crate::model::Event;
 use crate::store::hook::{AfterCommit, CommitHook};
 use crate::store::{Ledger, WriteBatch, WriteOp};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::Notify;
@@ -93,9 +93,9 @@ pub struct DayEntry {
     pub object_id: String,
 }
 
-/// The fan-out marker of one event: its entry in the due index (value = the event's JSON).
-fn marker_op(e: &Event) -> Option<WriteOp> {
-    let due = e.created.ms();
+/// The fan-out marker of one event, due at `due`: its entry in the due index (value = the
+/// event's JSON).
+fn marker_op(e: &Event, due: i64) -> Option<WriteOp> {
     let shard = model::shard_of(e.merchant_id, &e.object_id);
     Some(WriteOp::PutEntry {
         index: DUE,
@@ -138,10 +138,15 @@ fn touches_endpoints(op: &WriteOp) -> bool {
 /// simply keep their markers.
 const MAX_KNOWN_WITHOUT_ENDPOINTS: usize = 100_000;
 
-/// Which merchants are known to have no endpoint at all.
+/// Most merchants (and modes) remembered as having every endpoint backing off.
+const MAX_KNOWN_HELD: usize = 100_000;
+
+/// Which merchants are known to have no endpoint at all, and which have every endpoint backing
+/// off (until when).
 #[derive(Default)]
 struct Knowledge {
     without: HashSet<(MerchantId, bool)>,
+    held: HashMap<(MerchantId, bool), i64>,
     /// Moves when an endpoint change is prepared and again when it finished, so a resolution
     /// read before or during a change is never taken as current.
     epoch: u64,
@@ -212,6 +217,35 @@ impl Outbox {
         }
     }
 
+    /// Records that every enabled endpoint of the merchant backs off until `until` (the end of
+    /// the earliest window), as read at `epoch`: markers of its events written before then are
+    /// written due at `until`, so nothing reads them while nothing could be sent. Ignored when
+    /// endpoints changed since the read.
+    pub fn note_held(&self, merchant: MerchantId, livemode: bool, until: i64, epoch: u64) {
+        if !self.skip_markers {
+            return;
+        }
+        let mut k = self.known.write();
+        let key = (merchant, livemode);
+        if k.epoch == epoch
+            && k.changing == 0
+            && (k.held.len() < MAX_KNOWN_HELD || k.held.contains_key(&key))
+        {
+            k.held.insert(key, until);
+        }
+    }
+
+    /// Forgets a hold: some endpoint of the merchant may be tried again.
+    pub fn forget_held(&self, merchant: MerchantId, livemode: bool) {
+        if !self.skip_markers {
+            return;
+        }
+        let key = (merchant, livemode);
+        if self.known.read().held.contains_key(&key) {
+            self.known.write().held.remove(&key);
+        }
+    }
+
     /// Whether events of this merchant and mode currently go without a fan-out marker.
     pub fn knows_no_endpoints(&self, merchant: MerchantId, livemode: bool) -> bool {
         self.known.read().without.contains(&(merchant, livemode))
@@ -223,6 +257,7 @@ impl Outbox {
         k.epoch += 1;
         k.changing += 1;
         k.without.clear();
+        k.held.clear();
     }
 }
 
@@ -239,14 +274,21 @@ impl CommitHook for Outbox {
             let known = self.known.read();
             let mut registered = self.registered.lock();
             for e in batch.events() {
-                if !known.without.contains(&(e.merchant_id, e.livemode))
-                    && let Some(op) = marker_op(e)
+                let key = (e.merchant_id, e.livemode);
+                let created = e.created.ms();
+                // Held: due when the merchant's earliest back-off window ends; the dispatcher's
+                // scan reaches it then, with no wake-up now.
+                let held = known.held.get(&key).copied().filter(|t| *t > created);
+                if !known.without.contains(&key)
+                    && let Some(op) = marker_op(e, held.unwrap_or(created))
                 {
                     extra.push(op);
-                    wake.push((
-                        model::shard_of(e.merchant_id, &e.object_id),
-                        model::minute_of(e.created.ms()),
-                    ));
+                    if held.is_none() {
+                        wake.push((
+                            model::shard_of(e.merchant_id, &e.object_id),
+                            model::minute_of(created),
+                        ));
+                    }
                 }
                 extra.extend(day_op(e));
                 let day = model::day_partition(e.merchant_id, e.livemode, e.created.ms());
@@ -408,6 +450,47 @@ mod tests {
         assert!(!outbox.knows_no_endpoints(m, false));
         outbox.note_no_endpoints(m, false, outbox.endpoint_epoch());
         assert!(outbox.knows_no_endpoints(m, false));
+    }
+
+    /// The due time (ms) of the fan-out marker a batch with one event of `m` writes.
+    fn marker_due(outbox: &Outbox, m: MerchantId) -> Option<i64> {
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(event(m)));
+        let _ = outbox.prepare(&mut b);
+        b.ops.iter().find_map(|op| match op {
+            WriteOp::PutEntry { index, sort, .. } if *index == DUE => sort[..13].parse().ok(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn markers_of_a_merchant_whose_endpoints_all_back_off_are_due_when_the_window_ends() {
+        let outbox = Outbox::new(false);
+        let m = MerchantId::new_at(1);
+        let created = 1_800_000_000_000;
+        assert_eq!(marker_due(&outbox, m), Some(created));
+        outbox.note_held(m, false, created + 10_000, outbox.endpoint_epoch());
+        assert_eq!(marker_due(&outbox, m), Some(created + 10_000));
+        // Others are not affected; a hold already over changes nothing.
+        assert_eq!(marker_due(&outbox, MerchantId::new_at(2)), Some(created));
+        outbox.note_held(m, false, created - 1, outbox.endpoint_epoch());
+        assert_eq!(marker_due(&outbox, m), Some(created));
+        // A hold read before an endpoint change is not taken; a change drops holds.
+        let seen = outbox.endpoint_epoch();
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutRecord {
+            kind: ENDPOINT,
+            key: "we_1".into(),
+            value: Vec::new(),
+        });
+        if let Some(after) = outbox.prepare(&mut b) {
+            after(&Ok(()));
+        }
+        outbox.note_held(m, false, created + 10_000, seen);
+        assert_eq!(marker_due(&outbox, m), Some(created));
+        outbox.note_held(m, false, created + 10_000, outbox.endpoint_epoch());
+        outbox.forget_held(m, false);
+        assert_eq!(marker_due(&outbox, m), Some(created));
     }
 
     #[test]
