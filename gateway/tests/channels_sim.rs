@@ -30,26 +30,11 @@ struct World {
     test_service: String,
 }
 
+/// Every channel the simulator speaks.
+const SIM_CHANNELS: [&str; 5] = ["alipay", "wechat", "promptpay", "stripe", "multisafepay"];
+
 async fn active_service(srv: &TestServer, key: &str) -> String {
-    let svc = srv
-        .post(
-            "/v1/services",
-            key,
-            json!({"name": "sim", "accepted_channels": ["alipay", "wechat", "promptpay", "stripe", "multisafepay"]}),
-        )
-        .await;
-    assert_eq!(svc.status, StatusCode::CREATED, "{:?}", svc.body);
-    let service = svc.body["id"].as_str().unwrap().to_string();
-    let a = srv
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/v1/services/{service}/activate"),
-            Some(key),
-            None,
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-    service
+    srv.active_service_for(key, &SIM_CHANNELS).await
 }
 
 async fn world(tweak: impl FnOnce(&mut ChannelsConfig)) -> World {

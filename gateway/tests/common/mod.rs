@@ -127,11 +127,16 @@ impl TestServer {
 
     /// An active manifest accepting the sandbox channel.
     pub async fn active_service(&self, key: &str) -> String {
+        self.active_service_for(key, &["sandbox"]).await
+    }
+
+    /// An active manifest accepting `channels`.
+    pub async fn active_service_for(&self, key: &str, channels: &[&str]) -> String {
         let r = self
             .post(
                 "/v1/services",
                 key,
-                json!({"name": format!("svc-{}", rand_suffix()), "accepted_channels": ["sandbox"]}),
+                json!({"name": format!("svc-{}", rand_suffix()), "accepted_channels": channels}),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
