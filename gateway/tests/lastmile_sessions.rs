@@ -740,6 +740,26 @@ async fn event_stream_delivers_own_events_heartbeats_and_resumes_after_last_even
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A resume point from the future would hide every live event older than it: refused, at
+    // once, whether it is the largest id there is or one from the year 2100.
+    let year_2100 = ipay_engine::ids::EventId::new_at(4_102_444_800_000).to_string();
+    for future in [
+        "evt_7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        year_2100.as_str(),
+        "not-an-id",
+    ] {
+        let r = srv
+            .http
+            .get(format!("{}/api/events/stream?token={}", srv.base, a.token))
+            .header("Last-Event-ID", future)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{future}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "parameter_invalid", "{future}");
+    }
     drop(resumed);
     drop(b_stream);
     srv.stop().await;

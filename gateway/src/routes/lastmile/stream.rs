@@ -62,6 +62,7 @@ fn header_token(headers: &HeaderMap) -> Option<String> {
     params(StreamParams, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, content_type = "text/event-stream",
                description = "SSE: `id`, `event` (session.created, session.paid, session.otp_verified, parcel.delivered), `data`; `:heartbeat` comments"),
+              (status = 400, description = "`Last-Event-ID` not an event id, or from the future", body = crate::routes::ErrorEnvelope),
               (status = 401, body = crate::routes::ErrorEnvelope),
               (status = 403, body = crate::routes::ErrorEnvelope)))]
 pub async fn stream(
