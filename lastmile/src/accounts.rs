@@ -405,6 +405,11 @@ impl LastMile {
                     company,
                 )
                 .await?;
+                self.golive_retire_unshown_keys(
+                    creds.merchant_id,
+                    [(creds.test_key_id, false), (creds.live_key_id, true)],
+                )
+                .await?;
                 let m = LastMileMerchant {
                     id: creds.merchant_id,
                     name: creds.name,

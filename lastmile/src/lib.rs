@@ -1,5 +1,6 @@
 //! Last-mile pay-on-delivery: accounts, orders (API, bulk upload, shop webhooks), payment
-//! sessions with an 18-digit reference, parcel states, driver OTP and the live event stream.
+//! sessions with an 18-digit reference, parcel states, driver OTP, the live event stream, and
+//! the merchant's self-serve go-live ([`golive`]: API keys, event endpoints, channels, mode).
 //!
 //! This crate owns the [`LastMile`] facade and its configuration. Each concern lives in its own
 //! module: [`accounts`] (users, passwords, JWTs), [`orders`] (the order model, its storage and
@@ -12,6 +13,7 @@
 
 pub mod accounts;
 mod daily;
+pub mod golive;
 pub mod orders;
 pub mod shops;
 pub mod upload;

@@ -733,6 +733,7 @@ impl LastMile {
         let mut batch = WriteBatch {
             ops: Vec::with_capacity(orders.len() * 6 + 4),
         };
+        let livemode = self.merchant_livemode(merchant).await?;
         let mut seen = HashSet::new();
         let mut days = BTreeSet::new();
         let mut out = Vec::with_capacity(orders.len());
@@ -747,7 +748,7 @@ impl LastMile {
                 continue;
             }
             let order = new_order(merchant, source, v, now);
-            let event = self.push_created(&mut batch, namespace, &order, now)?;
+            let event = self.push_created(&mut batch, namespace, &order, now, livemode)?;
             days.insert(day(now.ms()));
             events.push(event);
             out.push(Inserted::Created(Box::new(order)));
@@ -802,6 +803,7 @@ impl LastMile {
         namespace: &str,
         order: &Order,
         now: Timestamp,
+        livemode: bool,
     ) -> EngineResult<Event> {
         let merchant = order.merchant_id;
         batch.ops.extend(order_write_ops(order)?);
@@ -814,7 +816,7 @@ impl LastMile {
         }
         let event = Event::new(
             merchant,
-            self.cfg.events_livemode,
+            livemode,
             "order.created",
             now,
             order.id.to_string(),

@@ -226,36 +226,8 @@ impl Webhooks {
             .url_policy
             .check_webhook_url(&input.url, "url")?;
         let events = input.enabled_events.unwrap_or_else(|| vec!["*".into()]);
-        if events.is_empty()
-            || events.len() > MAX_EVENT_TYPES
-            || events.iter().any(|e| {
-                e.is_empty()
-                    || e.len() > 100
-                    || !e
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._*".contains(&b))
-            })
-        {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "enabled_events",
-                format!(
-                    "enabled_events must be 1 to {MAX_EVENT_TYPES} event types such as \
-                     `payment_intent.succeeded`, or [\"*\"] for all"
-                ),
-            ));
-        }
-        if input
-            .description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
-        {
-            return Err(EngineError::invalid(
-                "parameter_invalid",
-                "description",
-                format!("description is limited to {MAX_DESCRIPTION_LEN} characters"),
-            ));
-        }
+        check_event_types(&events)?;
+        check_description(input.description.as_deref())?;
         let existing = self
             .ledger()
             .scan_entries(
@@ -845,6 +817,90 @@ struct RecoveryScan {
     shards: std::collections::BTreeSet<u32>,
     count: usize,
     next_since: Option<Timestamp>,
+}
+
+/// Fails unless `events` is 1 to [`MAX_EVENT_TYPES`] well-formed event types (or `*`).
+fn check_event_types(events: &[String]) -> EngineResult<()> {
+    if events.is_empty()
+        || events.len() > MAX_EVENT_TYPES
+        || events.iter().any(|e| {
+            e.is_empty()
+                || e.len() > 100
+                || !e
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._*".contains(&b))
+        })
+    {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "enabled_events",
+            format!(
+                "enabled_events must be 1 to {MAX_EVENT_TYPES} event types such as \
+                 `payment_intent.succeeded`, or [\"*\"] for all"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when a description is longer than [`MAX_DESCRIPTION_LEN`] characters.
+fn check_description(description: Option<&str>) -> EngineResult<()> {
+    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
+        return Err(EngineError::invalid(
+            "parameter_invalid",
+            "description",
+            format!("description is limited to {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of an API endpoint that may change; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointUpdate {
+    /// A new URL, checked against the same policy as on creation.
+    pub url: Option<String>,
+    /// New event types (replacing the old list).
+    pub enabled_events: Option<Vec<String>>,
+    /// A new description.
+    pub description: Option<String>,
+}
+
+impl Webhooks {
+    /// Changes an API endpoint's URL, event types or description; its secret stays. Manifest
+    /// endpoints change through their manifest.
+    pub async fn update_endpoint(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        update: EndpointUpdate,
+    ) -> EngineResult<EndpointView> {
+        ctx.require(Permission::WebhooksWrite)?;
+        if id.starts_with("svc_") {
+            return Err(manifest_managed(id));
+        }
+        if let Some(url) = &update.url {
+            self.shared.url_policy.check_webhook_url(url, "url")?;
+        }
+        if let Some(events) = &update.enabled_events {
+            check_event_types(events)?;
+        }
+        check_description(update.description.as_deref())?;
+        let mut e = self.own_endpoint(ctx, id).await?;
+        if let Some(url) = update.url {
+            e.url = url;
+        }
+        if let Some(events) = update.enabled_events {
+            e.enabled_events = events;
+        }
+        if update.description.is_some() {
+            e.description = update.description;
+        }
+        e.updated = Timestamp(self.now());
+        self.save_endpoint(&e, false).await?;
+        Ok(resolve::view_of(&e))
+    }
 }
 
 /// Reads the `status` filter of a log listing.

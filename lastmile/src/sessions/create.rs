@@ -49,7 +49,8 @@ impl LastMile {
         let (reference, ref_guard) = self.reserve_reference().await?;
         let now = self.engine.clock().now();
         let token = new_token();
-        let mut s = new_session(order, reference, token.clone(), self.ps_livemode(), now);
+        let livemode = self.merchant_livemode(order.merchant_id).await?;
+        let mut s = new_session(order, reference, token.clone(), livemode, now);
         let mut c = Change::new();
         let sid = s.id.to_string();
         for (kind, key) in [

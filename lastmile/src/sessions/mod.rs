@@ -193,7 +193,8 @@ pub struct Driver {
 /// Per-node state of the session module, held by [`LastMile`].
 pub struct SessionsState {
     otp_keys: DashMap<MerchantId, OtpKey>,
-    services: DashMap<MerchantId, ServiceId>,
+    /// The last-mile service of each merchant and mode, with the channels it accepts.
+    services: DashMap<(MerchantId, bool), (ServiceId, Vec<String>)>,
     drivers: DefaultKeyedRateLimiter<String>,
     /// Sessions awaiting payment that this node's watcher checks.
     watched: DashMap<SessionId, ()>,
@@ -220,7 +221,10 @@ impl LastMile {
         &self.cfg.sessions
     }
 
-    fn ps_livemode(&self) -> bool {
+    /// The server's default mode (`[lastmile] events_livemode`), for merchants that never
+    /// chose one; a merchant's own is [`LastMile::merchant_livemode`], a session's its
+    /// `livemode`.
+    pub(crate) fn ps_livemode(&self) -> bool {
         self.cfg.events_livemode
     }
 

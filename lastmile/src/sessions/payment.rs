@@ -38,11 +38,10 @@ fn method_of(channel: &str) -> &'static str {
 }
 
 impl LastMile {
-    /// An engine caller acting for `merchant` in last-mile's mode (never stored, never
+    /// An engine caller acting for `merchant` in the session's mode (never stored, never
     /// usable as an API key: it has no secret).
-    fn ps_engine_ctx(&self, merchant: MerchantId) -> AuthContext {
+    fn ps_engine_ctx(&self, merchant: MerchantId, livemode: bool) -> AuthContext {
         let now = self.engine.clock().now();
-        let livemode = self.ps_livemode();
         AuthContext {
             merchant_id: merchant,
             livemode,
@@ -84,15 +83,20 @@ impl LastMile {
         }
     }
 
-    /// The merchant's active last-mile service, created on first use.
+    /// The merchant's active last-mile service in the caller's mode, created on first use and
+    /// updated when the channels a session may be paid with change (a channel configured).
     async fn ps_service_for(&self, ctx: &AuthContext) -> EngineResult<ServiceId> {
-        if let Some(id) = self.sessions.services.get(&ctx.merchant_id) {
-            return Ok(*id);
+        let channels = self.session_channels(ctx.merchant_id, ctx.livemode).await?;
+        let cache_key = (ctx.merchant_id, ctx.livemode);
+        if let Some(e) = self.sessions.services.get(&cache_key)
+            && e.1 == channels
+        {
+            return Ok(e.0);
         }
         let input = ServiceInput {
             name: Some(SERVICE_NAME.into()),
             description: Some("Pay-on-delivery parcels (IPAY last mile)".into()),
-            accepted_channels: Some(self.ps_scfg().channels.clone()),
+            accepted_channels: Some(channels.clone()),
             ..Default::default()
         };
         let (svc, _) = self.engine.upsert_service(ctx, input).await?;
@@ -117,7 +121,7 @@ impl LastMile {
                 ),
             });
         }
-        self.sessions.services.insert(ctx.merchant_id, svc.id);
+        self.sessions.services.insert(cache_key, (svc.id, channels));
         Ok(svc.id)
     }
 
@@ -216,7 +220,7 @@ impl LastMile {
             currency: s.currency.clone(),
             status: s.status,
             parcel_status: s.parcel_status,
-            channels: self.ps_scfg().channels.clone(),
+            channels: self.session_channels(s.merchant_id, s.livemode).await?,
             payment,
             otp,
         })
@@ -239,10 +243,12 @@ impl LastMile {
         token: &str,
         req: StartPaymentRequest,
     ) -> EngineResult<ConsumerView> {
-        let simulate = self.check_start(&req)?;
+        let simulate = check_simulate(&req)?;
         let s = self.ps_by_token(token).await?;
         let s = self.settle_from_intent(s).await?;
-        let ctx = self.ps_engine_ctx(s.merchant_id);
+        let allowed = self.session_channels(s.merchant_id, s.livemode).await?;
+        check_channel(&req, simulate, s.livemode, &allowed)?;
+        let ctx = self.ps_engine_ctx(s.merchant_id, s.livemode);
         let channel = req.channel.as_str();
         let (s, ()) = self
             .ps_mutate(s.id, async |s, c| {
@@ -256,37 +262,6 @@ impl LastMile {
             self.ps_watch(s.id);
         }
         self.consumer_view(token).await
-    }
-
-    /// Checks a start request against the settings: the channel must be accepted, and
-    /// `simulate` (`Some(true)`: succeed) is for test mode on the sandbox channel only.
-    fn check_start(&self, req: &StartPaymentRequest) -> EngineResult<Option<bool>> {
-        if !self.ps_scfg().channels.contains(&req.channel) {
-            return Err(EngineError::invalid(
-                "channel_not_accepted",
-                "channel",
-                format!("pay with one of: {}", self.ps_scfg().channels.join(", ")),
-            ));
-        }
-        let simulate = match req.simulate.as_deref() {
-            None => None,
-            Some("succeed") => Some(true),
-            Some("fail") => Some(false),
-            Some(_) => {
-                return Err(EngineError::invalid(
-                    "parameter_invalid",
-                    "simulate",
-                    "simulate must be `succeed` or `fail`",
-                ));
-            }
-        };
-        if simulate.is_some() && (self.ps_livemode() || req.channel != "sandbox") {
-            return Err(EngineError::Forbidden {
-                code: "test_mode_only",
-                message: "simulate works in test mode with the sandbox channel only".into(),
-            });
-        }
-        Ok(simulate)
     }
 
     /// Deals with the held session's open payment, if any: one the engine has settled is
@@ -386,4 +361,42 @@ impl LastMile {
             .await?;
         serde_json::from_str(&out.body).map_err(internal)
     }
+}
+
+/// Reads `simulate` of a start request (`Some(true)`: succeed, `Some(false)`: fail).
+fn check_simulate(req: &StartPaymentRequest) -> EngineResult<Option<bool>> {
+    match req.simulate.as_deref() {
+        None => Ok(None),
+        Some("succeed") => Ok(Some(true)),
+        Some("fail") => Ok(Some(false)),
+        Some(_) => Err(EngineError::invalid(
+            "parameter_invalid",
+            "simulate",
+            "simulate must be `succeed` or `fail`",
+        )),
+    }
+}
+
+/// Checks the channel of a start request against the session's `allowed` channels; a
+/// simulated payment is for test sessions on the sandbox channel only.
+fn check_channel(
+    req: &StartPaymentRequest,
+    simulate: Option<bool>,
+    livemode: bool,
+    allowed: &[String],
+) -> EngineResult<()> {
+    if !allowed.contains(&req.channel) {
+        return Err(EngineError::invalid(
+            "channel_not_accepted",
+            "channel",
+            format!("pay with one of: {}", allowed.join(", ")),
+        ));
+    }
+    if simulate.is_some() && (livemode || req.channel != "sandbox") {
+        return Err(EngineError::Forbidden {
+            code: "test_mode_only",
+            message: "simulate works in test mode with the sandbox channel only".into(),
+        });
+    }
+    Ok(())
 }

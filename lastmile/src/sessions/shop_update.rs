@@ -64,7 +64,7 @@ impl LastMile {
                         s.country = order.customer.address.country.clone();
                         s.carrier_code = order.carrier_code.clone();
                     }
-                    self.order_updated_ops(&mut order, &r, c)?;
+                    self.order_updated_ops(&mut order, &r, c, s.livemode)?;
                     c.batch.ops.extend(extra);
                     Ok((order, r))
                 })
@@ -89,7 +89,8 @@ impl LastMile {
         let mut order = self.get_order(merchant, oid).await?;
         let r = apply_shop_update(&mut order, update, cancelled, UpdateStage::NoSession);
         let mut c = Change::new();
-        self.order_updated_ops(&mut order, &r, &mut c)?;
+        let livemode = self.merchant_livemode(merchant).await?;
+        self.order_updated_ops(&mut order, &r, &mut c, livemode)?;
         c.batch.ops.extend(extra);
         for e in &c.events {
             c.batch.push(WriteOp::PutEvent(e.clone()));
@@ -107,6 +108,7 @@ impl LastMile {
         order: &mut Order,
         r: &UpdateResult,
         c: &mut Change,
+        livemode: bool,
     ) -> EngineResult<()> {
         if r.changed.is_empty() {
             return Ok(());
@@ -116,7 +118,7 @@ impl LastMile {
         c.batch.ops.extend(order_write_ops(order)?);
         let e = Event::new(
             order.merchant_id,
-            self.ps_livemode(),
+            livemode,
             "order.updated",
             now,
             order.id.to_string(),

@@ -1,5 +1,5 @@
 //! Last-mile routes under `/api/...`: accounts ([`auth`]), orders and bulk upload
-//! ([`orders`]), shop integrations ([`integrations`]). Each submodule holds thin handlers; the
+//! ([`orders`]), shop integrations ([`integrations`]), self-serve go-live ([`golive`]). Each submodule holds thin handlers; the
 //! engine's `lastmile` module holds the rules.
 
 pub mod auth;
@@ -8,6 +8,7 @@ pub mod orders;
 
 pub mod consumer;
 pub mod driver;
+pub mod golive;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
@@ -15,7 +16,7 @@ pub mod stream;
 use crate::app::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -73,6 +74,41 @@ pub fn router() -> Router<AppState> {
             "/api/merchant-portal/ipay/settlement/pdf",
             get(statements::statement_pdf),
         )
+        .merge(golive_router())
+}
+
+/// Self-serve go-live: the merchant's API keys, event endpoints, channels and mode.
+fn golive_router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/merchant/mode",
+            get(golive::get_mode).put(golive::set_mode),
+        )
+        .route(
+            "/api/merchant/api-keys",
+            get(golive::list_keys).post(golive::create_key),
+        )
+        .route(
+            "/api/merchant/api-keys/{id}",
+            axum::routing::delete(golive::revoke_key),
+        )
+        .route(
+            "/api/merchant/webhook-endpoints",
+            get(golive::list_endpoints).post(golive::create_endpoint),
+        )
+        .route(
+            "/api/merchant/webhook-endpoints/{id}",
+            patch(golive::update_endpoint).delete(golive::delete_endpoint),
+        )
+        .route(
+            "/api/merchant/webhook-endpoints/{id}/rotate",
+            post(golive::rotate_endpoint),
+        )
+        .route("/api/merchant/channels", get(golive::list_channels))
+        .route(
+            "/api/merchant/channels/{channel}",
+            put(golive::configure_channel),
+        )
 }
 
 /// `POST /api/orders/upload` alone: the application mounts it outside the global request
@@ -117,6 +153,18 @@ pub fn upload_router() -> Router<AppState> {
         statements::statement,
         statements::statement_pdf,
         statements::check_settlement,
+        golive::get_mode,
+        golive::set_mode,
+        golive::list_keys,
+        golive::create_key,
+        golive::revoke_key,
+        golive::list_endpoints,
+        golive::create_endpoint,
+        golive::update_endpoint,
+        golive::delete_endpoint,
+        golive::rotate_endpoint,
+        golive::list_channels,
+        golive::configure_channel,
     ),
     components(schemas(
         ipay_lastmile::accounts::Role,
@@ -160,12 +208,22 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::statements::mismatch::MismatchCheck,
         ipay_lastmile::statements::mismatch::Mismatch,
         ipay_lastmile::statements::mismatch::LineDifference,
+        ipay_lastmile::golive::ModeView,
+        ipay_lastmile::golive::ModeRequest,
+        ipay_lastmile::golive::keys::NewApiKey,
+        ipay_lastmile::golive::keys::ApiKeyList,
+        ipay_lastmile::golive::endpoints::NewEndpoint,
+        ipay_lastmile::golive::endpoints::EndpointChange,
+        ipay_lastmile::golive::endpoints::EndpointList,
+        ipay_lastmile::golive::channels::ChannelCredentials,
+        ipay_lastmile::golive::channels::ChannelList,
     )),
     tags((name = "lastmile-auth", description = "Last-mile accounts (JWT)"),
          (name = "lastmile-orders", description = "Last-mile orders and bulk upload"),
          (name = "lastmile-sessions", description = "Payment sessions (18-digit reference), parcel states, event stream"),
          (name = "lastmile-consumer", description = "The consumer's pay page (no login)"),
          (name = "lastmile-driver", description = "Driver OTP check at the door"),
-         (name = "lastmile-statements", description = "Fee statements (gross - parcels x fee = net) and channel settlement checks"))
+         (name = "lastmile-statements", description = "Fee statements (gross - parcels x fee = net) and channel settlement checks"),
+         (name = "lastmile-golive", description = "Self-serve go-live: API keys, event endpoints, channel credentials, test / live mode"))
 )]
 pub struct Doc;
