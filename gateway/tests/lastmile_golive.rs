@@ -621,3 +621,52 @@ async fn bad_go_live_inputs_get_coded_errors() {
     w.srv.stop().await;
     w.sim.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_go_live_requests_never_answer_5xx() {
+    let w = world().await;
+    let u = w.srv.lastmile_merchant("Fuzzed BV").await;
+    let routes = [
+        (Method::PUT, "/api/merchant/mode"),
+        (Method::POST, "/api/merchant/api-keys"),
+        (Method::DELETE, "/api/merchant/api-keys/key_%00"),
+        (Method::POST, "/api/merchant/webhook-endpoints"),
+        (Method::PATCH, "/api/merchant/webhook-endpoints/we_x"),
+        (Method::DELETE, "/api/merchant/webhook-endpoints/svc_x"),
+        (
+            Method::POST,
+            "/api/merchant/webhook-endpoints/we_%FF/rotate",
+        ),
+        (Method::PUT, "/api/merchant/channels/stripe"),
+        (Method::PUT, "/api/merchant/channels/%2e%2e"),
+    ];
+    let bodies = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!({"livemode": null}),
+        json!({"livemode": true, "url": "https://[::1]:0/x", "enabled_events": [""]}),
+        json!({"livemode": false, "credentials": {"secret_key": "sk_test_x", "webhook_secret": ""}, "notify_url": "https://example.com/x"}),
+        json!({"livemode": true, "credentials": {"secret_key": {"nested": [1]}}, "notify_url": ""}),
+        json!({"overlap_seconds": i64::MAX, "expires_in_days": i64::MIN}),
+    ];
+    for (m, path) in &routes {
+        for body in &bodies {
+            let r = w.call(m.clone(), path, &u, Some(body.clone())).await;
+            assert!(
+                r.status.is_client_error() || r.status.is_success(),
+                "{m} {path} {body}: {} {:?}",
+                r.status,
+                r.body
+            );
+            if r.status.is_client_error() {
+                assert_ne!(r.code(), "<none>", "{m} {path} {body}: {:?}", r.body);
+            }
+        }
+    }
+    w.srv.stop().await;
+    w.sim.stop().await;
+}
