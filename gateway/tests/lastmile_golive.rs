@@ -16,6 +16,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+const ADMIN: &str = "admin-token-for-golive-0123456789";
+
 struct World {
     srv: TestServer,
     sim: SimHandle,
@@ -24,6 +26,7 @@ struct World {
 async fn world() -> World {
     let sim = Simulator::start(SimOptions::default()).await.unwrap();
     let srv = common::start_with(|c| {
+        c.admin.token = ADMIN.into();
         c.webhooks.allow_insecure_loopback = true;
         c.lastmile.sessions.pay_base_url = String::new();
         // Reads settle sessions; the watcher is not what this test is about.
@@ -618,6 +621,17 @@ async fn bad_go_live_inputs_get_coded_errors() {
         .call(Method::GET, "/api/merchant/mode", None, None)
         .await;
     assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anon.code(), "token_missing");
+    let operator = w.srv.lastmile_user_by("operator", ADMIN, None).await;
+    for path in [
+        "/api/merchant/mode",
+        "/api/merchant/api-keys",
+        "/api/merchant/channels",
+    ] {
+        let r = w.call(Method::GET, path, &operator, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {:?}", r.body);
+        assert_eq!(r.code(), "role_forbidden");
+    }
     w.srv.stop().await;
     w.sim.stop().await;
 }

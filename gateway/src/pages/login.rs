@@ -42,10 +42,10 @@ pub enum Viewer {
     Operator { user_id: String },
 }
 
-/// An engine caller acting for a logged-in merchant user in last-mile's mode: the user owns
-/// the merchant, so it may do what the merchant's own keys may. Never stored, no secret.
-fn merchant_ctx(st: &AppState, merchant: MerchantId) -> AuthContext {
-    let livemode = st.lastmile.config().events_livemode;
+/// An engine caller acting for a logged-in merchant user in the merchant's mode (see
+/// `PUT /api/merchant/mode`): the user owns the merchant, so it may do what the merchant's own
+/// keys may. Never stored, no secret.
+fn merchant_ctx(merchant: MerchantId, livemode: bool) -> AuthContext {
     AuthContext {
         merchant_id: merchant,
         livemode,
@@ -74,7 +74,13 @@ async fn viewer_of(st: &AppState, parts: &Parts) -> Result<Viewer, Response> {
                 user_id: p.user_id.to_string(),
             }),
             (Role::Merchant, Some(m)) => Ok(Viewer::Merchant {
-                ctx: Box::new(merchant_ctx(st, m)),
+                ctx: Box::new(merchant_ctx(
+                    m,
+                    st.lastmile
+                        .merchant_livemode(m)
+                        .await
+                        .map_err(|e| PageError(e.into()).into_response())?,
+                )),
                 jwt: Some(jwt.to_string()),
             }),
             _ => Err(PageError(ApiError::new(
