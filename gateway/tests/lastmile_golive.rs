@@ -374,6 +374,34 @@ async fn a_registered_merchant_goes_live_and_a_consumer_pays_through_the_simulat
         .await;
     assert_eq!(sim.status, StatusCode::OK, "{:?}", sim.body);
     assert_eq!(sim.body["status"], "PAID");
+
+    // A channel configured in test mode after the test service exists is offered and works.
+    assert_eq!(w.configure_msp(&u, false).await.status, StatusCode::CREATED);
+    let t2 = w.session(&u).await;
+    let token2 = token_of(&t2);
+    let page2 = w.consumer(&token2, Method::GET, "", None).await;
+    assert_eq!(page2.body["channels"], json!(["sandbox", "multisafepay"]));
+    let r = w
+        .consumer(
+            &token2,
+            Method::POST,
+            "/start-payment",
+            Some(json!({"channel": "multisafepay"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let detail = w
+        .call(
+            Method::GET,
+            &format!("/api/payment-sessions/{}", id_of(&t2)),
+            &u,
+            None,
+        )
+        .await;
+    let intent2 = detail.body["payment_intent"].as_str().unwrap().to_string();
+    assert!(w.sim.pay(&intent2).await.unwrap().acknowledged());
+    let paid2 = w.consumer(&token2, Method::GET, "", None).await;
+    assert_eq!(paid2.body["status"], "PAID", "{:?}", paid2.body);
     w.srv.stop().await;
     w.sim.stop().await;
 }
@@ -444,7 +472,24 @@ async fn endpoints_are_updated_rotated_and_deleted_by_their_merchant_only() {
         assert_eq!(r.code(), "resource_missing");
     }
 
-    // A's own changes.
+    // A's own changes, held to the same rules as on creation.
+    let path = format!("/api/merchant/webhook-endpoints/{id}");
+    for (body, code) in [
+        (json!({"url": "https://10.0.0.7/x"}), "url_not_allowed"),
+        (
+            json!({"enabled_events": ["payment.everything"]}),
+            "event_type_unknown",
+        ),
+        (json!({"secret": "mine"}), "parameter_unknown"),
+    ] {
+        let r = w.call(Method::PATCH, &path, &a, Some(body.clone())).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code),
+            "{body}: {:?}",
+            r.body
+        );
+    }
     let changed = w
         .call(Method::PATCH, &format!("/api/merchant/webhook-endpoints/{id}"), &a,
             Some(json!({"url": "http://127.0.0.1:9/new", "enabled_events": ["session.paid", "parcel.delivered"]})))
