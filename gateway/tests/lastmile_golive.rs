@@ -729,3 +729,93 @@ async fn malformed_go_live_requests_never_answer_5xx() {
     w.srv.stop().await;
     w.sim.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_documents_every_go_live_route_with_its_statuses() {
+    let w = world().await;
+    let doc = w
+        .srv
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    let ops: [(&str, &str, &[&str]); 12] = [
+        ("/api/merchant/mode", "get", &["200", "401", "403"]),
+        (
+            "/api/merchant/mode",
+            "put",
+            &["200", "400", "401", "403", "409"],
+        ),
+        (
+            "/api/merchant/api-keys",
+            "get",
+            &["200", "400", "401", "403"],
+        ),
+        (
+            "/api/merchant/api-keys",
+            "post",
+            &["201", "400", "401", "403", "409"],
+        ),
+        (
+            "/api/merchant/api-keys/{id}",
+            "delete",
+            &["200", "401", "403", "404"],
+        ),
+        (
+            "/api/merchant/webhook-endpoints",
+            "get",
+            &["200", "400", "401", "403"],
+        ),
+        (
+            "/api/merchant/webhook-endpoints",
+            "post",
+            &["201", "400", "401", "403", "409"],
+        ),
+        (
+            "/api/merchant/webhook-endpoints/{id}",
+            "patch",
+            &["200", "400", "401", "403", "404"],
+        ),
+        (
+            "/api/merchant/webhook-endpoints/{id}",
+            "delete",
+            &["200", "401", "403", "404"],
+        ),
+        (
+            "/api/merchant/webhook-endpoints/{id}/rotate",
+            "post",
+            &["200", "400", "401", "403", "404"],
+        ),
+        (
+            "/api/merchant/channels",
+            "get",
+            &["200", "400", "401", "403"],
+        ),
+        (
+            "/api/merchant/channels/{channel}",
+            "put",
+            &["200", "201", "400", "401", "403", "409"],
+        ),
+    ];
+    for (path, method, statuses) in ops {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        for s in statuses {
+            assert!(op["responses"].get(*s).is_some(), "{method} {path}: no {s}");
+        }
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let want = if p["name"] == "livemode" {
+                "query"
+            } else {
+                "path"
+            };
+            assert_eq!(p["in"], want, "{method} {path}: {p}");
+        }
+    }
+    let q = &doc["paths"]["/api/merchant/channels"]["get"]["parameters"][0];
+    assert_eq!(
+        (q["name"].as_str(), q["in"].as_str()),
+        (Some("livemode"), Some("query"))
+    );
+    w.srv.stop().await;
+    w.sim.stop().await;
+}
