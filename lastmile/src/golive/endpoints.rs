@@ -28,9 +28,6 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.mismatch",
 ];
 
-/// Most endpoints listed per mode (the engine's `max_endpoints` is lower by default).
-const MAX_LISTED: usize = 100;
-
 /// `POST /api/merchant/webhook-endpoints` body.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +97,9 @@ impl LastMile {
         };
         for &livemode in modes {
             let ctx = self.owner_ctx(merchant, livemode);
-            let (page, _) = hooks.list_endpoints(&ctx, Some(MAX_LISTED), None).await?;
+            let (page, _) = hooks
+                .list_endpoints(&ctx, Some(self.golive_page()), None)
+                .await?;
             out.has_more |= page.total > page.data.len() as u64;
             out.data.extend(page.data);
         }

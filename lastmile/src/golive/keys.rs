@@ -10,9 +10,6 @@ use ipay_engine::model::ApiKey;
 use ipay_engine::model::merchant::ApiKeyInput;
 use serde::{Deserialize, Serialize};
 
-/// Most keys listed per mode (revoked and expired ones included).
-pub const MAX_LISTED_KEYS: usize = 100;
-
 /// `POST /api/merchant/api-keys` body.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +30,7 @@ pub struct NewApiKey {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
-    /// More keys exist than [`MAX_LISTED_KEYS`] per mode.
+    /// More keys exist than one listing shows per mode (100).
     pub has_more: bool,
 }
 
@@ -52,7 +49,7 @@ impl LastMile {
             let ctx = self.owner_ctx(merchant, livemode);
             let (page, _) = self
                 .engine
-                .list_api_keys(&ctx, Some(MAX_LISTED_KEYS), None)
+                .list_api_keys(&ctx, Some(self.golive_page()), None)
                 .await?;
             out.has_more |= page.total > page.data.len() as u64;
             out.data.extend(page.data);

@@ -131,6 +131,12 @@ impl LastMile {
         }
     }
 
+    /// How many objects one go-live listing asks the engine for per mode: 100, or the
+    /// engine's `[limits] max_page_size` when that is lower.
+    pub(crate) fn golive_page(&self) -> usize {
+        self.engine.config().limits.max_page_size.clamp(1, 100)
+    }
+
     /// The merchant's mode and the channels of each mode.
     pub async fn mode(&self, merchant: MerchantId) -> EngineResult<ModeView> {
         let rec = self.mode_record(merchant).await?;
