@@ -125,12 +125,28 @@ pub struct SettleQueue {
     items: Mutex<VecDeque<Marker>>,
     /// Markers were dropped from a full queue: the consumer scans the index instead.
     overflow: AtomicBool,
+    /// A consumer runs on this node; without one nothing is queued (the markers are durable
+    /// and wait for a node that settles).
+    consuming: AtomicBool,
     notify: Notify,
     max: usize,
 }
 
 impl SettleQueue {
+    fn new(max: usize) -> SettleQueue {
+        SettleQueue {
+            items: Mutex::new(VecDeque::new()),
+            overflow: AtomicBool::new(false),
+            consuming: AtomicBool::new(false),
+            notify: Notify::new(),
+            max: max.max(1),
+        }
+    }
+
     fn push(&self, found: Vec<Marker>) {
+        if !self.consuming.load(Ordering::Acquire) {
+            return;
+        }
         {
             let mut q = self.items.lock().unwrap_or_else(PoisonError::into_inner);
             for m in found {
@@ -169,12 +185,7 @@ impl SettleHook {
             EngineError::Internal("this ledger takes no commit hook: sessions cannot settle".into())
         })?;
         Ok(hooks.get_or_install(|| SettleHook {
-            queue: Arc::new(SettleQueue {
-                items: Mutex::new(VecDeque::new()),
-                overflow: AtomicBool::new(false),
-                notify: Notify::new(),
-                max: queue_max.max(1),
-            }),
+            queue: Arc::new(SettleQueue::new(queue_max)),
         })?)
     }
 }
@@ -307,6 +318,7 @@ impl LastMile {
         }
         let weak = Arc::downgrade(self);
         let queue = self.sessions.settler.hook.queue.clone();
+        queue.consuming.store(true, Ordering::Release);
         let sweep = Duration::from_secs(self.ps_scfg().settle_sweep_secs.max(1));
         let retry = Duration::from_millis(self.ps_scfg().settle_retry_ms.max(10));
         tokio::spawn(async move {
@@ -397,13 +409,9 @@ mod tests {
     #[test]
     fn the_hook_adds_the_marker_to_the_events_batch() {
         let hook = SettleHook {
-            queue: Arc::new(SettleQueue {
-                items: Mutex::new(VecDeque::new()),
-                overflow: AtomicBool::new(false),
-                notify: Notify::new(),
-                max: 1,
-            }),
+            queue: Arc::new(SettleQueue::new(1)),
         };
+        hook.queue.consuming.store(true, Ordering::Release);
         let s = SessionId::new_at(2_000);
         let mut b = WriteBatch::new();
         let e = event(
