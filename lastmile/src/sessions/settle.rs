@@ -25,7 +25,7 @@ use ipay_engine::store::hook::{AfterCommit, CommitHook};
 use ipay_engine::store::{EntryRange, Ledger, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -37,6 +37,9 @@ const SETTLE: &str = "lm_settle";
 const PARTITIONS: u8 = 16;
 /// Markers read from one partition per scan step.
 const SCAN_PAGE: usize = 500;
+/// Quick retries of a failing marker (every `settle_retry_ms`); after them it waits for the
+/// sweep, so a marker that cannot be applied costs one attempt per sweep, not one a second.
+const MAX_QUICK_RETRIES: u32 = 5;
 /// Intent events after which an intent no longer changes its session's payment state.
 const FINAL_EVENTS: &[&str] = &[
     "payment_intent.succeeded",
@@ -324,6 +327,7 @@ impl LastMile {
         tokio::spawn(async move {
             let mut scan = Some(None);
             let mut retrying: Vec<Marker> = Vec::new();
+            let mut attempts: HashMap<(SessionId, PaymentIntentId), u32> = HashMap::new();
             loop {
                 let Some(lm) = weak.upgrade() else {
                     // Another consumer of this ledger may still be running: hand the wake on.
@@ -343,7 +347,8 @@ impl LastMile {
                 }
                 work.sort_by_key(|m| (m.session, m.intent));
                 work.dedup_by_key(|m| (m.session, m.intent));
-                retrying = lm.settle_all(work).await;
+                let failed = lm.settle_all(work).await;
+                retrying = quick_retries(failed, &mut attempts);
                 let cutoff = lm.engine.clock().now().ms()
                     - i64::try_from(lm.ps_scfg().settle_sweep_after_ms).unwrap_or(i64::MAX);
                 drop(lm);
@@ -359,6 +364,25 @@ impl LastMile {
             }
         });
     }
+}
+
+/// The failed markers to retry soon: those failed fewer than [`MAX_QUICK_RETRIES`] times in a
+/// row. `attempts` keeps the count of the ones still failing only.
+fn quick_retries(
+    failed: Vec<Marker>,
+    attempts: &mut HashMap<(SessionId, PaymentIntentId), u32>,
+) -> Vec<Marker> {
+    let mut next = HashMap::with_capacity(failed.len());
+    let mut retry = Vec::with_capacity(failed.len());
+    for m in failed {
+        let n = attempts.get(&(m.session, m.intent)).copied().unwrap_or(0) + 1;
+        if n <= MAX_QUICK_RETRIES {
+            next.insert((m.session, m.intent), n);
+            retry.push(m);
+        }
+    }
+    *attempts = next;
+    retry
 }
 
 #[cfg(test)]
@@ -404,6 +428,22 @@ mod tests {
             serde_json::json!({"order": "1"}),
         );
         assert!(Marker::of_event(&other).is_none());
+    }
+
+    #[test]
+    fn a_failing_marker_is_retried_quickly_a_bounded_number_of_times() {
+        let m = Marker {
+            session: SessionId::new_at(2_000),
+            intent: PaymentIntentId::new_at(1_000),
+            at_ms: 0,
+        };
+        let mut attempts = HashMap::new();
+        for _ in 0..MAX_QUICK_RETRIES {
+            assert_eq!(quick_retries(vec![m], &mut attempts), vec![m]);
+        }
+        assert!(quick_retries(vec![m], &mut attempts).is_empty());
+        assert!(attempts.is_empty(), "left to the sweep, forgotten here");
+        assert_eq!(quick_retries(vec![m], &mut attempts), vec![m]);
     }
 
     #[test]
