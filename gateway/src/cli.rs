@@ -324,6 +324,12 @@ async fn serve(cfg: Config, demo: bool) -> Result<(), String> {
     // The outbox hook goes on before anything can write an event (the engine's start-up may
     // expire overdue intents), so every event has its fan-out marker.
     ipay_engine::webhooks::Outbox::attach(ledger.as_ref()).map_err(|e| e.to_string())?;
+    // Likewise last-mile's settle marker goes with every final event of a session's intent.
+    ipay_lastmile::sessions::settle::SettleHook::attach(
+        ledger.as_ref(),
+        cfg.lastmile.sessions.settle_queue_max,
+    )
+    .map_err(|e| e.to_string())?;
     let engine = Engine::start(ledger.clone(), hot.clone(), clock.clone(), cfg.engine())
         .await
         .map_err(|e| e.to_string())?;

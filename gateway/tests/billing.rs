@@ -20,7 +20,6 @@ const ADMIN: &str = "admin-token-for-billing-0123456789";
 async fn server() -> TestServer {
     common::start_with(|c| {
         c.admin.token = ADMIN.into();
-        c.lastmile.sessions.paid_check_interval_ms = 3_600_000;
     })
     .await
 }

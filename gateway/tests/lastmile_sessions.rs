@@ -20,8 +20,6 @@ async fn server() -> TestServer {
     common::start_with(|c| {
         c.admin.token = ADMIN.into();
         c.lastmile.sessions.heartbeat_ms = 100;
-        // The watcher is exercised separately; reads settle sessions deterministically.
-        c.lastmile.sessions.paid_check_interval_ms = 3_600_000;
     })
     .await
 }
@@ -766,13 +764,14 @@ async fn event_stream_delivers_own_events_heartbeats_and_resumes_after_last_even
 }
 
 #[tokio::test]
-async fn the_watcher_marks_sessions_paid_without_a_read() {
+async fn sessions_turn_paid_from_the_committed_event_without_a_read() {
     let srv = common::start_with(|c| {
         c.admin.token = ADMIN.into();
-        c.lastmile.sessions.paid_check_interval_ms = 20;
+        // A sweep would settle it too: keep it out of the way, the event alone must do it.
+        c.lastmile.sessions.settle_sweep_secs = 3_600;
     })
     .await;
-    let shop = srv.lastmile_merchant("Watcher Shop").await;
+    let shop = srv.lastmile_merchant("Event Shop").await;
     let mut events = SseClient::open(&srv, &format!("token={}", shop.token), None).await;
     let s = session(&srv, &shop, "NL", "DHL").await;
     assert_eq!(
@@ -792,7 +791,7 @@ async fn the_watcher_marks_sessions_paid_without_a_read() {
         .await;
     let intent = d.body["payment_intent"].as_str().unwrap().to_string();
     settle_in_engine(&srv, shop.merchant_id.as_deref().unwrap(), &intent).await;
-    // Nobody reads the session: the watcher notices and the stream says so.
+    // Nobody reads the session: the intent's committed event settles it and the stream says so.
     let paid = events.next_event().await;
     assert_eq!(paid.event.as_deref(), Some("session.paid"));
     drop(events);

@@ -427,10 +427,16 @@ async fn connect_masks_the_secret_and_status_lists_every_platform() {
     assert_eq!(by("shopify")["connected"], true);
     assert_eq!(by("odoo")["connected"], true);
     assert_eq!(by("magento")["connected"], false);
+    // Shopify names its shop in every delivery: the spec's plain path is enough. Odoo does
+    // not: its URL carries the account (and the token it authenticates with).
     assert_eq!(
         by("shopify")["webhook_url"],
+        "/api/integrations/shopify/webhook"
+    );
+    assert_eq!(
+        by("odoo")["webhook_url"],
         format!(
-            "/api/integrations/shopify/webhook?account={}",
+            "/api/integrations/odoo/webhook?account={}&token=<secret>",
             u.merchant_id.as_deref().unwrap()
         )
     );
@@ -629,4 +635,75 @@ async fn shopify_orders_updated_changes_the_order_until_it_is_paid() {
     assert_eq!(note["detail"]["shop_amount"]["value"], 9900);
     assert_eq!(d.body["amount"], 3990);
     srv.stop().await;
+}
+
+/// The shop each fixture delivery names (its platform header or body field).
+const NAMED_SHOPS: &[(&str, &str)] = &[
+    ("shopify", "ipay-demo.myshopify.com"),
+    ("woocommerce", "https://shop.example.be"),
+    ("shopware", "https://shop.example.de"),
+    ("bigcommerce", "abc123"),
+    ("lightspeed", "123456"),
+];
+
+#[tokio::test]
+async fn deliveries_that_name_their_shop_need_no_account_in_the_url() {
+    let srv = common::start().await;
+    let u = srv.lastmile_merchant("Named Shop").await;
+    let other = srv.lastmile_merchant("Other Shop").await;
+    let merchant = u.merchant_id.clone().unwrap();
+    for (provider, shop) in NAMED_SHOPS {
+        let c = CASES.iter().find(|c| c.provider == *provider).unwrap();
+        let connect_body = json!({"secret": SECRET, "shop_domain": shop});
+        let path = format!("/api/integrations/{provider}/connect");
+        let r = srv.post(&path, &u.token, connect_body.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{provider}: {:?}", r.body);
+        // One merchant per shop: another cannot take its deliveries over.
+        let taken = srv.post(&path, &other.token, connect_body).await;
+        assert_eq!(taken.status, StatusCode::CONFLICT, "{provider}");
+        assert_eq!(taken.code(), "shop_already_connected");
+        let body = std::fs::read(fixture(c.file)).unwrap();
+        let (_, headers) = signed(c, &merchant);
+        let r = deliver(&srv, provider, "", body.clone(), &headers).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{provider}: {:?}", r.body);
+        assert_eq!(r.body["result"], "created");
+        // The account parameter still works (the same order again).
+        let with_account = deliver(
+            &srv,
+            provider,
+            &format!("?account={merchant}"),
+            body,
+            &headers,
+        )
+        .await;
+        assert_eq!(
+            with_account.status,
+            StatusCode::OK,
+            "{provider}: {:?}",
+            with_account.body
+        );
+    }
+    // A shop nobody connected, and a platform whose deliveries do not name their shop.
+    let c = CASES.iter().find(|c| c.provider == "shopify").unwrap();
+    let body = std::fs::read(fixture(c.file)).unwrap();
+    let (_, mut headers) = signed(c, &merchant);
+    for h in headers
+        .iter_mut()
+        .filter(|(k, _)| *k == "X-Shopify-Shop-Domain")
+    {
+        h.1 = "someone-else.myshopify.com".into();
+    }
+    let r = deliver(&srv, "shopify", "", body, &headers).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let m = CASES.iter().find(|c| c.provider == "magento").unwrap();
+    srv.post(
+        "/api/integrations/magento/connect",
+        &u.token,
+        json!({"secret": SECRET, "shop_domain": "m.example"}),
+    )
+    .await;
+    let (_, headers) = signed(m, &merchant);
+    let body = std::fs::read(fixture(m.file)).unwrap();
+    let r = deliver(&srv, "magento", "", body, &headers).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
 }

@@ -107,7 +107,7 @@ pub struct LastMile {
     engine: Engine,
     cfg: LastMileConfig,
     jwt: accounts::JwtKeys,
-    /// Payment sessions' per-node state (OTP keys, driver limits, paid watcher).
+    /// Payment sessions' per-node state (OTP keys, driver limits, settle consumer).
     sessions: sessions::SessionsState,
 }
 
@@ -119,13 +119,17 @@ impl LastMile {
         cfg.list_scan_budget = cfg.list_scan_budget.max(100);
         cfg.token_ttl_secs = cfg.token_ttl_secs.clamp(60, 365 * 86_400);
         let jwt = accounts::JwtKeys::load(engine, cfg.jwt_secret.as_deref()).await?;
+        let hook = sessions::settle::SettleHook::attach(
+            engine.ledger().as_ref(),
+            cfg.sessions.settle_queue_max,
+        )?;
         let lm = Arc::new(LastMile {
             engine: engine.clone(),
-            sessions: sessions::SessionsState::new(&cfg.sessions),
+            sessions: sessions::SessionsState::new(&cfg.sessions, hook),
             cfg,
             jwt,
         });
-        lm.spawn_watcher();
+        lm.spawn_settler();
         Ok(lm)
     }
 

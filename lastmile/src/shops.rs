@@ -2,8 +2,13 @@
 //! de-duplication, and turning each platform's mapped order into our order through the same
 //! validation as every other order.
 //!
-//! A webhook finds its merchant through the URL: `/api/integrations/{provider}/webhook?account=
-//! {merchant_id}` (Odoo also `&token={secret}`, as it cannot sign). Nothing is created unless the
+//! A webhook finds its merchant through the shop it names: the platform's own header or body
+//! field (Shopify `X-Shopify-Shop-Domain`, WooCommerce `X-WC-Webhook-Source`, Shopware
+//! `source.url`/`source.shopId`, BigCommerce `producer`, Lightspeed `X-Lightspeed-Shop`, Picqer
+//! `X-Picqer-Subdomain`) matched against the `shop_domain` given at connect, so the spec's plain
+//! `/api/integrations/{provider}/webhook` works. `?account={merchant_id}` is still accepted, and
+//! is needed for Magento, PrestaShop and Odoo, whose deliveries do not name their shop (Odoo
+//! also `&token={secret}`, as it cannot sign). Nothing is created unless the
 //! signature checks out with that merchant's stored secret; a failure is 401 whatever the reason
 //! (unknown account, no connection, bad or missing signature), so the endpoint tells an
 //! outsider nothing. The same delivery twice (delivery id header, or the platform's order id)
@@ -11,7 +16,8 @@
 //! in `ipay_adapters::shops`, one module per platform; this file owns the flow.
 //!
 //! Stored: `lm_shop_conn/{merchant}:{provider}` (the connection, secret in clear because HMACs
-//! need it, never returned), `lm_shop_delivery/{merchant}:{provider}:{delivery_id}`,
+//! need it, never returned), `lm_shop_id/{provider}:{shop}` (the merchant connected to that
+//! shop; one merchant per shop), `lm_shop_delivery/{merchant}:{provider}:{delivery_id}`,
 //! `lm_shop_last/{merchant}:{provider}` (time of the last accepted delivery).
 
 use crate::LastMile;
@@ -31,6 +37,12 @@ use serde::{Deserialize, Serialize};
 const CONN: &str = "lm_shop_conn";
 const DELIVERY: &str = "lm_shop_delivery";
 const LAST: &str = "lm_shop_last";
+const SHOP_ID: &str = "lm_shop_id";
+
+/// Whether the platform's deliveries name their shop (see [`providers::shop_identities`]).
+fn names_its_shop(p: Provider) -> bool {
+    !matches!(p, Provider::Magento | Provider::Prestashop | Provider::Odoo)
+}
 
 /// A merchant's connection to one shop platform.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +63,10 @@ pub struct ConnectRequest {
     /// WooCommerce: the webhook's secret; …). Omit it to have one generated (shown once).
     #[serde(default)]
     pub secret: Option<String>,
-    /// The shop's address, for display (`my-shop.myshopify.com`).
+    /// The shop's address or id as its platform names it in deliveries
+    /// (`my-shop.myshopify.com`; WooCommerce/Shopware: the shop URL; BigCommerce: the store
+    /// hash; Lightspeed: the shop id; Picqer: the subdomain). With it the webhook needs no
+    /// `?account=`; one merchant per shop.
     #[serde(default)]
     pub shop_domain: Option<String>,
     /// Carrier code for orders whose shipping method names none.
@@ -237,12 +252,93 @@ impl LastMile {
             key: format!("{merchant}:{}", provider.as_str()),
             value: serde_json::to_vec(&conn).map_err(|e| EngineError::Internal(e.to_string()))?,
         });
-        self.engine.ledger().submit(b).await?;
+        self.commit_connection(merchant, provider, &conn, b).await?;
         let mut view = self.view(merchant, provider, Some(&conn)).await?;
         if generated {
             view.secret = Some(secret);
         }
         Ok(view)
+    }
+
+    /// Commits a connection with its shop's look-up record (claimed under a reservation, so two
+    /// merchants cannot claim one shop at once), dropping the look-up of a shop it replaces.
+    async fn commit_connection(
+        &self,
+        merchant: MerchantId,
+        provider: Provider,
+        conn: &Connection,
+        mut b: ipay_engine::store::WriteBatch,
+    ) -> EngineResult<()> {
+        let shop = conn
+            .shop_domain
+            .as_deref()
+            .map(providers::normalize_shop)
+            .filter(|s| !s.is_empty());
+        let key = |s: &str| format!("{}:{s}", provider.as_str());
+        let old = self
+            .connection(merchant, provider)
+            .await?
+            .and_then(|c| c.shop_domain)
+            .map(|d| providers::normalize_shop(&d))
+            .filter(|d| Some(d) != shop.as_ref());
+        let Some(shop) = shop else {
+            if let Some(d) = old {
+                b.push(WriteOp::DeleteRecord {
+                    kind: SHOP_ID,
+                    key: key(&d),
+                });
+            }
+            self.engine.ledger().submit(b).await?;
+            return Ok(());
+        };
+        let keys = self
+            .reserve_unique(vec![format!("lm:uniq:shop:{}", key(&shop))])
+            .await?;
+        let out = async {
+            let holder = self.engine.ledger().get_record(SHOP_ID, &key(&shop)).await?;
+            if let Some(h) = holder.filter(|h| h.as_slice() != merchant.to_string().as_bytes()) {
+                tracing::info!(provider = provider.as_str(), other = %String::from_utf8_lossy(&h), "shop already connected to another merchant");
+                return Err(EngineError::Conflict {
+                    code: "shop_already_connected",
+                    message: format!(
+                        "this {} shop is connected to another merchant; disconnect it there first",
+                        provider.as_str()
+                    ),
+                });
+            }
+            b.push(WriteOp::PutRecord {
+                kind: SHOP_ID,
+                key: key(&shop),
+                value: merchant.to_string().into_bytes(),
+            });
+            if let Some(d) = old {
+                b.push(WriteOp::DeleteRecord { kind: SHOP_ID, key: key(&d) });
+            }
+            self.engine.ledger().submit(b).await?;
+            Ok(())
+        }
+        .await;
+        keys.release(self).await;
+        out
+    }
+
+    /// The merchant connected to the shop a delivery names, if any.
+    async fn merchant_by_shop(
+        &self,
+        provider: Provider,
+        d: &Delivery<'_>,
+    ) -> EngineResult<Option<MerchantId>> {
+        if !names_its_shop(provider) {
+            return Ok(None);
+        }
+        let body: serde_json::Value = serde_json::from_slice(d.body).unwrap_or_default();
+        for shop in providers::shop_identities(provider, d.headers, &body) {
+            let key = format!("{}:{shop}", provider.as_str());
+            if let Some(m) = self.engine.ledger().get_record(SHOP_ID, &key).await? {
+                return Ok(MerchantId::parse(&String::from_utf8_lossy(&m)).ok());
+            }
+        }
+        Ok(None)
     }
 
     /// Every platform with this merchant's connection state.
@@ -283,10 +379,12 @@ impl LastMile {
             .and_then(|v| String::from_utf8(v).ok())
             .and_then(|s| s.parse::<i64>().ok())
             .map(Timestamp);
-        let mut url = format!(
-            "/api/integrations/{}/webhook?account={merchant}",
-            p.as_str()
-        );
+        // A shop that names itself is found without `?account=` (the spec's plain path).
+        let named = names_its_shop(p) && conn.is_some_and(|c| c.shop_domain.is_some());
+        let mut url = format!("/api/integrations/{}/webhook", p.as_str());
+        if !named {
+            url.push_str(&format!("?account={merchant}"));
+        }
         if p.scheme() == Scheme::UrlToken {
             url.push_str("&token=<secret>");
         }
@@ -312,12 +410,16 @@ impl LastMile {
         d: Delivery<'_>,
     ) -> EngineResult<WebhookOutcome> {
         let provider = Provider::parse(provider)?;
-        let merchant = d
-            .account
-            .and_then(|a| MerchantId::parse(a).ok())
-            .ok_or_else(|| {
-                unauthorized("unknown account; use the webhook_url from /api/integrations/status")
-            })?;
+        let merchant = match d.account {
+            Some(a) => MerchantId::parse(a).ok(),
+            None => self.merchant_by_shop(provider, &d).await?,
+        }
+        .ok_or_else(|| {
+            unauthorized(
+                "unknown shop or account; connect with shop_domain, or use the webhook_url \
+                 from /api/integrations/status",
+            )
+        })?;
         let conn = self.connection(merchant, provider).await?.ok_or_else(|| {
             unauthorized("unknown account; use the webhook_url from /api/integrations/status")
         })?;

@@ -410,9 +410,11 @@ impl ChannelAdapter for MultiSafepayAdapter {
                 channel_reference: (!transaction.is_empty()).then(|| transaction.clone()),
                 payer: None,
             },
-            // Refunds, ours or made in MultiSafepay Control, with the order's running total.
+            // Refunds, ours or made in MultiSafepay Control, with the order's running total. A
+            // `refunded` order without `amount_refunded` (older notification formats) was
+            // refunded in full.
             "refunded" | "partial_refunded" => CallbackOutcome::Refund(RefundReport::Total {
-                refunded: money(n.amount_refunded, &n.currency)?,
+                refunded: money(refunded_total(&n), &n.currency)?,
                 psp_reference: (!transaction.is_empty()).then(|| transaction.clone()),
             }),
             "declined" | "cancelled" | "canceled" | "void" | "expired" => CallbackOutcome::Failed {
@@ -440,6 +442,16 @@ impl ChannelAdapter for MultiSafepayAdapter {
     }
 }
 
+/// The order's refunded total: `amount_refunded`, or the whole amount for a `refunded` order
+/// that does not say.
+fn refunded_total(n: &Notification<'_>) -> i64 {
+    if n.amount_refunded == 0 && n.status == "refunded" {
+        n.amount
+    } else {
+        n.amount_refunded
+    }
+}
+
 /// MultiSafepay has no notification id: one notification per order status (and per refunded
 /// total, since an order can be refunded several times).
 fn notification_id(n: &Notification<'_>, transaction: &str, outcome: &CallbackOutcome) -> String {
@@ -462,4 +474,57 @@ pub fn peek_intent(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Peek>(body)
         .ok()
         .map(|p| p.order_id)
+}
+
+/// What the order statuses of notifications become (the `Auth` scheme is in `tests.rs`).
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use crate::http::HttpTimeouts;
+    use serde_json::json;
+
+    const KEY: &str = "0123456789abcdef0123";
+    const INTENT: &str = "pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB";
+
+    fn deliver(body: &Value) -> CallbackNotice {
+        let creds = MultiSafepayCredentials::from_json(&json!({ "api_key": KEY })).unwrap();
+        let client = HttpClient::new(HttpTimeouts::default()).unwrap();
+        let adapter = MultiSafepayAdapter::new(creds, "http://127.0.0.1:9", "http://x/cb", client);
+        let body = serde_json::to_vec(body).unwrap();
+        let cb = InboundCallback {
+            headers: vec![("auth".into(), wire::sign(&body, KEY, 1_700_000_000))],
+            body: body.into(),
+            ..InboundCallback::default()
+        };
+        adapter
+            .verify_callback(&cb, Timestamp(1_700_000_000_000))
+            .unwrap()
+    }
+
+    fn refunded_total_of(n: &CallbackNotice) -> i64 {
+        match &n.outcome {
+            CallbackOutcome::Refund(RefundReport::Total { refunded, .. }) => refunded.value,
+            other => panic!("not a refund report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refunded_order_records_its_refunded_total() {
+        let n = deliver(
+            &json!({"order_id": INTENT, "transaction_id": 8009375, "status": "refunded",
+            "amount": 2599, "amount_refunded": 2599, "currency": "EUR"}),
+        );
+        assert_eq!(n.intent_id.to_string(), INTENT);
+        assert_eq!(refunded_total_of(&n), 2599);
+        let partial = deliver(&json!({"order_id": INTENT, "status": "partial_refunded",
+            "amount": 2599, "amount_refunded": 1000, "currency": "EUR"}));
+        assert_eq!(refunded_total_of(&partial), 1000);
+    }
+
+    #[test]
+    fn a_refunded_order_without_its_refunded_amount_was_refunded_in_full() {
+        let n = deliver(&json!({"order_id": INTENT, "transaction_id": "8009375",
+            "status": "refunded", "amount": 2599, "currency": "EUR"}));
+        assert_eq!(refunded_total_of(&n), 2599);
+    }
 }

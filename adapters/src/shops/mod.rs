@@ -150,6 +150,61 @@ impl Provider {
     }
 }
 
+/// Normalises a shop's address or id for look-ups: lower case, without scheme, `www.`,
+/// path or trailing dot, so `https://Shop.example/` and `shop.example` are one shop.
+pub fn normalize_shop(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(&s);
+    let host = s.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.strip_prefix("www.").unwrap_or(host);
+    host.trim_end_matches('.').chars().take(200).collect()
+}
+
+/// How the delivery names the shop it comes from, for finding its connection without
+/// `?account=`: Shopify `X-Shopify-Shop-Domain`, WooCommerce `X-WC-Webhook-Source`, Shopware
+/// `source.url` / `source.shopId`, BigCommerce `producer` (`stores/{hash}`), Lightspeed
+/// `X-Lightspeed-Shop`, Picqer `X-Picqer-Subdomain`. Normalised ([`normalize_shop`]); empty for
+/// platforms that do not say (Magento, PrestaShop, Odoo). Unverified: the caller still checks
+/// the signature with the connection's secret.
+pub fn shop_identities(p: Provider, headers: &http::HeaderMap, body: &Value) -> Vec<String> {
+    let h = |name: &str| signature::header(headers, name).map(str::to_string);
+    let b = |ptr: &str| {
+        body.pointer(ptr)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let raw: Vec<Option<String>> = match p {
+        Provider::Shopify => vec![h("X-Shopify-Shop-Domain")],
+        Provider::Woocommerce => vec![h("X-WC-Webhook-Source")],
+        Provider::Shopware => vec![b("/source/url"), b("/source/shopId")],
+        Provider::Bigcommerce => {
+            let hash = b("/producer").and_then(|p| p.strip_prefix("stores/").map(str::to_string));
+            let host = hash
+                .as_ref()
+                .map(|h| format!("store-{h}.mybigcommerce.com"));
+            vec![hash, host]
+        }
+        Provider::Lightspeed => vec![h("X-Lightspeed-Shop")],
+        Provider::Picqer => {
+            let sub = h("X-Picqer-Subdomain");
+            let host = sub.as_ref().map(|s| format!("{s}.picqer.com"));
+            vec![sub, host]
+        }
+        Provider::Magento | Provider::Prestashop | Provider::Odoo => vec![],
+    };
+    let mut out: Vec<String> = raw
+        .into_iter()
+        .flatten()
+        .map(|s| normalize_shop(&s))
+        .filter(|s| !s.is_empty())
+        .collect();
+    out.dedup();
+    out
+}
+
 /// What an update delivery says about an order the shop sent before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpdateInfo {
@@ -295,6 +350,36 @@ mod tests {
             assert_eq!(Provider::parse(&p.as_str().to_uppercase()).ok(), Some(*p));
         }
         assert!(Provider::parse("etsy").is_err());
+    }
+
+    #[test]
+    fn shops_are_named_by_their_platform_headers_or_body() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "X-Shopify-Shop-Domain",
+            "My-Shop.myshopify.com".parse().unwrap(),
+        );
+        h.insert(
+            "X-WC-Webhook-Source",
+            "https://www.Winkel.example/".parse().unwrap(),
+        );
+        h.insert("X-Picqer-Subdomain", "parcels".parse().unwrap());
+        let none = serde_json::json!({});
+        let ids = |p| shop_identities(p, &h, &none);
+        assert_eq!(ids(Provider::Shopify), vec!["my-shop.myshopify.com"]);
+        assert_eq!(ids(Provider::Woocommerce), vec!["winkel.example"]);
+        assert_eq!(ids(Provider::Picqer), vec!["parcels", "parcels.picqer.com"]);
+        assert!(ids(Provider::Magento).is_empty());
+        let sw = serde_json::json!({"source": {"url": "http://shop.example:8000", "shopId": "dgrH7nLU6tlE"}});
+        assert_eq!(
+            shop_identities(Provider::Shopware, &h, &sw),
+            vec!["shop.example:8000", "dgrh7nlu6tle"]
+        );
+        let bc = serde_json::json!({"producer": "stores/abc123"});
+        assert_eq!(
+            shop_identities(Provider::Bigcommerce, &h, &bc),
+            vec!["abc123", "store-abc123.mybigcommerce.com"]
+        );
     }
 
     #[test]

@@ -228,6 +228,22 @@ struct EventObject {
     /// Expanded on request (`expand[]=latest_charge`); an id string otherwise.
     #[serde(default)]
     latest_charge: Option<Value>,
+    /// Checkout Session: what the customer paid, in minor units.
+    #[serde(default)]
+    amount_total: Option<i64>,
+    /// Checkout Session: `paid`, `unpaid` (a delayed method still running) or
+    /// `no_payment_required`.
+    #[serde(default)]
+    payment_status: Option<String>,
+    /// Checkout Session: the Stripe payment intent it created (an id, or expanded).
+    #[serde(default)]
+    payment_intent: Option<Value>,
+    /// Checkout Session: the reference its creator passed (ours: the intent id).
+    #[serde(default)]
+    client_reference_id: Option<String>,
+    /// Checkout Session: who paid.
+    #[serde(default)]
+    customer_details: Option<BillingDetails>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +268,46 @@ impl EventObject {
             .and_then(|b| b.email.clone().or_else(|| b.name.clone()))
             .or_else(|| self.receipt_email.clone())
             .filter(|p| !p.is_empty())
+    }
+
+    /// The intent a Checkout Session or payment intent belongs to: `metadata.ipay_intent_id`,
+    /// else (Checkout Sessions) `client_reference_id`.
+    fn our_intent(&self) -> Option<&str> {
+        self.metadata
+            .get(METADATA_KEY)
+            .or(self.client_reference_id.as_ref())
+            .map(String::as_str)
+    }
+
+    /// What a completed (or asynchronously paid) Checkout Session says: paid when its
+    /// `payment_status` says so, else nothing yet (a delayed method such as SEPA debit ends in
+    /// `checkout.session.async_payment_succeeded` or `_failed`).
+    fn checkout_outcome(self, kind: &str) -> Result<CallbackOutcome, CallbackError> {
+        if kind == "checkout.session.async_payment_failed" {
+            return Ok(CallbackOutcome::Failed {
+                reason: "stripe checkout: the delayed payment failed".into(),
+            });
+        }
+        match self.payment_status.as_deref() {
+            Some("paid") | Some("no_payment_required") => {}
+            _ => return Ok(CallbackOutcome::Ignored),
+        }
+        let amount = self.amount_total.unwrap_or(self.amount);
+        let reference = match &self.payment_intent {
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(v) => v.get("id").and_then(Value::as_str).map(str::to_owned),
+            None => None,
+        };
+        let payer = self
+            .customer_details
+            .as_ref()
+            .and_then(|b| b.email.clone().or_else(|| b.name.clone()))
+            .filter(|p| !p.is_empty());
+        Ok(CallbackOutcome::Paid {
+            amount: money(amount, &self.currency)?,
+            payer,
+            channel_reference: reference.or(self.id),
+        })
     }
 
     /// What a refund or charge event says about refunds.
@@ -467,8 +523,10 @@ impl ChannelAdapter for StripeAdapter {
         let event: Event<'_> = serde_json::from_slice(body)
             .map_err(|e| CallbackError::Malformed(format!("stripe event: {e}")))?;
         let object = event.data.object;
-        let intent = object.metadata.get(METADATA_KEY).ok_or_else(|| {
-            CallbackError::Malformed(format!("event has no metadata.{METADATA_KEY}"))
+        let intent = object.our_intent().ok_or_else(|| {
+            CallbackError::Malformed(format!(
+                "event has no metadata.{METADATA_KEY} (nor, for a Checkout Session, client_reference_id)"
+            ))
         })?;
         let intent = intent_id(METADATA_KEY, intent)?;
         let outcome = match event.kind.as_ref() {
@@ -496,6 +554,9 @@ impl ChannelAdapter for StripeAdapter {
             kind @ ("charge.refunded" | "refund.created" | "refund.updated" | "refund.failed") => {
                 object.refund_report(kind)?
             }
+            kind @ ("checkout.session.completed"
+            | "checkout.session.async_payment_succeeded"
+            | "checkout.session.async_payment_failed") => object.checkout_outcome(kind)?,
             _ => CallbackOutcome::Ignored,
         };
         Ok(CallbackNotice {
@@ -506,8 +567,8 @@ impl ChannelAdapter for StripeAdapter {
     }
 }
 
-/// The intent a Stripe event names (`data.object.metadata.ipay_intent_id`), read without
-/// verifying.
+/// The intent a Stripe event names (`data.object.metadata.ipay_intent_id`, else a Checkout
+/// Session's `client_reference_id`), read without verifying.
 pub fn peek_intent(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Peek {
@@ -521,7 +582,97 @@ pub fn peek_intent(body: &[u8]) -> Option<String> {
     struct PeekObject {
         #[serde(default)]
         metadata: std::collections::HashMap<String, String>,
+        #[serde(default)]
+        client_reference_id: Option<String>,
     }
     let mut peek: Peek = serde_json::from_slice(body).ok()?;
-    peek.data.object.metadata.remove(METADATA_KEY)
+    let object = &mut peek.data.object;
+    object
+        .metadata
+        .remove(METADATA_KEY)
+        .or(object.client_reference_id.take())
+}
+
+/// What each event type becomes (signature checks are in `tests.rs`).
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::http::HttpTimeouts;
+    use serde_json::json;
+
+    const WHSEC: &str = "whsec_ipay_event_tests_0123456789";
+    const INTENT: &str = "pi_01JWQ8Z6Q0V3R2K9M5N7P4T1XB";
+
+    fn deliver(body: &Value) -> Result<CallbackNotice, CallbackError> {
+        let creds = StripeCredentials::from_json(
+            &json!({"secret_key": "sk_test_0123456789abcdef", "webhook_secret": WHSEC}),
+        )
+        .unwrap();
+        let client = HttpClient::new(HttpTimeouts::default()).unwrap();
+        let adapter = StripeAdapter::new(creds, "http://127.0.0.1:9", client);
+        let body = serde_json::to_vec(body).unwrap();
+        let sig = wire::sign(&body, WHSEC, 1_700_000_000);
+        let cb = InboundCallback {
+            headers: vec![("stripe-signature".into(), sig)],
+            body: body.into(),
+            ..InboundCallback::default()
+        };
+        adapter.verify_callback(&cb, Timestamp(1_700_000_000_000))
+    }
+
+    /// A Checkout Session event shaped like Stripe's (`data.object` is the session).
+    fn checkout(kind: &str, payment_status: &str) -> Value {
+        json!({"id": "evt_1Checkout", "object": "event", "type": kind, "data": {"object": {
+            "id": "cs_test_a1B2c3", "object": "checkout.session", "mode": "payment",
+            "amount_subtotal": 2599, "amount_total": 2599, "currency": "eur",
+            "client_reference_id": INTENT, "metadata": {},
+            "customer_details": {"email": "jan@example.nl", "name": "Jan de Vries"},
+            "payment_intent": "pi_3StripeIntent", "payment_status": payment_status}}})
+    }
+
+    #[test]
+    fn a_completed_checkout_session_pays_the_intent_it_references() {
+        let n = deliver(&checkout("checkout.session.completed", "paid")).unwrap();
+        assert_eq!(n.intent_id.to_string(), INTENT);
+        let CallbackOutcome::Paid {
+            amount,
+            channel_reference,
+            payer,
+        } = n.outcome
+        else {
+            panic!("not paid: {:?}", n.outcome);
+        };
+        assert_eq!((amount.value, amount.currency.code()), (2599, "EUR"));
+        assert_eq!(channel_reference.as_deref(), Some("pi_3StripeIntent"));
+        assert_eq!(payer.as_deref(), Some("jan@example.nl"));
+        let body = serde_json::to_vec(&checkout("checkout.session.completed", "paid")).unwrap();
+        assert_eq!(peek_intent(&body).as_deref(), Some(INTENT));
+    }
+
+    #[test]
+    fn metadata_names_the_intent_before_the_client_reference() {
+        let mut body = checkout("checkout.session.completed", "paid");
+        body["data"]["object"]["client_reference_id"] = json!("order-77");
+        body["data"]["object"]["metadata"] = json!({ METADATA_KEY: INTENT });
+        assert_eq!(deliver(&body).unwrap().intent_id.to_string(), INTENT);
+    }
+
+    #[test]
+    fn delayed_checkout_payments_wait_for_their_async_outcome() {
+        let unpaid = deliver(&checkout("checkout.session.completed", "unpaid")).unwrap();
+        assert!(matches!(unpaid.outcome, CallbackOutcome::Ignored));
+        let later = deliver(&checkout(
+            "checkout.session.async_payment_succeeded",
+            "paid",
+        ));
+        assert!(matches!(
+            later.unwrap().outcome,
+            CallbackOutcome::Paid { .. }
+        ));
+        let failed = deliver(&checkout("checkout.session.async_payment_failed", "unpaid"));
+        assert!(matches!(
+            failed.unwrap().outcome,
+            CallbackOutcome::Failed { .. }
+        ));
+    }
 }

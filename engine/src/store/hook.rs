@@ -1,6 +1,7 @@
 //! Commit hooks: a feature that must write something in the same durable step as certain ops
-//! (the webhook outbox writes a fan-out marker with every event) registers one [`CommitHook`]
-//! on the ledger. The backend runs it on each batch just before queuing it, so every writer
+//! (the webhook outbox writes a fan-out marker with every event; last-mile writes a
+//! "session to settle" marker with every final event of a last-mile payment) registers a
+//! [`CommitHook`] on the ledger, at most one per hook type and [`MAX_HOOKS`] in all. The backend runs it on each batch just before queuing it, so every writer
 //! gets it without knowing about it, and without a wrapper re-implementing the [`Ledger`] port.
 //!
 //! This module owns only the slot and the calling convention; what a hook adds is the hook's
@@ -12,8 +13,12 @@
 
 use super::{Done, WriteBatch};
 use crate::error::StoreError;
+use parking_lot::RwLock;
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+/// Most hooks one ledger carries (each runs on every batch, so they must stay few).
+pub const MAX_HOOKS: usize = 4;
 
 /// Run once a hooked batch's outcome is known (on the ledger's own thread: quick, never
 /// blocking).
@@ -33,46 +38,63 @@ struct Installed {
     any: Arc<dyn Any + Send + Sync>,
 }
 
-/// A backend's hook slot: empty, or one hook for the life of the ledger.
+/// A backend's hook slots: the hooks installed for the life of the ledger, one per type, run
+/// in installation order.
 #[derive(Default)]
 pub struct CommitHooks {
-    slot: OnceLock<Installed>,
+    slots: RwLock<Vec<Installed>>,
 }
 
 impl CommitHooks {
-    /// The installed hook of type `H`, installing `make()` first if the slot is empty. Fails when
-    /// a hook of another type holds the slot.
+    /// The installed hook of type `H`, installing `make()` first if there is none. Fails when
+    /// [`MAX_HOOKS`] hooks of other types are installed.
     pub fn get_or_install<H: CommitHook>(
         &self,
         make: impl FnOnce() -> H,
     ) -> Result<Arc<H>, StoreError> {
-        let installed = self.slot.get_or_init(|| {
-            let h = Arc::new(make());
-            Installed {
-                hook: h.clone(),
-                any: h,
-            }
+        let find = |slots: &[Installed]| {
+            slots
+                .iter()
+                .find_map(|i| i.any.clone().downcast::<H>().ok())
+        };
+        if let Some(h) = find(&self.slots.read()) {
+            return Ok(h);
+        }
+        let mut slots = self.slots.write();
+        // Another installer may have won the race between the two locks.
+        if let Some(h) = find(&slots) {
+            return Ok(h);
+        }
+        if slots.len() >= MAX_HOOKS {
+            return Err(StoreError(format!(
+                "this ledger already carries {MAX_HOOKS} commit hooks"
+            )));
+        }
+        let h = Arc::new(make());
+        slots.push(Installed {
+            hook: h.clone(),
+            any: h.clone(),
         });
-        installed
-            .any
-            .clone()
-            .downcast::<H>()
-            .map_err(|_| StoreError("this ledger already carries another commit hook".into()))
+        Ok(h)
     }
 
-    /// Lets the installed hook add to `batch`; returns the completion the backend must use
+    /// Lets every installed hook add to `batch`; returns the completion the backend must use
     /// (`done` itself when there is nothing to run after the commit).
     pub(crate) fn prepare(&self, batch: &mut WriteBatch, done: Done) -> Done {
-        let Some(installed) = self.slot.get() else {
-            return done;
-        };
-        match installed.hook.prepare(batch) {
-            None => done,
-            Some(after) => Done::Callback(Box::new(move |r| {
-                after(&r);
-                done.finish(r);
-            })),
+        let slots = self.slots.read();
+        let mut after: Vec<AfterCommit> = Vec::new();
+        for installed in slots.iter() {
+            after.extend(installed.hook.prepare(batch));
         }
+        if after.is_empty() {
+            return done;
+        }
+        Done::Callback(Box::new(move |r| {
+            for a in after {
+                a(&r);
+            }
+            done.finish(r);
+        }))
     }
 }
 
@@ -104,16 +126,40 @@ mod tests {
     }
 
     #[test]
-    fn one_hook_per_ledger_handed_back_to_every_installer() {
+    fn one_hook_per_type_handed_back_to_every_installer() {
         let hooks = CommitHooks::default();
         let a = hooks.get_or_install(|| Tag(AtomicUsize::new(0))).unwrap();
         let b = hooks.get_or_install(|| Tag(AtomicUsize::new(7))).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(hooks.get_or_install(|| Other).is_err());
+        let o = hooks.get_or_install(|| Other).unwrap();
+        assert!(Arc::ptr_eq(&o, &hooks.get_or_install(|| Other).unwrap()));
         let mut batch = WriteBatch::new();
         let (tx, _rx) = tokio::sync::oneshot::channel();
         let _ = hooks.prepare(&mut batch, Done::Ticket(tx));
         assert_eq!(batch.ops.len(), 1);
         assert_eq!(a.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn every_hook_runs_after_the_commit_in_installation_order() {
+        struct After(Arc<parking_lot::Mutex<Vec<u8>>>, u8);
+        impl CommitHook for After {
+            fn prepare(&self, _: &mut WriteBatch) -> Option<AfterCommit> {
+                let (log, n) = (self.0.clone(), self.1);
+                Some(Box::new(move |r| {
+                    assert!(r.is_ok());
+                    log.lock().push(n);
+                }))
+            }
+        }
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let hooks = CommitHooks::default();
+        hooks.get_or_install(|| After(log.clone(), 1)).unwrap();
+        hooks.get_or_install(|| Tag(AtomicUsize::new(0))).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = hooks.prepare(&mut WriteBatch::new(), Done::Ticket(tx));
+        done.finish(Ok(()));
+        assert_eq!(*log.lock(), vec![1]);
+        assert!(rx.blocking_recv().is_ok_and(|r| r.is_ok()));
     }
 }

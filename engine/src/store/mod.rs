@@ -351,8 +351,9 @@ pub trait Ledger: Send + Sync + 'static {
         "embedded"
     }
 
-    /// The slot for a [`hook::CommitHook`] that adds its ops to every batch before it is
-    /// queued (the webhook outbox). `None`: this ledger takes no hook.
+    /// The slots for [`hook::CommitHook`]s that add their ops to every batch before it is
+    /// queued (the webhook outbox, last mile's settle markers). `None`: this ledger takes no
+    /// hook.
     fn commit_hooks(&self) -> Option<&hook::CommitHooks> {
         None
     }

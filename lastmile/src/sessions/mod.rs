@@ -11,7 +11,7 @@
 //!
 //! One concern per file: [`state`] (both state machines), [`store`] (holding, loading and
 //! committing a session), [`create`], [`payment`] (the consumer's page and payments through the
-//! engine), [`watcher`] (noticing settled payments), [`parcel`], [`driver`] (the OTP check at
+//! engine), [`settle`] (turning paid from the engine's committed events), [`parcel`], [`driver`] (the OTP check at
 //! the door), [`views`], [`listing`] and [`shop_update`] (a shop's new version of an order).
 //! This file holds the record, the settings and the per-node state.
 //!
@@ -24,7 +24,9 @@
 //!   `{merchant}` → days with sessions;
 //! - `lm_session_log` partition `{session_id}` → the session's event log (every state change
 //!   and every OTP attempt, never an OTP), capped at [`MAX_LOG_ENTRIES`];
-//! - `lm_otp_key/{merchant}` → the merchant's random OTP key (hex).
+//! - `lm_otp_key/{merchant}` → the merchant's random OTP key (hex);
+//! - `lm_settle` partition `{0..15}`, sort key `{session_id}:{intent_id}` → a session to settle
+//!   from its intent's final event (written with the event, deleted with the session's update).
 //!
 //! Every change to a session is one ledger batch: the record, its list entry, its log entries,
 //! its events (and the order's new status), made while holding the session's reservation in
@@ -32,20 +34,23 @@
 //! `SET NX` in cluster mode — so changes to one session never interleave, on any node.
 //!
 //! When does a session become paid? The engine settles the intent (a PSP callback, the
-//! sandbox endpoint or `start-payment` with `simulate`); this module notices by reading the
-//! intent: on every read of the session, and from a watcher that checks sessions awaiting
-//! payment every `paid_check_interval_ms`. Either path commits `session.paid` exactly once.
+//! sandbox endpoint or `start-payment` with `simulate`) and commits its final event; a commit
+//! hook writes a settle marker in that same batch and the node that committed it applies the
+//! outcome at once ([`settle`]); markers a crash left behind are applied when a node starts or
+//! sweeps. A read of the session that comes first applies it too. Whichever path is first
+//! commits `session.paid` exactly once: the change is made under the session's reservation and
+//! only while the session still awaits that intent.
 
 pub mod create;
 pub mod driver;
 pub mod listing;
 pub mod parcel;
 pub mod payment;
+pub mod settle;
 pub mod shop_update;
 pub mod state;
 mod store;
 pub mod views;
-pub mod watcher;
 
 pub use driver::{VerifyOtpRequest, VerifyOtpResponse};
 pub use listing::{SessionListParams, SessionPage};
@@ -101,10 +106,20 @@ pub struct SessionsConfig {
     /// Longest one SSE stream stays open, seconds; the client reconnects with
     /// `Last-Event-ID` and loses nothing.
     pub stream_max_secs: u64,
-    /// How often the watcher checks sessions awaiting payment, ms.
-    pub paid_check_interval_ms: u64,
-    /// Most sessions the watcher follows on this node (others are settled on read).
-    pub watch_max_sessions: usize,
+    /// Sessions this node settles at once from committed intent events; 0: this node settles
+    /// none (its markers wait for a node that does, or for its own restart).
+    pub settle_concurrency: usize,
+    /// Most committed settle markers queued for this node's consumer; beyond it the consumer
+    /// scans the marker index instead (nothing is lost, it is only slower).
+    pub settle_queue_max: usize,
+    /// How often the node sweeps the marker index for markers left by a crashed node or a
+    /// failed settle, seconds.
+    pub settle_sweep_secs: u64,
+    /// Age a marker must reach before a sweep applies it (younger ones are their own node's),
+    /// ms.
+    pub settle_sweep_after_ms: u64,
+    /// Delay before a failed settle is tried again, ms.
+    pub settle_retry_ms: u64,
     /// Channels the consumer may pay with (each must be a known engine channel).
     pub channels: Vec<String>,
     /// Seconds a started payment stays open.
@@ -126,8 +141,11 @@ impl Default for SessionsConfig {
             replay_max_events: 1_000,
             stream_max_clients: 10_000,
             stream_max_secs: 3_600,
-            paid_check_interval_ms: 1_000,
-            watch_max_sessions: 100_000,
+            settle_concurrency: 8,
+            settle_queue_max: 100_000,
+            settle_sweep_secs: 30,
+            settle_sweep_after_ms: 10_000,
+            settle_retry_ms: 1_000,
             channels: vec!["sandbox".into()],
             payment_expires_in_secs: 900,
             pay_base_url: "https://pay.ipay.global".into(),
@@ -196,21 +214,21 @@ pub struct SessionsState {
     /// The last-mile service of each merchant and mode, with the channels it accepts.
     services: DashMap<(MerchantId, bool), (ServiceId, Vec<String>)>,
     drivers: DefaultKeyedRateLimiter<String>,
-    /// Sessions awaiting payment that this node's watcher checks.
-    watched: DashMap<SessionId, ()>,
+    /// The consumer of settle markers.
+    settler: settle::Settler,
     streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl SessionsState {
-    /// Fresh state for `cfg`.
-    pub fn new(cfg: &SessionsConfig) -> Self {
+    /// Fresh state for `cfg`, consuming the markers of `hook` (see [`settle::SettleHook`]).
+    pub fn new(cfg: &SessionsConfig, hook: Arc<settle::SettleHook>) -> Self {
         let per_min =
             NonZeroU32::new(cfg.driver_attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         SessionsState {
             otp_keys: DashMap::new(),
             services: DashMap::new(),
             drivers: governor::RateLimiter::keyed(Quota::per_minute(per_min)),
-            watched: DashMap::new(),
+            settler: settle::Settler::new(hook),
             streams: Arc::new(tokio::sync::Semaphore::new(cfg.stream_max_clients.max(1))),
         }
     }

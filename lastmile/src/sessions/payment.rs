@@ -126,7 +126,9 @@ impl LastMile {
     }
 
     /// If the session awaits a payment the engine has since settled, records the outcome
-    /// (`session.paid`, or back to CREATED on failure). Cheap when nothing is pending.
+    /// (`session.paid`, or back to CREATED on failure). Cheap when nothing is pending. Sessions
+    /// settle from the intent's committed event ([`super::settle`]); this read-side check only
+    /// lets a reader that comes first see the outcome at once.
     pub async fn settle_from_intent(&self, s: PaymentSession) -> EngineResult<PaymentSession> {
         let (SessionStatus::PaymentPending, Some(pi)) = (s.status, s.payment_intent) else {
             return Ok(s);
@@ -145,13 +147,13 @@ impl LastMile {
                 Ok(())
             })
             .await?;
-        if s.status != SessionStatus::PaymentPending {
-            self.sessions.watched.remove(&s.id);
-        }
         Ok(s)
     }
 
-    async fn ps_apply_intent_outcome(
+    /// Records a final intent's outcome on the held session: `session.paid` (and the order
+    /// paid) on success, back to CREATED otherwise. The one place both the event-driven
+    /// settle ([`super::settle`]) and reads apply it.
+    pub(super) async fn ps_apply_intent_outcome(
         &self,
         s: &mut PaymentSession,
         c: &mut Change,
@@ -250,17 +252,13 @@ impl LastMile {
         check_channel(&req, simulate, s.livemode, &allowed)?;
         let ctx = self.ps_engine_ctx(s.merchant_id, s.livemode);
         let channel = req.channel.as_str();
-        let (s, ()) = self
-            .ps_mutate(s.id, async |s, c| {
-                if self.reuse_open_payment(s, c, &ctx, channel).await? {
-                    return Ok(());
-                }
-                self.open_payment(s, c, &ctx, channel, simulate).await
-            })
-            .await?;
-        if s.status == SessionStatus::PaymentPending {
-            self.ps_watch(s.id);
-        }
+        self.ps_mutate(s.id, async |s, c| {
+            if self.reuse_open_payment(s, c, &ctx, channel).await? {
+                return Ok(());
+            }
+            self.open_payment(s, c, &ctx, channel, simulate).await
+        })
+        .await?;
         self.consumer_view(token).await
     }
 

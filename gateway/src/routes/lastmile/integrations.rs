@@ -1,6 +1,6 @@
 //! Shop-platform integrations over HTTP: connect, status, simulate, and the inbound webhook
-//! `POST /api/integrations/{provider}/webhook?account={merchant_id}` (no login: the platform's
-//! signature is the credential). Signatures, mapping and de-duplication are the engine's
+//! `POST /api/integrations/{provider}/webhook` (no login: the platform's signature is the
+//! credential; the shop it names, or `?account={merchant_id}`, finds the connection). Signatures, mapping and de-duplication are the engine's
 //! (`ipay_lastmile::shops`).
 
 use super::auth::AuthUser;
@@ -21,7 +21,9 @@ pub const WEBHOOK_MAX_BYTES: usize = 1024 * 1024;
 /// once); afterwards only a masked form is shown.
 #[utoipa::path(post, path = "/api/integrations/{provider}/connect", tag = "lastmile-integrations",
     security(("bearer_jwt" = [])), params(("provider" = String, Path)), request_body = ConnectRequest,
-    responses((status = 200, body = ConnectionView), (status = 404, body = crate::routes::ErrorEnvelope)))]
+    responses((status = 200, body = ConnectionView), (status = 400, description = "parameter_invalid", body = crate::routes::ErrorEnvelope),
+              (status = 404, body = crate::routes::ErrorEnvelope),
+              (status = 409, description = "shop_already_connected: another merchant holds this shop", body = crate::routes::ErrorEnvelope)))]
 pub async fn connect(
     State(st): State<AppState>,
     user: AuthUser,
@@ -74,7 +76,8 @@ pub async fn simulate(
 /// Query of the inbound webhook.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct WebhookQuery {
-    /// The merchant id, from `webhook_url` in the status.
+    /// The merchant id, from `webhook_url` in the status. Not needed when the delivery names a
+    /// shop connected with `shop_domain` (all platforms but Magento, PrestaShop and Odoo).
     pub account: Option<String>,
     /// Odoo only: the connection secret.
     pub token: Option<String>,
