@@ -6,7 +6,8 @@
 //! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks: the
 //! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
 //! sessions, parcels, OTP), [`stream`] (the live event stream), [`statements`] (fee statements
-//! and channel settlement checks). It runs on the engine's public
+//! and channel settlement checks), [`sync`] (orders pulled from marketplaces and the sync
+//! scheduler). It runs on the engine's public
 //! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
 //! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
@@ -21,6 +22,7 @@ pub mod reference;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
+pub mod sync;
 
 use ipay_engine::Engine;
 use ipay_engine::error::{EngineError, EngineResult};
@@ -62,6 +64,8 @@ pub struct LastMileConfig {
     pub events_livemode: bool,
     /// Payment sessions, driver OTP and the live stream (`[lastmile.sessions]`).
     pub sessions: sessions::SessionsConfig,
+    /// Marketplace order sync and its scheduler (`[lastmile.sync]`).
+    pub sync: sync::SyncConfig,
 }
 
 impl Default for LastMileConfig {
@@ -78,6 +82,7 @@ impl Default for LastMileConfig {
             list_scan_budget: 20_000,
             events_livemode: false,
             sessions: sessions::SessionsConfig::default(),
+            sync: sync::SyncConfig::default(),
         }
     }
 }
@@ -96,6 +101,7 @@ impl fmt::Debug for LastMileConfig {
             .field("list_scan_budget", &self.list_scan_budget)
             .field("events_livemode", &self.events_livemode)
             .field("sessions", &self.sessions)
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -107,6 +113,8 @@ pub struct LastMile {
     jwt: accounts::JwtKeys,
     /// Payment sessions' per-node state (OTP keys, driver limits, paid watcher).
     sessions: sessions::SessionsState,
+    /// Marketplace sync: platform client and scheduler state.
+    sync: sync::SyncState,
 }
 
 impl LastMile {
@@ -120,10 +128,12 @@ impl LastMile {
         let lm = Arc::new(LastMile {
             engine: engine.clone(),
             sessions: sessions::SessionsState::new(&cfg.sessions),
+            sync: sync::SyncState::new(&cfg.sync)?,
             cfg,
             jwt,
         });
         lm.spawn_watcher();
+        lm.spawn_scheduler();
         Ok(lm)
     }
 
