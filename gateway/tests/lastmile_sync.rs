@@ -122,6 +122,13 @@ async fn connect_with_bad_credentials_is_refused_and_stores_nothing() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     let r = post(&srv, "/api/integrations/bol/connect", &u.token, None).await;
     assert_eq!(r.code(), "parameter_missing");
+    let mut body = MarketSimHandle::credentials(Marketplace::Bol);
+    body["sync_interval_minutes"] = json!(0);
+    let r = post(&srv, "/api/integrations/bol/connect", &u.token, Some(body)).await;
+    assert_eq!(r.code(), "parameter_invalid");
+    assert_eq!(r.body["error"]["param"], json!("sync_interval_minutes"));
+    let st = srv.get("/api/integrations/bol/", &u.token).await;
+    assert_eq!(st.body["connected"], json!(false));
 }
 
 #[tokio::test]
@@ -379,4 +386,50 @@ async fn an_unreachable_platform_is_a_coded_503_and_stores_nothing() {
         connect(&srv, &u, Marketplace::Bol).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn two_nodes_passing_at_once_import_each_order_once() {
+    use ipay_lastmile::{LastMile, LastMileConfig};
+    let (srv, sim) = setup(0).await;
+    let u = srv.lastmile_merchant("Two nodes BV").await;
+    sim.add_orders(Marketplace::Bol, 40, now_ms(&srv) - 60 * MINUTE);
+    // Slow answers keep the first sync running while the other node tries.
+    sim.inject(Marketplace::Bol, MarketFault::Slow { delay_ms: 5 });
+    assert_eq!(
+        connect(&srv, &u, Marketplace::Bol).await.status,
+        StatusCode::OK
+    );
+    // Two more last-mile nodes on the same ledger and hot state (as cluster nodes share them).
+    let mut cfg = LastMileConfig::default();
+    cfg.sync.urls = sim.urls();
+    cfg.sync.tick_ms = 0;
+    let a = LastMile::start(&srv.engine, cfg.clone()).await.unwrap();
+    let b = LastMile::start(&srv.engine, cfg).await.unwrap();
+
+    let (ra, rb) = tokio::join!(a.run_scheduler_pass(), b.run_scheduler_pass());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.created + rb.created, 40, "{ra:?} {rb:?}");
+    assert_eq!(ra.ran + rb.ran, 1, "one node ran it: {ra:?} {rb:?}");
+
+    sim.add_orders(Marketplace::Bol, 10, now_ms(&srv) + 1_000);
+    let merchant = ipay_engine::ids::MerchantId::parse(u.merchant_id.as_deref().unwrap()).unwrap();
+    let (sa, sb) = tokio::join!(
+        a.sync_market(merchant, Marketplace::Bol),
+        b.sync_market(merchant, Marketplace::Bol)
+    );
+    let mut created = 0;
+    for r in [sa, sb] {
+        match r {
+            Ok(out) => created += out.created,
+            Err(e) => assert_eq!(e.code(), "sync_in_progress"),
+        }
+    }
+    assert_eq!(created, 10);
+    let stored = orders_from(&srv, &u, "bol").await;
+    let unique: HashSet<&str> = stored
+        .iter()
+        .map(|o| o["external_id"].as_str().unwrap())
+        .collect();
+    assert_eq!((stored.len(), unique.len()), (50, 50));
 }
