@@ -173,6 +173,11 @@ async fn bol_aliexpress_and_temu_each_import_their_orders_exactly_once() {
             .await;
         assert_eq!(st.body["imported_total"], json!(3));
         assert_eq!(st.body["failures"], json!(0));
+        // Reconnecting the same account keeps the cursor, and nothing is imported again.
+        let cursor = st.body["cursor"].clone();
+        assert!(cursor.is_string());
+        assert_eq!(connect(&srv, &u, *m).await.body["cursor"], cursor);
+        assert_eq!(sync(&srv, &u, *m).await.body["created"], json!(0));
     }
     // Per-platform details survive mapping.
     let bol = orders_from(&srv, &u, "bol").await;

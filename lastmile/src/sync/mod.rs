@@ -535,7 +535,16 @@ impl LastMile {
             interval_secs,
             connected_at: now,
         };
-        let mut progress = self.progress(merchant, m).await?.unwrap_or_default();
+        // A reconnect with the same client id or app key keeps the cursor; another account's
+        // cursor says nothing about this one's orders.
+        let same_account = self
+            .market_connection(merchant, m)
+            .await?
+            .is_some_and(|old| old.credentials.key == conn.credentials.key);
+        let mut progress = match self.progress(merchant, m).await? {
+            Some(p) if same_account => p,
+            _ => SyncProgress::default(),
+        };
         progress.failures = 0;
         progress.last_error = None;
         progress.next_run_ms = now.ms();

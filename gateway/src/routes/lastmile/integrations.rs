@@ -88,6 +88,21 @@ pub async fn provider_status(
     Ok(crate::routes::json(StatusCode::OK, &view))
 }
 
+/// One platform's connection state (the same as `GET /api/integrations/{provider}/`).
+#[utoipa::path(get, path = "/api/integrations/{provider}", tag = "lastmile-integrations",
+    security(("bearer_jwt" = [])), params(("provider" = String, Path)),
+    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = MarketView),
+              (status = 401, description = "token_missing | token_invalid", body = crate::routes::ErrorEnvelope),
+              (status = 403, description = "role_forbidden", body = crate::routes::ErrorEnvelope),
+              (status = 404, description = "unknown provider", body = crate::routes::ErrorEnvelope)))]
+pub async fn provider_status_no_slash(
+    st: State<AppState>,
+    user: AuthUser,
+    provider: Path<String>,
+) -> Result<Response, ApiError> {
+    provider_status(st, user, provider).await
+}
+
 /// Where to obtain a platform's credentials, the scopes they need, the fields connect
 /// requires and how requests or deliveries are signed.
 #[utoipa::path(get, path = "/api/integrations/{provider}/setup-info", tag = "lastmile-integrations",

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/integrations/{provider}",
-            get(integrations::provider_status),
+            get(integrations::provider_status_no_slash),
         )
         .route(
             "/api/integrations/{provider}/setup-info",
@@ -129,6 +129,7 @@ pub fn upload_router() -> Router<AppState> {
         integrations::simulate,
         integrations::webhook,
         integrations::provider_status,
+        integrations::provider_status_no_slash,
         integrations::setup_info,
         integrations::sync,
         integrations::disconnect,
