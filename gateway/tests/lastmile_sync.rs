@@ -438,3 +438,34 @@ async fn two_nodes_passing_at_once_import_each_order_once() {
         .collect();
     assert_eq!((stored.len(), unique.len()), (50, 50));
 }
+
+#[tokio::test]
+async fn the_sync_routes_are_in_the_openapi_document_with_their_parameter_locations() {
+    let (srv, _sim) = setup(0).await;
+    let doc = srv
+        .call(Method::GET, "/openapi.json", None, None)
+        .await
+        .body;
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/api/integrations/{provider}/", "get"),
+        ("/api/integrations/{provider}", "get"),
+        ("/api/integrations/{provider}/setup-info", "get"),
+        ("/api/integrations/{provider}/connect", "post"),
+        ("/api/integrations/{provider}/sync", "post"),
+        ("/api/integrations/{provider}/disconnect", "post"),
+    ] {
+        let op = &paths[path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        assert_eq!(op["parameters"][0]["in"], json!("path"), "{path}");
+    }
+    let sync = &paths["/api/integrations/{provider}/sync"]["post"]["responses"];
+    for code in ["200", "400", "401", "403", "404", "409", "503"] {
+        assert!(sync[code].is_object(), "sync lacks {code}");
+    }
+    let log = &paths["/api/admin/scheduler/sync-log"]["get"];
+    assert_eq!(log["parameters"][0]["name"], json!("limit"));
+    assert_eq!(log["parameters"][0]["in"], json!("query"));
+    assert!(paths["/api/admin/scheduler/run-now"]["post"].is_object());
+    assert!(paths["/api/admin/scheduler/status"]["get"].is_object());
+}
