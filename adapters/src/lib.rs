@@ -7,7 +7,9 @@
 //! Shared by the channels: `common` (credential fields, callback field parsing), [`http`] (the
 //! outbound client), [`rsa2`] (the SHA256withRSA keys of Alipay and WeChat Pay) and [`qr`]
 //! (payloads rendered as images). [`factory`] builds adapters from merchant credentials, and
-//! [`sim`] is the PSP simulator tests and load runs talk to. Wire formats are tested against
+//! [`sim`] is the PSP simulator tests and load runs talk to. [`marketplaces`] are the
+//! marketplaces orders are pulled from (bol.com, AliExpress, Temu) and [`marketsim`] their
+//! simulator. Wire formats are tested against
 //! published vectors where the provider or public generators publish them (MultiSafepay's
 //! worked examples, WeChat Pay's signature example, PromptPay payloads of public generators)
 //! and otherwise against values computed by independent tools (Python's `hmac`, openssl), as
@@ -18,6 +20,8 @@ pub mod alipay;
 mod common;
 pub mod factory;
 pub mod http;
+pub mod marketplaces;
+pub mod marketsim;
 pub mod multisafepay;
 pub mod promptpay;
 pub mod qr;

@@ -29,8 +29,6 @@ async fn world() -> World {
         c.admin.token = ADMIN.into();
         c.webhooks.allow_insecure_loopback = true;
         c.lastmile.sessions.pay_base_url = String::new();
-        // Reads settle sessions; the watcher is not what this test is about.
-        c.lastmile.sessions.paid_check_interval_ms = 3_600_000;
     })
     .await;
     let config = sim.channels_config();

@@ -7,7 +7,8 @@
 //! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks: the
 //! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
 //! sessions, parcels, OTP), [`stream`] (the live event stream), [`statements`] (fee statements
-//! and channel settlement checks). It runs on the engine's public
+//! and channel settlement checks), [`sync`] (orders pulled from marketplaces and the sync
+//! scheduler). It runs on the engine's public
 //! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
 //! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
@@ -23,6 +24,7 @@ pub mod reference;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
+pub mod sync;
 
 use ipay_engine::Engine;
 use ipay_engine::error::{EngineError, EngineResult};
@@ -64,6 +66,8 @@ pub struct LastMileConfig {
     pub events_livemode: bool,
     /// Payment sessions, driver OTP and the live stream (`[lastmile.sessions]`).
     pub sessions: sessions::SessionsConfig,
+    /// Marketplace order sync and its scheduler (`[lastmile.sync]`).
+    pub sync: sync::SyncConfig,
 }
 
 impl Default for LastMileConfig {
@@ -80,6 +84,7 @@ impl Default for LastMileConfig {
             list_scan_budget: 20_000,
             events_livemode: false,
             sessions: sessions::SessionsConfig::default(),
+            sync: sync::SyncConfig::default(),
         }
     }
 }
@@ -98,6 +103,7 @@ impl fmt::Debug for LastMileConfig {
             .field("list_scan_budget", &self.list_scan_budget)
             .field("events_livemode", &self.events_livemode)
             .field("sessions", &self.sessions)
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -109,6 +115,8 @@ pub struct LastMile {
     jwt: accounts::JwtKeys,
     /// Payment sessions' per-node state (OTP keys, driver limits, settle consumer).
     sessions: sessions::SessionsState,
+    /// Marketplace sync: platform client and scheduler state.
+    sync: sync::SyncState,
 }
 
 impl LastMile {
@@ -126,10 +134,12 @@ impl LastMile {
         let lm = Arc::new(LastMile {
             engine: engine.clone(),
             sessions: sessions::SessionsState::new(&cfg.sessions, hook),
+            sync: sync::SyncState::new(&cfg.sync)?,
             cfg,
             jwt,
         });
         lm.spawn_settler();
+        lm.spawn_scheduler();
         Ok(lm)
     }
 

@@ -341,6 +341,42 @@ impl LastMile {
         Ok(None)
     }
 
+    /// Removes a merchant's connection to a platform (its orders stay); later deliveries are
+    /// refused like those of an unknown account. 409 `integration_not_connected` when there
+    /// is none.
+    pub async fn disconnect_shop(
+        &self,
+        merchant: MerchantId,
+        provider: &str,
+    ) -> EngineResult<ConnectionView> {
+        let provider = Provider::parse(provider)?;
+        let Some(conn) = self.connection(merchant, provider).await? else {
+            return Err(EngineError::Conflict {
+                code: "integration_not_connected",
+                message: format!("{} is not connected", provider.as_str()),
+            });
+        };
+        let mut b = ipay_engine::store::WriteBatch::new();
+        // The shop's look-up record goes with the connection, so another merchant may claim it.
+        if let Some(shop) = conn
+            .shop_domain
+            .as_deref()
+            .map(providers::normalize_shop)
+            .filter(|s| !s.is_empty())
+        {
+            b.push(WriteOp::DeleteRecord {
+                kind: SHOP_ID,
+                key: format!("{}:{shop}", provider.as_str()),
+            });
+        }
+        b.push(WriteOp::DeleteRecord {
+            kind: CONN,
+            key: format!("{merchant}:{}", provider.as_str()),
+        });
+        self.engine.ledger().submit(b).await?;
+        self.view(merchant, provider, None).await
+    }
+
     /// Every platform with this merchant's connection state.
     pub async fn shop_status(&self, merchant: MerchantId) -> EngineResult<Vec<ConnectionView>> {
         let mut out = Vec::with_capacity(Provider::ALL.len());

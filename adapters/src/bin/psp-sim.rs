@@ -19,6 +19,9 @@ struct Cli {
     /// Seconds allowed to deliver one callback.
     #[arg(long, default_value_t = 10)]
     callback_timeout_secs: u64,
+    /// Also serve the marketplace simulator (bol.com, AliExpress, Temu) on this address.
+    #[arg(long, env = "PSP_SIM_MARKETPLACES_BIND")]
+    marketplaces_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,7 +74,26 @@ async fn main() -> std::process::ExitCode {
                 println!("  {channel:<13} {url}");
             }
             println!("  control       {}/_sim/", sim.base_url());
+            let market = match cli.marketplaces_bind {
+                Some(bind) => match ipay_adapters::marketsim::MarketSim::start(bind).await {
+                    Ok(m) => {
+                        println!(
+                            "  marketplaces  http://{} (see docs/integrations.md)",
+                            m.addr()
+                        );
+                        Some(m)
+                    }
+                    Err(e) => {
+                        eprintln!("psp-sim: cannot listen on {bind} for the marketplaces: {e}");
+                        return std::process::ExitCode::from(1);
+                    }
+                },
+                None => None,
+            };
             let _ = tokio::signal::ctrl_c().await;
+            if let Some(m) = market {
+                m.stop();
+            }
             sim.stop().await;
             std::process::ExitCode::SUCCESS
         }

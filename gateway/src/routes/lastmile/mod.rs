@@ -37,6 +37,32 @@ pub fn router() -> Router<AppState> {
             post(integrations::simulate),
         )
         .route(
+            "/api/integrations/{provider}/",
+            get(integrations::provider_status),
+        )
+        .route(
+            "/api/integrations/{provider}",
+            get(integrations::provider_status_no_slash),
+        )
+        .route(
+            "/api/integrations/{provider}/setup-info",
+            get(integrations::setup_info),
+        )
+        .route(
+            "/api/integrations/{provider}/sync",
+            post(integrations::sync),
+        )
+        .route(
+            "/api/integrations/{provider}/disconnect",
+            post(integrations::disconnect),
+        )
+        .route("/api/admin/scheduler/sync-log", get(integrations::sync_log))
+        .route(
+            "/api/admin/scheduler/status",
+            get(integrations::scheduler_status),
+        )
+        .route("/api/admin/scheduler/run-now", post(integrations::run_now))
+        .route(
             "/api/integrations/{provider}/webhook",
             post(integrations::webhook)
                 .layer(DefaultBodyLimit::max(integrations::WEBHOOK_MAX_BYTES)),
@@ -138,6 +164,14 @@ pub fn upload_router() -> Router<AppState> {
         integrations::status,
         integrations::simulate,
         integrations::webhook,
+        integrations::provider_status,
+        integrations::provider_status_no_slash,
+        integrations::setup_info,
+        integrations::sync,
+        integrations::disconnect,
+        integrations::sync_log,
+        integrations::scheduler_status,
+        integrations::run_now,
         sessions::create,
         sessions::list,
         sessions::get,
@@ -184,6 +218,14 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::shops::ConnectRequest,
         ipay_lastmile::shops::ConnectionView,
         ipay_lastmile::shops::WebhookOutcome,
+        ipay_lastmile::sync::MarketConnectRequest,
+        ipay_lastmile::sync::MarketView,
+        ipay_lastmile::sync::SetupInfo,
+        ipay_lastmile::sync::SyncOutcome,
+        ipay_lastmile::sync::SyncRowError,
+        ipay_lastmile::sync::SyncLogEntry,
+        ipay_lastmile::sync::scheduler::PassReport,
+        ipay_lastmile::sync::scheduler::SchedulerStatus,
         sessions::CreatedSession,
         ipay_lastmile::sessions::SessionView,
         ipay_lastmile::sessions::SessionDetail,
