@@ -6,7 +6,8 @@
 //! listing), [`upload`] (streaming CSV/XLSX ingest), [`shops`] (shop-platform webhooks: the
 //! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
 //! sessions, parcels, OTP), [`stream`] (the live event stream), [`statements`] (fee statements
-//! and channel settlement checks). It runs on the engine's public
+//! and channel settlement checks), [`returns`] (returns, Sendcloud labels, refunds on receipt)
+//! and [`lockers`] (locker pickup codes). It runs on the engine's public
 //! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
 //! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
@@ -16,8 +17,10 @@ pub mod orders;
 pub mod shops;
 pub mod upload;
 
+pub mod lockers;
 pub mod otp;
 pub mod reference;
+pub mod returns;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
@@ -62,6 +65,10 @@ pub struct LastMileConfig {
     pub events_livemode: bool,
     /// Payment sessions, driver OTP and the live stream (`[lastmile.sessions]`).
     pub sessions: sessions::SessionsConfig,
+    /// Returns and Sendcloud labels (`[lastmile.returns]`).
+    pub returns: returns::ReturnsConfig,
+    /// Locker carriers' secrets and code lock-out (`[lastmile.lockers]`).
+    pub lockers: lockers::LockersConfig,
 }
 
 impl Default for LastMileConfig {
@@ -78,6 +85,8 @@ impl Default for LastMileConfig {
             list_scan_budget: 20_000,
             events_livemode: false,
             sessions: sessions::SessionsConfig::default(),
+            returns: returns::ReturnsConfig::default(),
+            lockers: lockers::LockersConfig::default(),
         }
     }
 }
@@ -96,6 +105,8 @@ impl fmt::Debug for LastMileConfig {
             .field("list_scan_budget", &self.list_scan_budget)
             .field("events_livemode", &self.events_livemode)
             .field("sessions", &self.sessions)
+            .field("returns", &self.returns)
+            .field("lockers", &self.lockers)
             .finish()
     }
 }
@@ -107,6 +118,8 @@ pub struct LastMile {
     jwt: accounts::JwtKeys,
     /// Payment sessions' per-node state (OTP keys, driver limits, paid watcher).
     sessions: sessions::SessionsState,
+    /// The Sendcloud account return labels are made with, when its keys are configured.
+    sendcloud: Option<ipay_adapters::sendcloud::SendcloudClient>,
 }
 
 impl LastMile {
@@ -117,8 +130,10 @@ impl LastMile {
         cfg.list_scan_budget = cfg.list_scan_budget.max(100);
         cfg.token_ttl_secs = cfg.token_ttl_secs.clamp(60, 365 * 86_400);
         let jwt = accounts::JwtKeys::load(engine, cfg.jwt_secret.as_deref()).await?;
+        let sendcloud = returns::label::sendcloud_client(&cfg.returns)?;
         let lm = Arc::new(LastMile {
             engine: engine.clone(),
+            sendcloud,
             sessions: sessions::SessionsState::new(&cfg.sessions),
             cfg,
             jwt,
