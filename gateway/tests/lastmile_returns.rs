@@ -777,4 +777,19 @@ async fn a_locker_parcel_is_picked_up_with_its_code_and_locks_after_wrong_codes(
         .await;
     assert_eq!(mine.body["locked"], true);
     assert!(mine.body["code"].is_null(), "a locked code is not shown");
+
+    // Only an operator unlocks it; then the right code releases the parcel.
+    let unlock = json!({"ipay_reference_18": ref2});
+    let r = w
+        .srv
+        .post("/api/lockers/unlock", &w.shop.token, unlock.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let op = w.srv.lastmile_user_by("operator", ADMIN, None).await;
+    let r = w.srv.post("/api/lockers/unlock", &op.token, unlock).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["failures_cleared"], 5);
+    let r = locker_call(&w, "/api/lockers/dpd/pickup", body2(&code2), DPD_SECRET).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["session"]["parcel_status"], "DELIVERED");
 }

@@ -141,6 +141,23 @@ pub struct ConsumerLocker {
     pub picked_up_at: Option<Timestamp>,
 }
 
+/// `POST /api/lockers/unlock` body (operators).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    pub ipay_reference_18: String,
+}
+
+/// A parcel's code after an operator unlocked it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnlockedCode {
+    pub ipay_reference_18: String,
+    pub carrier: String,
+    pub locker_id: String,
+    /// Wrong codes that were counted before the unlock.
+    pub failures_cleared: u32,
+}
+
 /// The carrier name of a path or body (`allegro` is Allegro One), or 404.
 pub fn carrier_of(s: &str) -> EngineResult<&'static str> {
     let s = s.trim().to_ascii_lowercase();
@@ -390,6 +407,42 @@ impl LastMile {
         Ok(s)
     }
 
+    /// Operator: clears a parcel's wrong-code count and lock (the code stays the same).
+    pub async fn unlock_locker_code(
+        &self,
+        req: UnlockRequest,
+        operator: &str,
+    ) -> EngineResult<UnlockedCode> {
+        let r = reference(&req.ipay_reference_18)?;
+        let s = self
+            .session_by_reference(&r)
+            .await?
+            .ok_or_else(|| EngineError::not_found("payment session", r))?;
+        let guard = self
+            .reserve_unique(vec![format!("lm:locker:{}", s.id)])
+            .await?;
+        let out: EngineResult<UnlockedCode> = async {
+            let mut a = self
+                .lk_load(&s)
+                .await?
+                .ok_or_else(|| EngineError::not_found("locker assignment", r))?;
+            let cleared = a.failures;
+            a.failures = 0;
+            a.locked = false;
+            self.lk_store(&s, &a).await?;
+            tracing::info!(operator, session = %s.id, cleared, "locker code unlocked");
+            Ok(UnlockedCode {
+                ipay_reference_18: r.to_string(),
+                carrier: a.carrier,
+                locker_id: a.locker_id,
+                failures_cleared: cleared,
+            })
+        }
+        .await;
+        guard.release(self).await;
+        out
+    }
+
     /// The consumer's view of its parcel's locker, `None` when none was assigned.
     pub async fn consumer_locker(&self, token: &str) -> EngineResult<Option<ConsumerLocker>> {
         let s = self.session_by_token(token).await?;
@@ -447,7 +500,9 @@ fn locker_gate(s: &PaymentSession) -> EngineResult<()> {
 fn locked() -> EngineError {
     EngineError::Locked {
         code: "locker_code_locked",
-        message: "too many wrong codes for this parcel; an operator must unlock it".into(),
+        message: "too many wrong codes for this parcel; an operator must unlock it \
+                  (POST /api/lockers/unlock)"
+            .into(),
     }
 }
 

@@ -2,16 +2,18 @@
 //! the consumer's view of its locker code. Carrier calls are signed with `X-IPAY-Signature`
 //! (checked over the raw body before it is parsed); the rules live in `ipay_lastmile::lockers`.
 
+use super::auth::AuthUser;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::parse_json;
+use crate::extract::{ApiJson, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use ipay_engine::EngineError;
 use ipay_lastmile::lockers::{
-    self, ConsumerLocker, IssueCodeRequest, IssuedCode, PickedUp, PickupRequest,
+    self, ConsumerLocker, IssueCodeRequest, IssuedCode, PickedUp, PickupRequest, UnlockRequest,
+    UnlockedCode,
 };
 
 fn signature(headers: &HeaderMap) -> Option<&str> {
@@ -137,5 +139,26 @@ pub async fn consumer_locker(
         .consumer_locker(&token)
         .await?
         .ok_or_else(|| EngineError::not_found("locker assignment", "(token)"))?;
+    Ok(crate::routes::json(StatusCode::OK, &out))
+}
+
+/// Operators: clears a parcel's wrong-code count and lock after `locker_code_locked`.
+#[utoipa::path(post, path = "/api/lockers/unlock", tag = "lastmile-lockers",
+    security(("bearer_jwt" = [])), request_body = UnlockRequest,
+    responses((status = 200, body = UnlockedCode),
+              (status = 400, body = crate::routes::ErrorEnvelope),
+              (status = 401, body = crate::routes::ErrorEnvelope),
+              (status = 403, description = "not an operator", body = crate::routes::ErrorEnvelope),
+              (status = 404, description = "unknown reference, or no locker assigned", body = crate::routes::ErrorEnvelope)))]
+pub async fn unlock(
+    State(st): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<UnlockRequest>,
+) -> Result<Response, ApiError> {
+    user.require_operator()?;
+    let out = st
+        .lastmile
+        .unlock_locker_code(body, &user.user_id.to_string())
+        .await?;
     Ok(crate::routes::json(StatusCode::OK, &out))
 }

@@ -91,6 +91,7 @@ pub fn router() -> Router<AppState> {
             post(returns::sendcloud_integration_webhook),
         )
         .route("/api/lockers/issue-code", post(lockers::issue_code_any))
+        .route("/api/lockers/unlock", post(lockers::unlock))
         .route(
             "/api/lockers/{carrier}/issue-code",
             post(lockers::issue_code),
@@ -153,6 +154,7 @@ pub fn upload_router() -> Router<AppState> {
         lockers::issue_code_any,
         lockers::pickup,
         lockers::consumer_locker,
+        lockers::unlock,
     ),
     components(schemas(
         ipay_lastmile::accounts::Role,
@@ -213,6 +215,8 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::lockers::PickupRequest,
         ipay_lastmile::lockers::PickedUp,
         ipay_lastmile::lockers::ConsumerLocker,
+        ipay_lastmile::lockers::UnlockRequest,
+        ipay_lastmile::lockers::UnlockedCode,
     )),
     tags((name = "lastmile-auth", description = "Last-mile accounts (JWT)"),
          (name = "lastmile-orders", description = "Last-mile orders and bulk upload"),
