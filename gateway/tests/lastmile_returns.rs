@@ -793,3 +793,122 @@ async fn a_locker_parcel_is_picked_up_with_its_code_and_locks_after_wrong_codes(
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["session"]["parcel_status"], "DELIVERED");
 }
+
+/// Opens a return as the merchant, makes its label and has Sendcloud deliver it back.
+async fn returned_to_merchant(w: &World, s: &Value) -> String {
+    let r = w
+        .srv
+        .post(
+            "/api/returns/open",
+            &w.shop.token,
+            json!({"session_id": s["id"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let rid = r.body["id"].as_str().unwrap().to_string();
+    let r = w
+        .srv
+        .post(
+            "/api/labels/create",
+            &w.shop.token,
+            json!({"return_id": rid}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let parcel = w
+        .sendcloud
+        .parcels()
+        .into_iter()
+        .find(|p| p.order_number == rid)
+        .unwrap();
+    let url = format!("{}/api/webhooks/sendcloud/returns", w.srv.base);
+    assert_eq!(
+        w.sendcloud
+            .send_status(&url, &parcel, 11, "Delivered")
+            .await,
+        200
+    );
+    rid
+}
+
+async fn merchant_return(w: &World, rid: &str) -> Value {
+    let r = w.srv.get("/api/returns?limit=100", &w.shop.token).await;
+    r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == rid)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refunds_that_succeed_at_once_or_fail_then_succeed_on_retry_refund_the_return_once() {
+    let w = world().await;
+
+    // Paid through the sandbox: the refund succeeds at once, so the delivery webhook itself
+    // ends the return as refunded.
+    let s = w.session().await;
+    let r = w
+        .call(
+            Method::POST,
+            &format!("/api/session/{}/start-payment", token_of(&s)),
+            None,
+            Some(json!({"channel": "sandbox", "simulate": "succeed"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let otp = r.body["otp"].clone();
+    w.parcel(&s, "PICKED_UP").await;
+    let r = w
+        .srv
+        .post(
+            "/api/driver/verify-otp",
+            &w.driver.token,
+            json!({"ipay_reference_18": s["ipay_reference_18"], "otp_4": otp}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let rid = returned_to_merchant(&w, &s).await;
+    let ret = merchant_return(&w, &rid).await;
+    assert_eq!(ret["status"], "refunded", "{ret}");
+    assert_eq!(w.events("return.refunded", &rid).await.len(), 1);
+
+    // Paid through Stripe, whose refund then fails: refund_failed with the reason; the
+    // merchant's retry makes a new refund (a new attempt), which succeeds.
+    let s = w.delivered().await;
+    let rid = returned_to_merchant(&w, &s).await;
+    let ret = merchant_return(&w, &rid).await;
+    assert_eq!(ret["status"], "refund_pending", "{ret}");
+    let first = ret["refund_id"].as_str().unwrap().to_string();
+    w.psp.complete_refund(&first, false).await.unwrap().unwrap();
+    let path = format!("/api/returns/{rid}/refund");
+    let r = w.call(Method::POST, &path, Some(&w.shop.token), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "refund_pending", "{:?}", r.body);
+    let second = r.body["refund_id"].as_str().unwrap().to_string();
+    assert_ne!(first, second, "a retry is a new refund");
+    let history: Vec<&str> = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert!(history.contains(&"refund_failed"), "{history:?}");
+    assert!(w.events("return.refunded", &rid).await.is_empty());
+    w.psp.complete_refund(&second, true).await.unwrap().unwrap();
+    let r = w.call(Method::POST, &path, Some(&w.shop.token), None).await;
+    assert_eq!(r.body["status"], "refunded", "{:?}", r.body);
+    assert_eq!(w.events("return.refunded", &rid).await.len(), 1);
+    let at_psp: Vec<_> = w
+        .psp
+        .refunds()
+        .into_iter()
+        .filter(|x| x.amount == 2_599)
+        .collect();
+    assert_eq!(
+        at_psp.len(),
+        2,
+        "one failed and one succeeded refund at Stripe"
+    );
+}

@@ -335,6 +335,12 @@ impl LastMile {
 
     /// A return the merchant (or an operator) may see (404 otherwise), its refund checked.
     pub async fn return_for(&self, who: Actor, id: &str) -> EngineResult<ReturnCase> {
+        let r = self.return_visible(who, id).await?;
+        self.settle_refund(r).await
+    }
+
+    /// A return the merchant (or an operator) may see (404 otherwise), as stored.
+    pub(super) async fn return_visible(&self, who: Actor, id: &str) -> EngineResult<ReturnCase> {
         let nf = || EngineError::not_found("return", id);
         if !id.starts_with("ret_") || id.len() > 40 {
             return Err(nf());
@@ -345,7 +351,7 @@ impl LastMile {
         {
             return Err(nf());
         }
-        self.settle_refund(r).await
+        Ok(r)
     }
 
     /// The consumer's return portal.

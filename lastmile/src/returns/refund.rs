@@ -65,14 +65,17 @@ impl LastMile {
         }
     }
 
-    /// The merchant asks again: checks a pending refund, or retries a failed one (a new
-    /// attempt, a new idempotency key). 409 in any other state.
+    /// The merchant asks again: checks a pending refund, and retries a failed one (also one
+    /// the check finds failed) as a new attempt with a new idempotency key. 409 unless the
+    /// return is received, refund_pending or refund_failed.
     pub async fn retry_return_refund(
         &self,
         who: Actor,
         id: &str,
     ) -> EngineResult<super::ReturnView> {
-        let r = self.return_for(who, id).await?;
+        // The state is judged before the pending refund is read: a check that finds it
+        // succeeded answers `refunded`, not 409.
+        let r = self.return_visible(who, id).await?;
         if !matches!(
             r.status,
             ReturnStatus::RefundFailed | ReturnStatus::RefundPending | ReturnStatus::Received
@@ -98,15 +101,18 @@ impl LastMile {
         retry: bool,
     ) -> EngineResult<()> {
         let ctx = self.ret_engine_ctx(r);
-        let refund = match (r.status, r.refund_id) {
-            (ReturnStatus::RefundPending, Some(id)) => {
-                self.engine.get_refund(&ctx, &id.to_string()).await?
-            }
-            (ReturnStatus::Received, _) => match self.make_refund(&ctx, r).await {
+        if let (ReturnStatus::RefundPending, Some(id)) = (r.status, r.refund_id) {
+            let pending = self.engine.get_refund(&ctx, &id.to_string()).await?;
+            self.record_refund(r, c, &pending)?;
+        }
+        let refund = match r.status {
+            ReturnStatus::Received => match self.make_refund(&ctx, r).await {
                 Ok(refund) => refund,
                 Err(e) => return self.refund_refused(r, c, e),
             },
-            (ReturnStatus::RefundFailed, _) if retry => {
+            // The merchant asked: a failed refund (also one the check above just found failed)
+            // is tried again as a new attempt.
+            ReturnStatus::RefundFailed if retry => {
                 r.refund_attempts += 1;
                 c.touch();
                 match self.make_refund(&ctx, r).await {
