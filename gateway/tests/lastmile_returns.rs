@@ -912,3 +912,76 @@ async fn refunds_that_succeed_at_once_or_fail_then_succeed_on_retry_refund_the_r
         "one failed and one succeeded refund at Stripe"
     );
 }
+
+#[tokio::test]
+async fn malformed_requests_to_return_and_locker_routes_get_coded_4xx_answers() {
+    let w = world().await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"x\"".to_vec(),
+        b"{".to_vec(),
+        br#"{"session_token": 5}"#.to_vec(),
+        br#"{"return_id": "ret_", "return_token": "t"}"#.to_vec(),
+        br#"{"ipay_reference_18": "1234", "locker_id": "", "code": "abcd"}"#.to_vec(),
+        format!(
+            r#"{{"ipay_reference_18": "{}", "carrier": "dpd"}}"#,
+            "9".repeat(5000)
+        )
+        .into_bytes(),
+        br#"{"action": "parcel_status_changed", "parcel": {"id": -1, "status": {"id": "x"}}}"#
+            .to_vec(),
+        br#"{"action": "parcel_status_changed", "parcel": {"id": 1, "status": {"id": 11}}}"#
+            .to_vec(),
+    ];
+    let paths = [
+        "/api/returns/open",
+        "/api/labels/create",
+        "/api/returns/ret_01MCC5RM00000000000000000B/reject",
+        "/api/returns/x/refund",
+        "/api/webhooks/sendcloud/returns",
+        "/api/integrations/sendcloud/webhook",
+        "/api/lockers/issue-code",
+        "/api/lockers/dpd/issue-code",
+        "/api/lockers/inpost/pickup",
+        "/api/lockers/unlock",
+    ];
+    let mut answered = 0;
+    for path in paths {
+        for body in &bodies {
+            for secret in [None, Some(SC_SECRET), Some(DPD_SECRET)] {
+                let sig = secret.map(|s| hmac_hex(s, body)).unwrap_or_default();
+                let auth = format!("Bearer {}", w.shop.token);
+                let mut headers = vec![
+                    ("Sendcloud-Signature", sig.as_str()),
+                    ("X-IPAY-Signature", sig.as_str()),
+                ];
+                if secret.is_none() {
+                    headers.push(("Authorization", auth.as_str()));
+                }
+                let r = call_raw(&w.srv, path, body, &headers).await;
+                assert!(
+                    r.status.is_client_error() || r.status.is_success(),
+                    "{path} {:?}: {} {:?}",
+                    String::from_utf8_lossy(body),
+                    r.status,
+                    r.body
+                );
+                if r.status.is_client_error() {
+                    assert_ne!(r.code(), "<none>", "{path}: uncoded {:?}", r.body);
+                }
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, paths.len() * bodies.len() * 3);
+    for path in [
+        "/api/returns/%00",
+        &format!("/api/returns/{}", "a".repeat(500)),
+        "/api/session/x/locker",
+    ] {
+        let r = w.call(Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {:?}", r.body);
+    }
+}
