@@ -195,9 +195,10 @@ const QR_SIDE_PT: f32 = 80.0;
 /// Emerald (#10B981) as PDF RGB.
 const EMERALD: [f32; 3] = [0.063, 0.725, 0.506];
 
-/// The label with the IPAY band drawn on its first page: an emerald strip along the bottom, a
-/// white square holding the QR code (dark modules, 4-module quiet zone), the warning in
-/// Helvetica. The label's own content is untouched and drawn first.
+/// The label with the IPAY band added to its first page: the page is made taller by the band's
+/// height and the band drawn in the new strip below the label — an emerald strip, a white
+/// square holding the QR code (dark modules, 4-module quiet zone), the warning in Helvetica —
+/// so nothing of the label (the carrier's barcode) is covered. The label's content is untouched.
 pub fn composite_pdf(label: &[u8], qr_payload: &str, warning: &str) -> EngineResult<Vec<u8>> {
     let bad = |e: lopdf::Error| EngineError::ChannelUnavailable {
         channel: "sendcloud".into(),
@@ -211,13 +212,15 @@ pub fn composite_pdf(label: &[u8], qr_payload: &str, warning: &str) -> EngineRes
         .values()
         .next()
         .ok_or_else(|| internal("the label PDF has no page"))?;
-    let width = page_width(&doc, page);
+    let mb = media_box(&doc, page);
+    let band_h = QR_SIDE_PT + 16.0;
+    extend_below(&mut doc, page, mb, band_h)?;
     let font = doc.add_object(dictionary! {
         "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
         "Encoding" => "WinAnsiEncoding",
     });
     add_font(&mut doc, page, font)?;
-    let ops = band_ops(qr_payload, warning, width)?;
+    let ops = band_ops(qr_payload, warning, mb, band_h)?;
     let bytes = Content { operations: ops }
         .encode()
         .map_err(|e| internal(format!("pdf content: {e}")))?;
@@ -229,18 +232,37 @@ pub fn composite_pdf(label: &[u8], qr_payload: &str, warning: &str) -> EngineRes
     Ok(out)
 }
 
-fn page_width(doc: &Document, page: ObjectId) -> f32 {
+/// The page's MediaBox `[x0 y0 x1 y1]` (its own, else A6 in points, Sendcloud's label size).
+fn media_box(doc: &Document, page: ObjectId) -> [f32; 4] {
+    let num = |o: &Object| {
+        o.as_float()
+            .ok()
+            .or_else(|| o.as_i64().ok().map(|i| i as f32))
+    };
     doc.get_dictionary(page)
         .ok()
         .and_then(|d| d.get(b"MediaBox").ok())
         .and_then(|b| b.as_array().ok())
-        .and_then(|a| a.get(2))
-        .and_then(|w| {
-            w.as_float()
-                .ok()
-                .or_else(|| w.as_i64().ok().map(|i| i as f32))
+        .and_then(|a| {
+            let v: Vec<f32> = a.iter().filter_map(num).collect();
+            <[f32; 4]>::try_from(v).ok()
         })
-        .unwrap_or(297.0)
+        .unwrap_or([0.0, 0.0, 297.0, 420.0])
+}
+
+/// Makes the page `band_h` points taller at the bottom (MediaBox, and CropBox dropped so the
+/// new strip shows).
+fn extend_below(doc: &mut Document, page: ObjectId, mb: [f32; 4], band_h: f32) -> EngineResult<()> {
+    let p = doc
+        .get_dictionary_mut(page)
+        .map_err(|e| internal(format!("label page: {e}")))?;
+    let bx: Vec<Object> = [mb[0], mb[1] - band_h, mb[2], mb[3]]
+        .into_iter()
+        .map(Object::Real)
+        .collect();
+    p.set("MediaBox", bx);
+    p.remove(b"CropBox");
+    Ok(())
 }
 
 /// Puts the font under `/IPAYF` in the page's resources (inline or referenced).
@@ -294,18 +316,23 @@ fn append_content(doc: &mut Document, page: ObjectId, stream: ObjectId) -> Engin
 }
 
 /// The band's drawing: saved graphics state, emerald strip, white square, QR modules, text.
-fn band_ops(qr_payload: &str, warning: &str, width: f32) -> EngineResult<Vec<Operation>> {
+fn band_ops(
+    qr_payload: &str,
+    warning: &str,
+    mb: [f32; 4],
+    band_h: f32,
+) -> EngineResult<Vec<Operation>> {
     let (n, dark) =
         ipay_adapters::qr::modules(qr_payload).map_err(|e| internal(format!("QR: {e}")))?;
     let quiet = ipay_adapters::qr::QUIET_ZONE_MODULES as f32;
     let module = QR_SIDE_PT / (n as f32 + 2.0 * quiet);
-    let (x0, y0) = (width - QR_SIDE_PT - 8.0, 8.0);
-    let band_h = QR_SIDE_PT + 16.0;
+    let (left, bottom, width) = (mb[0], mb[1] - band_h, mb[2] - mb[0]);
+    let (x0, y0) = (left + width - QR_SIDE_PT - 8.0, bottom + 8.0);
     let f = |v: f32| Object::Real(v);
     let mut ops = vec![
         Operation::new("q", vec![]),
         Operation::new("rg", EMERALD.iter().map(|c| f(*c)).collect()),
-        Operation::new("re", vec![f(0.0), f(0.0), f(width), f(band_h)]),
+        Operation::new("re", vec![f(left), f(bottom), f(width), f(band_h)]),
         Operation::new("f", vec![]),
         Operation::new("rg", vec![f(1.0), f(1.0), f(1.0)]),
         Operation::new("re", vec![f(x0), f(y0), f(QR_SIDE_PT), f(QR_SIDE_PT)]),
@@ -323,13 +350,18 @@ fn band_ops(qr_payload: &str, warning: &str, width: f32) -> EngineResult<Vec<Ope
         ops.push(Operation::new("re", vec![f(x), f(y), f(module), f(module)]));
     }
     ops.push(Operation::new("f", vec![]));
-    ops.extend(warning_text(warning, x0 - 8.0, band_h));
+    ops.extend(warning_text(
+        warning,
+        x0 - left - 8.0,
+        left,
+        bottom + band_h,
+    ));
     ops.push(Operation::new("Q", vec![]));
     Ok(ops)
 }
 
 /// The warning in white Helvetica, wrapped to the room left of the QR code.
-fn warning_text(warning: &str, room: f32, band_h: f32) -> Vec<Operation> {
+fn warning_text(warning: &str, room: f32, left: f32, top: f32) -> Vec<Operation> {
     let size = 8.0_f32;
     // Helvetica averages about half an em per character.
     let per_line = ((room - 12.0) / (size * 0.5)).max(10.0) as usize;
@@ -357,7 +389,10 @@ fn warning_text(warning: &str, room: f32, band_h: f32) -> Vec<Operation> {
         ),
         Operation::new("BT", vec![]),
         Operation::new("Tf", vec!["IPAYF".into(), Object::Real(size)]),
-        Operation::new("Td", vec![Object::Real(8.0), Object::Real(band_h - 14.0)]),
+        Operation::new(
+            "Td",
+            vec![Object::Real(left + 8.0), Object::Real(top - 14.0)],
+        ),
     ];
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
@@ -392,6 +427,12 @@ mod tests {
         );
         assert!(text.contains("IPAY RETURN"), "the warning is drawn");
         assert!(text.matches(" re").count() > 50, "QR modules are drawn");
+        let mb = media_box(&doc, page);
+        assert_eq!(
+            mb,
+            [0.0, -96.0, 297.0, 420.0],
+            "the band is added below the label"
+        );
     }
 
     #[test]
