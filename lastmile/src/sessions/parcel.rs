@@ -1,5 +1,8 @@
 //! Moving the parcel (merchant or operator) through its state machine, and delivering it:
-//! the `parcel.delivered` event and the order's DELIVERED status.
+//! the `parcel.delivered` event and the order's DELIVERED status. Also the narrow hooks the
+//! returns and lockers modules use (finding a session by token, id or reference, adding an
+//! event, releasing at a locker, the locker code), so their rules never reach into the
+//! session's storage.
 
 use super::store::{Change, token_key};
 use super::{
