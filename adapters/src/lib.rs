@@ -26,6 +26,7 @@ pub mod multisafepay;
 pub mod promptpay;
 pub mod qr;
 pub mod rsa2;
+pub mod sendcloud;
 pub mod shops;
 pub mod sim;
 pub mod stripe;

@@ -124,6 +124,15 @@ pub fn png(payload: &str, module_px: u32) -> Result<Vec<u8>, QrError> {
 }
 
 /// Checks the bounds and encodes; returns the code and the image side in pixels.
+/// The module matrix of `payload` (same code as [`png`] and [`svg`], without the quiet zone):
+/// the side in modules and, row by row, whether each module is dark. For drawing the code into
+/// other documents (a label PDF).
+pub fn modules(payload: &str) -> Result<(usize, Vec<bool>), QrError> {
+    let (code, _) = encode(payload, 1)?;
+    let dark = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+    Ok((code.width(), dark))
+}
+
 fn encode(payload: &str, module_px: u32) -> Result<(QrCode, u32), QrError> {
     if payload.is_empty() {
         return Err(QrError::EmptyPayload);

@@ -8,7 +8,8 @@
 //! flow; each platform's wire format is in `ipay_adapters::shops`), [`sessions`] (payment
 //! sessions, parcels, OTP), [`stream`] (the live event stream), [`statements`] (fee statements
 //! and channel settlement checks), [`sync`] (orders pulled from marketplaces and the sync
-//! scheduler). It runs on the engine's public
+//! scheduler), [`returns`] (returns, Sendcloud labels, refunds on receipt) and [`lockers`]
+//! (locker pickup codes). It runs on the engine's public
 //! API only, and all data lives in the ledger's generic records and sorted indexes, so embedded
 //! and cluster mode work alike. HTTP belongs to the gateway (`gateway/src/routes/lastmile`).
 
@@ -19,8 +20,10 @@ pub mod orders;
 pub mod shops;
 pub mod upload;
 
+pub mod lockers;
 pub mod otp;
 pub mod reference;
+pub mod returns;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
@@ -68,6 +71,10 @@ pub struct LastMileConfig {
     pub sessions: sessions::SessionsConfig,
     /// Marketplace order sync and its scheduler (`[lastmile.sync]`).
     pub sync: sync::SyncConfig,
+    /// Returns and Sendcloud labels (`[lastmile.returns]`).
+    pub returns: returns::ReturnsConfig,
+    /// Locker carriers' secrets and code lock-out (`[lastmile.lockers]`).
+    pub lockers: lockers::LockersConfig,
 }
 
 impl Default for LastMileConfig {
@@ -85,6 +92,8 @@ impl Default for LastMileConfig {
             events_livemode: false,
             sessions: sessions::SessionsConfig::default(),
             sync: sync::SyncConfig::default(),
+            returns: returns::ReturnsConfig::default(),
+            lockers: lockers::LockersConfig::default(),
         }
     }
 }
@@ -104,6 +113,8 @@ impl fmt::Debug for LastMileConfig {
             .field("events_livemode", &self.events_livemode)
             .field("sessions", &self.sessions)
             .field("sync", &self.sync)
+            .field("returns", &self.returns)
+            .field("lockers", &self.lockers)
             .finish()
     }
 }
@@ -117,6 +128,8 @@ pub struct LastMile {
     sessions: sessions::SessionsState,
     /// Marketplace sync: platform client and scheduler state.
     sync: sync::SyncState,
+    /// The Sendcloud account return labels are made with, when its keys are configured.
+    sendcloud: Option<ipay_adapters::sendcloud::SendcloudClient>,
 }
 
 impl LastMile {
@@ -131,8 +144,10 @@ impl LastMile {
             engine.ledger().as_ref(),
             cfg.sessions.settle_queue_max,
         )?;
+        let sendcloud = returns::label::sendcloud_client(&cfg.returns)?;
         let lm = Arc::new(LastMile {
             engine: engine.clone(),
+            sendcloud,
             sessions: sessions::SessionsState::new(&cfg.sessions, hook),
             sync: sync::SyncState::new(&cfg.sync)?,
             cfg,

@@ -54,7 +54,7 @@ pub mod views;
 
 pub use driver::{VerifyOtpRequest, VerifyOtpResponse};
 pub use listing::{SessionListParams, SessionPage};
-pub use parcel::ParcelStatusRequest;
+pub use parcel::{LockerRelease, ParcelStatusRequest};
 pub use payment::StartPaymentRequest;
 pub use state::{
     ParcelStatus, SessionAction, SessionStatus, parcel_transition, session_transition,

@@ -9,6 +9,8 @@ pub mod orders;
 pub mod consumer;
 pub mod driver;
 pub mod golive;
+pub mod lockers;
+pub mod returns;
 pub mod sessions;
 pub mod statements;
 pub mod stream;
@@ -100,6 +102,29 @@ pub fn router() -> Router<AppState> {
             "/api/merchant-portal/ipay/settlement/pdf",
             get(statements::statement_pdf),
         )
+        // Returns (Sendcloud labels, refunds on receipt) and locker pickup codes.
+        .route("/api/returns", get(returns::list))
+        .route("/api/returns/open", post(returns::open))
+        .route("/api/returns/{id}", get(returns::portal))
+        .route("/api/returns/{id}/reject", post(returns::reject))
+        .route("/api/returns/{id}/refund", post(returns::refund))
+        .route("/api/labels/create", post(returns::create_label))
+        .route(
+            "/api/webhooks/sendcloud/returns",
+            post(returns::sendcloud_webhook),
+        )
+        .route(
+            "/api/integrations/sendcloud/webhook",
+            post(returns::sendcloud_integration_webhook),
+        )
+        .route("/api/lockers/issue-code", post(lockers::issue_code_any))
+        .route("/api/lockers/unlock", post(lockers::unlock))
+        .route(
+            "/api/lockers/{carrier}/issue-code",
+            post(lockers::issue_code),
+        )
+        .route("/api/lockers/{carrier}/pickup", post(lockers::pickup))
+        .route("/api/session/{token}/locker", get(lockers::consumer_locker))
         .merge(golive_router())
 }
 
@@ -199,6 +224,19 @@ pub fn upload_router() -> Router<AppState> {
         golive::rotate_endpoint,
         golive::list_channels,
         golive::configure_channel,
+        returns::open,
+        returns::portal,
+        returns::list,
+        returns::reject,
+        returns::refund,
+        returns::create_label,
+        returns::sendcloud_webhook,
+        returns::sendcloud_integration_webhook,
+        lockers::issue_code,
+        lockers::issue_code_any,
+        lockers::pickup,
+        lockers::consumer_locker,
+        lockers::unlock,
     ),
     components(schemas(
         ipay_lastmile::accounts::Role,
@@ -259,6 +297,25 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::golive::endpoints::EndpointList,
         ipay_lastmile::golive::channels::ChannelCredentials,
         ipay_lastmile::golive::channels::ChannelList,
+        ipay_lastmile::returns::OpenReturnRequest,
+        ipay_lastmile::returns::ReturnView,
+        ipay_lastmile::returns::ReturnPortal,
+        ipay_lastmile::returns::ReturnPage,
+        ipay_lastmile::returns::ReturnStatus,
+        ipay_lastmile::returns::Opener,
+        ipay_lastmile::returns::ReturnHistory,
+        ipay_lastmile::returns::open::OpenedByConsumer,
+        ipay_lastmile::returns::label::CreateLabelRequest,
+        ipay_lastmile::returns::label::ReturnLabel,
+        ipay_lastmile::returns::inbound::SendcloudOutcome,
+        returns::LabelResponse,
+        ipay_lastmile::lockers::IssueCodeRequest,
+        ipay_lastmile::lockers::IssuedCode,
+        ipay_lastmile::lockers::PickupRequest,
+        ipay_lastmile::lockers::PickedUp,
+        ipay_lastmile::lockers::ConsumerLocker,
+        ipay_lastmile::lockers::UnlockRequest,
+        ipay_lastmile::lockers::UnlockedCode,
     )),
     tags((name = "lastmile-auth", description = "Last-mile accounts (JWT)"),
          (name = "lastmile-orders", description = "Last-mile orders and bulk upload"),
@@ -266,6 +323,8 @@ pub fn upload_router() -> Router<AppState> {
          (name = "lastmile-consumer", description = "The consumer's pay page (no login)"),
          (name = "lastmile-driver", description = "Driver OTP check at the door"),
          (name = "lastmile-statements", description = "Fee statements (gross - parcels x fee = net) and channel settlement checks"),
-         (name = "lastmile-golive", description = "Self-serve go-live: API keys, event endpoints, channel credentials, test / live mode"))
+         (name = "lastmile-golive", description = "Self-serve go-live: API keys, event endpoints, channel credentials, test / live mode"),
+         (name = "lastmile-returns", description = "Returns: Sendcloud labels with the IPAY composite PDF, Sendcloud webhooks, refunds on receipt"),
+         (name = "lastmile-lockers", description = "Locker carriers: pickup codes and pickup checks (X-IPAY-Signature)"))
 )]
 pub struct Doc;
