@@ -70,7 +70,6 @@ async fn world() -> World {
     let sc_base = sendcloud.base_url().to_string();
     let srv = common::start_with(|c| {
         c.admin.token = ADMIN.into();
-        c.lastmile.sessions.paid_check_interval_ms = 3_600_000;
         c.lastmile.sessions.channels = vec!["sandbox".into(), "stripe".into()];
         c.lastmile.returns.sendcloud_base_url = sc_base;
         c.lastmile.returns.sendcloud_public_key = Some(SC_PUBLIC.into());
