@@ -74,6 +74,20 @@ pub async fn pairs(
     Ok(out)
 }
 
+/// Reads again the records of the pairs not final yet (no event is committed while the
+/// schedule drains, so the pairs themselves stay the same).
+pub async fn refresh(ledger: &Arc<dyn Ledger>, pairs: &mut [Pair]) -> Result<(), String> {
+    for p in pairs.iter_mut() {
+        if p.record.as_ref().is_some_and(|d| d.status.is_final()) {
+            continue;
+        }
+        p.record = load_delivery(ledger.as_ref(), &p.delivery_id())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Ids of every dropped delivery of `merchant` listed on the days from `from_ms` to `to_ms`.
 async fn dropped_list(
     ledger: &Arc<dyn Ledger>,
@@ -132,28 +146,8 @@ pub async fn check(
             .get(&m)
             .is_some_and(|d| d.contains(&p.delivery_id()));
         if let Err(e) = check_pair(p, delivered, listed) {
-            let mut dbg = String::new();
-            for q in pairs
-                .iter()
-                .filter(|q| q.url == p.url && q.event.object_id == p.event.object_id)
-            {
-                if let Some(d) = &q.record
-                    && d.status == DeliveryStatus::Pending
-                {
-                    let part = model::due_partition(d.shard, model::minute_of(d.due_ms));
-                    let due = ledger
-                        .scan_entries(model::DUE, &part, &EntryRange::all(1000))
-                        .await;
-                    let cur = ledger.get_record(model::CURSOR, &d.shard.to_string()).await;
-                    dbg.push_str(&format!(
-                        "\nDEBUG shard {} part {part}: {:?} cursor {:?}",
-                        d.shard,
-                        due.map(|v| v.into_iter().map(|x| x.0).collect::<Vec<_>>()),
-                        cur.map(|c| c.map(|b| String::from_utf8_lossy(&b).to_string()))
-                    ));
-                }
-            }
-            return Err(format!("{e}\n{}{dbg}", chain_of(p, pairs)));
+            let index = due_index_of(ledger, p, pairs).await;
+            return Err(format!("{e}\n{}{index}", chain_of(p, pairs)));
         }
         if delivered {
             report.delivered += 1;
@@ -184,6 +178,38 @@ fn chain_of(p: &Pair, pairs: &[Pair]) -> String {
             q.event.event_type,
             q.event.created.ms(),
             state.unwrap_or_else(|| "no record".into())
+        ));
+    }
+    out
+}
+
+/// Where the pending deliveries of `p`'s chain sit in the due index, and the scan cursor of
+/// their shard, for a failure's message (a due entry behind the cursor is never read).
+async fn due_index_of(ledger: &Arc<dyn Ledger>, p: &Pair, pairs: &[Pair]) -> String {
+    let mut out = String::new();
+    for q in pairs
+        .iter()
+        .filter(|q| q.url == p.url && q.event.object_id == p.event.object_id)
+    {
+        let Some(d) = q
+            .record
+            .as_ref()
+            .filter(|d| d.status == DeliveryStatus::Pending)
+        else {
+            continue;
+        };
+        let part = model::due_partition(d.shard, model::minute_of(d.due_ms));
+        let due = ledger
+            .scan_entries(model::DUE, &part, &EntryRange::all(1_000))
+            .await
+            .map(|v| v.into_iter().map(|(sort, _)| sort).collect::<Vec<_>>());
+        let cursor = ledger
+            .get_record(model::CURSOR, &d.shard.to_string())
+            .await
+            .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()));
+        out.push_str(&format!(
+            "\n  due index partition {part}: {due:?}; shard {} scan cursor (minute) {cursor:?}",
+            d.shard
         ));
     }
     out

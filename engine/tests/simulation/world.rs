@@ -673,15 +673,15 @@ impl World {
         let life = self.life.as_ref().ok_or("no life")?;
         let ledger = life.engine.ledger().clone();
         let drain_started = self.clock.now_ms();
-        let mut pairs = Vec::new();
+        let mut pairs = life
+            .rt
+            .block_on(delivery::pairs(&ledger, &life.ctxs, &self.receivers))?;
         for _ in 0..MAX_DRAIN_ROUNDS {
             self.stats.drain_rounds += 1;
             life.rt.block_on(async {
                 tokio::time::sleep(Duration::from_secs(DRAIN_ROUND_SECS)).await
             });
-            pairs = life
-                .rt
-                .block_on(delivery::pairs(&ledger, &life.ctxs, &self.receivers))?;
+            life.rt.block_on(delivery::refresh(&ledger, &mut pairs))?;
             let u = delivery::unfinished(&pairs);
             if u.open == 0 {
                 break;
