@@ -1587,6 +1587,124 @@ pub async fn run_leases(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::{AuthContext, create_merchant};
+    use crate::store::embedded::{EmbeddedLedger, EmbeddedOptions};
+    use crate::store::memory_hot::MemoryHotState;
+    use crate::webhooks::api::EndpointInput;
+    use crate::webhooks::{WebhookDeps, Webhooks};
+    use crate::{Engine, EngineConfig};
+
+    /// Answers every attempt with `code` and counts the attempts.
+    struct Fixed {
+        code: u16,
+        sent: watch::Sender<usize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Fixed {
+        async fn send(&self, _: SignedRequest) -> Answer {
+            self.sent.send_modify(|n| *n += 1);
+            Answer::Status {
+                code: self.code,
+                retry_after: None,
+            }
+        }
+    }
+
+    async fn dispatcher(engine: &Engine, code: u16) -> (Arc<Webhooks>, watch::Receiver<usize>) {
+        let (sent, seen) = watch::channel(0);
+        let cfg = WebhookConfig::default();
+        let deps = WebhookDeps {
+            ledger: engine.ledger().clone(),
+            hot: Arc::new(MemoryHotState::new()),
+            clock: engine.clock().clone(),
+            outbox: crate::webhooks::Outbox::attach(engine.ledger().as_ref()).unwrap(),
+            url_policy: cfg.url_policy(),
+            max_page_size: 100,
+        };
+        let w = Webhooks::start_with_transport(deps, cfg, Arc::new(Fixed { code, sent }))
+            .await
+            .unwrap();
+        (w, seen)
+    }
+
+    async fn merchant_with_endpoint(engine: &Engine, clock: &ManualClock) -> AuthContext {
+        let creds = create_merchant(engine.ledger().as_ref(), clock, "m")
+            .await
+            .unwrap();
+        engine
+            .authenticate(&creds.test_secret_key, None)
+            .await
+            .unwrap()
+    }
+
+    /// A retry due while no step of its shard had saved a cursor, then a restart more than the
+    /// cursor's grace later: the new dispatcher must still find it (it used to start from its
+    /// own clock and skip it for good).
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_due_before_a_restart_is_sent_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        crate::webhooks::Outbox::attach(ledger.as_ref()).unwrap();
+        let hot = Arc::new(MemoryHotState::new());
+        let engine = Engine::start(
+            ledger,
+            hot,
+            Arc::new(clock.clone()),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let ctx = merchant_with_endpoint(&engine, &clock).await;
+        let (failing, mut sent) = dispatcher(&engine, 500).await;
+        let input = EndpointInput {
+            url: "https://hooks.example/in".into(),
+            ..Default::default()
+        };
+        let endpoint = failing
+            .create_endpoint(&ctx, input)
+            .await
+            .unwrap()
+            .endpoint
+            .id;
+        let e = Event::new(
+            ctx.merchant_id,
+            false,
+            "payment_intent.created",
+            clock.now(),
+            "pi_1".to_string(),
+            &serde_json::json!({"id": "pi_1"}),
+        );
+        let e_id = e.id;
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(e));
+        let id = format!("{}:{endpoint}", e_id);
+        engine.ledger().submit(b).await.unwrap();
+        sent.wait_for(|n| *n == 1).await.unwrap();
+        // The failed attempt is recorded (the ledger is the only witness: poll it).
+        let ledger = engine.ledger().clone();
+        let recorded = async {
+            loop {
+                let d = load_delivery(ledger.as_ref(), &id).await.unwrap();
+                if d.is_some_and(|d| d.attempts == 1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), recorded)
+            .await
+            .expect("the failed attempt was never recorded");
+        failing.shutdown();
+        drop(failing);
+        // Down for an hour: the retry (due 10 s after the attempt) is long overdue.
+        clock.advance_ms(3_600_000);
+        let (_ok, mut sent) = dispatcher(&engine, 200).await;
+        let retried = tokio::time::timeout(Duration::from_secs(60), sent.wait_for(|n| *n >= 1));
+        assert!(retried.await.is_ok(), "the overdue retry was never sent");
+    }
 
     #[test]
     fn due_sort_keys_parse_back() {
