@@ -87,7 +87,7 @@ pub struct ShardProgress {
     pub scans_started: u64,
     /// The number of the last scan whose step finished (written, or failed and dropped).
     pub scans_done: u64,
-    /// Attempts started (sends handed to the HTTP client).
+    /// Attempts started (sends handed to the transport).
     pub sends: u64,
 }
 

@@ -3,7 +3,7 @@
 //! `Retry-After`, connection refused, a hang past the attempt's time limit, a slow answer, or
 //! a request processed whose answer is lost, so the same event arrives again), all on tokio's
 //! paused clock. What a receiver processed is kept, with its verification, for the end-of-run
-//! check ("every event delivered or dropped by the schedule", `check_deliveries`).
+//! check ("every event delivered or dropped by the schedule", `delivery.rs`).
 //!
 //! Each request is verified on arrival twice: with the engine's own signing functions, and
 //! independently with the `hmac` crate (HMAC-SHA256 of `{t}.{body}` keyed with the whole
