@@ -27,6 +27,7 @@
 //! and sorted entries through ordinary batches.
 
 mod codec;
+pub mod faults;
 
 use super::*;
 use crate::model::{IntentStatus, ServiceStatus};
@@ -537,6 +538,24 @@ impl EmbeddedLedger {
     /// Opens (or creates) the ledger in `dir/ledger` and starts the writer thread.
     /// Fails if another process has it open.
     pub fn open(dir: &Path, opts: EmbeddedOptions) -> Result<Arc<EmbeddedLedger>, StoreError> {
+        EmbeddedLedger::open_inner(dir, opts, None)
+    }
+
+    /// [`EmbeddedLedger::open`] with a fault plan asked before every group commit's journal
+    /// sync ([`faults`]; tests and the deterministic simulation).
+    pub fn open_with_faults(
+        dir: &Path,
+        opts: EmbeddedOptions,
+        faults: Arc<dyn faults::SyncFaults>,
+    ) -> Result<Arc<EmbeddedLedger>, StoreError> {
+        EmbeddedLedger::open_inner(dir, opts, Some(faults))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        opts: EmbeddedOptions,
+        faults: Option<Arc<dyn faults::SyncFaults>>,
+    ) -> Result<Arc<EmbeddedLedger>, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", dir.display())))?;
         let old = dir.join("ledger.redb");
@@ -589,6 +608,7 @@ impl EmbeddedLedger {
             events: events.clone(),
             failed: failed.clone(),
             max_batch: opts.max_batch.max(1),
+            faults,
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -711,6 +731,8 @@ struct Writer {
     events: broadcast::Sender<Arc<Event>>,
     failed: Arc<AtomicBool>,
     max_batch: usize,
+    /// Injected journal-sync failures (tests only; `None` in production).
+    faults: Option<Arc<dyn faults::SyncFaults>>,
 }
 
 impl Writer {
@@ -833,7 +855,14 @@ impl Writer {
             }
         }
         let started = std::time::Instant::now();
+        let fault = self.faults.as_ref().and_then(|f| f.next());
+        if fault == Some(faults::SyncFault::Before) {
+            return Err(faults::injected(faults::SyncFault::Before));
+        }
         batch.commit().map_err(se)?;
+        if let Some(f) = fault {
+            return Err(faults::injected(f));
+        }
         metrics::histogram!("ipay_ledger_wal_sync_seconds").record(started.elapsed().as_secs_f64());
         Ok((purge, refused))
     }

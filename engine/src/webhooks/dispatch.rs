@@ -20,12 +20,13 @@ use super::model::{
 use super::outbox::{Outbox, Signal};
 use super::resolve::{self, Resolved, Resolver, Target};
 use super::retention::{self, Registered};
+use super::transport::{Answer, SignedRequest, Transport};
 use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
 use crate::ids::{MerchantId, RequestId};
 use crate::model::Event;
 use crate::store::{EntryRange, HotState, Ledger, WriteBatch, WriteOp};
-use crate::url_policy::{GuardedResolver, Lookup, UrlPolicy, refusal_in};
+use crate::url_policy::UrlPolicy;
 use dashmap::DashMap;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -37,8 +38,6 @@ use tokio::sync::{Semaphore, mpsc, watch};
 /// A scan cursor only moves past a minute this long after it ended, so a marker committed late
 /// (by a slow write, or by another node whose clock is behind) is still found.
 const CURSOR_GRACE_MS: i64 = 5 * 60_000;
-/// Most response-body bytes read (and discarded) so the connection can be reused.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Ordering chains a shard keeps in memory (beyond this, chains are read from the ledger).
 const MAX_KNOWN_CHAINS: usize = 16_384;
 /// Entries read when a chain is first met; a chain with fewer is known completely.
@@ -65,7 +64,8 @@ pub struct Shared {
     pub ledger: Arc<dyn Ledger>,
     pub clock: Arc<dyn Clock>,
     pub cfg: WebhookConfig,
-    pub http: reqwest::Client,
+    /// Where signed requests go out ([`super::transport::HttpTransport`] outside tests).
+    pub transport: Arc<dyn Transport>,
     /// Which URLs deliveries may go to (checked before every send).
     pub url_policy: UrlPolicy,
     /// The ledger's outbox: its signal wakes the shards.
@@ -87,7 +87,7 @@ pub struct ShardProgress {
     pub scans_started: u64,
     /// The number of the last scan whose step finished (written, or failed and dropped).
     pub scans_done: u64,
-    /// Attempts started (sends handed to the HTTP client).
+    /// Attempts started (sends handed to the transport).
     pub sends: u64,
 }
 
@@ -98,29 +98,15 @@ impl Shared {
         cfg: WebhookConfig,
         url_policy: UrlPolicy,
         outbox: Arc<Outbox>,
-        lookup: Arc<dyn Lookup>,
-    ) -> Result<Shared, StoreError> {
-        // Every connection goes to an address the policy checked after resolving (so DNS
-        // rebinding cannot get round it), never through a proxy (which would resolve for us),
-        // and redirects are not followed (a 3xx is an answer, not a new target).
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver::new(url_policy.clone(), lookup)))
-            .no_proxy()
-            .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(cfg.max_concurrency_per_endpoint.max(1))
-            .tcp_nodelay(true)
-            .user_agent("ItPay-Webhook/1.0")
-            .build()
-            .map_err(|e| StoreError(format!("webhook HTTP client: {e}")))?;
+        transport: Arc<dyn Transport>,
+    ) -> Shared {
         let backoff = Backoff::new(cfg.backoff_after_failures, cfg.backoff_max_ms);
-        Ok(Shared {
+        Shared {
             resolver: Resolver::new(Duration::from_millis(cfg.endpoint_cache_ms), outbox.clone()),
             ledger,
             clock,
             cfg,
-            http,
+            transport,
             url_policy,
             outbox,
             endpoint_limits: DashMap::new(),
@@ -128,7 +114,7 @@ impl Shared {
             progress: (0..model::SHARDS)
                 .map(|_| watch::channel(ShardProgress::default()).0)
                 .collect(),
-        })
+        }
     }
 
     /// Follows what the task of `shard` has done ([`ShardProgress`]).
@@ -202,10 +188,18 @@ struct Step {
     chain_added: HashMap<String, Vec<String>>,
     chain_deleted: HashSet<(String, String)>,
     cursor: Option<i64>,
+    /// The earliest minute this step writes a due entry in.
+    earliest_due: Option<i64>,
 }
 
 impl Step {
+    fn note_due(&mut self, due_ms: i64) {
+        let m = model::minute_of(due_ms);
+        self.earliest_due = Some(self.earliest_due.map_or(m, |e| e.min(m)));
+    }
+
     fn put_due(&mut self, d: &Delivery) {
+        self.note_due(d.due_ms);
         self.ops.push(WriteOp::PutEntry {
             index: DUE,
             partition: model::due_partition(d.shard, model::minute_of(d.due_ms)),
@@ -266,27 +260,54 @@ pub struct ShardTask {
     tx: mpsc::UnboundedSender<Outcome>,
 }
 
-/// Runs shard `shard` until `stop` turns true.
-pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
-    let now = sh.clock.now_ms();
-    let cursor = loop {
-        match sh.ledger.get_record(CURSOR, &shard.to_string()).await {
+/// Where shard `shard` starts scanning: its saved cursor, or, the first time, a grace period
+/// before now, saved before anything is scanned. A restart must resume from a saved minute,
+/// never from its own "now": due entries between the two (retries, markers written while
+/// no step of the shard committed) would never be read again. `None`: stopped meanwhile.
+async fn start_cursor(sh: &Shared, shard: u32, stop: &mut watch::Receiver<bool>) -> Option<i64> {
+    let key = shard.to_string();
+    loop {
+        let fresh = model::minute_of(sh.clock.now_ms() - CURSOR_GRACE_MS);
+        let r = match sh.ledger.get_record(CURSOR, &key).await {
             Ok(Some(b)) => {
-                break std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| model::minute_of(now - CURSOR_GRACE_MS));
+                let saved = std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok());
+                if let Some(c) = saved {
+                    return Some(c);
+                }
+                tracing::error!(shard, "webhooks: unreadable scan cursor; starting afresh");
+                save_cursor(sh, &key, fresh).await
             }
-            Ok(None) => break model::minute_of(now - CURSOR_GRACE_MS),
+            Ok(None) => save_cursor(sh, &key, fresh).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return Some(fresh),
             Err(e) => {
-                tracing::warn!(shard, error = %e, "webhooks: cannot read the scan cursor; retrying");
+                tracing::warn!(shard, error = %e, "webhooks: cannot read or save the scan cursor; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => return None,
                 }
             }
         }
+    }
+}
+
+async fn save_cursor(sh: &Shared, key: &str, minute: i64) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::new();
+    batch.ops.push(WriteOp::PutRecord {
+        kind: CURSOR,
+        key: key.to_string(),
+        value: minute.to_string().into_bytes(),
+    });
+    sh.ledger.submit(batch).await
+}
+
+/// Runs shard `shard` until `stop` turns true.
+pub async fn run_shard(sh: Arc<Shared>, shard: u32, mut stop: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    let Some(cursor) = start_cursor(&sh, shard, &mut stop).await else {
+        return;
     };
     let mut t = ShardTask {
         sh: sh.clone(),
@@ -393,6 +414,14 @@ impl ShardTask {
                 }),
                 Err(e) => tracing::error!(error = %e, "webhooks: cannot encode a delivery"),
             }
+        }
+        // A retry's due time counts from when its attempt ended, which can be long before
+        // this step (a stalled task, a clock jump, a backlog of outcomes): an entry written
+        // behind the cursor would never be read again, so the cursor goes back to it.
+        if let Some(m) = step.earliest_due
+            && m < step.cursor.unwrap_or(self.cursor)
+        {
+            step.cursor = Some(m);
         }
         if let Some(c) = step.cursor
             && c != self.cursor
@@ -766,6 +795,7 @@ impl ShardTask {
             return false;
         };
         step.delete_due(self.shard, due_ms, 'f', event_id);
+        step.note_due(until);
         step.ops.push(WriteOp::PutEntry {
             index: DUE,
             partition: model::due_partition(self.shard, model::minute_of(until)),
@@ -1428,85 +1458,78 @@ async fn send(sh: &Shared, job: Job) -> Outcome {
         }
     };
     let now_ms = sh.clock.now_ms();
-    let ts = now_ms.div_euclid(1000);
-    let secrets = t.signing_secrets(now_ms);
-    let event_id = e.id.to_string();
-    let itpay = super::sign::itpay_signature(ts, &body, &secrets);
-    let standard = super::sign::standard_signature(&event_id, ts, &body, &secrets);
+    let req = signed(&t, &e.id.to_string(), &request_id, body, now_ms);
     let started = Instant::now();
-    let res = sh
-        .http
-        .post(&t.url)
-        .header("content-type", "application/json")
-        .header("x-itpay-signature", itpay)
-        .header("x-itpay-request-id", &request_id)
-        .header("webhook-id", &event_id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", standard)
-        .body(body)
-        .send()
-        .await;
-    let (kind, code, error) = match res {
-        Ok(mut resp) => {
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now_ms));
-            // Read (and discard) a bounded body so the connection can be reused.
-            let mut read = 0usize;
-            while read < MAX_RESPONSE_BYTES {
-                match resp.chunk().await {
-                    Ok(Some(c)) => read += c.len(),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let code = status.as_u16();
-            if status.is_success() {
-                // The receiver said 2xx; a broken body after that does not undo it.
-                (Kind::Success, Some(code), None)
-            } else if code == 410 {
-                (
-                    Kind::Gone,
-                    Some(code),
-                    Some("HTTP 410 Gone: endpoint disabled".into()),
-                )
-            } else {
-                let ra = matches!(code, 429 | 503).then_some(retry_after).flatten();
-                (
-                    Kind::Failure {
-                        retry_after_secs: ra,
-                    },
-                    Some(code),
-                    Some(format!("HTTP {code}")),
-                )
-            }
-        }
-        Err(e) => match refusal_in(&e) {
-            Some(why) => (Kind::Refused, None, Some(why.to_string())),
-            None => (
-                Kind::Failure {
-                    retry_after_secs: None,
-                },
-                None,
-                Some(describe(&e)),
-            ),
-        },
-    };
+    let answer = sh.transport.send(req).await;
+    let (kind, code, error) = judge(answer, now_ms);
     let latency = started.elapsed().as_millis() as u64;
     outcome(job, kind, code, error, latency)
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connection failed".into()
-    } else if e.is_request() || e.is_body() {
-        "request failed".into()
-    } else {
-        "HTTP error".into()
+/// The attempt's request: `body` signed with every secret of `t` valid at `now_ms`, both
+/// signature schemes.
+fn signed(
+    t: &Target,
+    event_id: &str,
+    request_id: &str,
+    body: Vec<u8>,
+    now_ms: i64,
+) -> SignedRequest {
+    let ts = now_ms.div_euclid(1000);
+    let secrets = t.signing_secrets(now_ms);
+    let itpay = super::sign::itpay_signature(ts, &body, &secrets);
+    let standard = super::sign::standard_signature(event_id, ts, &body, &secrets);
+    SignedRequest {
+        url: t.url.clone(),
+        headers: vec![
+            ("content-type", "application/json".to_string()),
+            ("x-itpay-signature", itpay),
+            ("x-itpay-request-id", request_id.to_string()),
+            ("webhook-id", event_id.to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", standard),
+        ],
+        body,
+    }
+}
+
+/// What an answer means for the delivery: its kind, status code and error text.
+fn judge(answer: Answer, now_ms: i64) -> (Kind, Option<u16>, Option<String>) {
+    let failure = |e: &str| {
+        (
+            Kind::Failure {
+                retry_after_secs: None,
+            },
+            None,
+            Some(e.to_string()),
+        )
+    };
+    match answer {
+        // The receiver said 2xx; a broken body after that does not undo it.
+        Answer::Status { code, .. } if (200..300).contains(&code) => {
+            (Kind::Success, Some(code), None)
+        }
+        Answer::Status { code: 410, .. } => (
+            Kind::Gone,
+            Some(410),
+            Some("HTTP 410 Gone: endpoint disabled".into()),
+        ),
+        Answer::Status { code, retry_after } => {
+            let ra = matches!(code, 429 | 503)
+                .then(|| retry_after.and_then(|v| parse_retry_after(&v, now_ms)))
+                .flatten();
+            (
+                Kind::Failure {
+                    retry_after_secs: ra,
+                },
+                Some(code),
+                Some(format!("HTTP {code}")),
+            )
+        }
+        Answer::Refused(why) => (Kind::Refused, None, Some(why)),
+        Answer::Timeout => failure("timeout"),
+        Answer::ConnectFailed => failure("connection failed"),
+        Answer::Failed(why) => failure(&why),
     }
 }
 
@@ -1564,6 +1587,124 @@ pub async fn run_leases(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::{AuthContext, create_merchant};
+    use crate::store::embedded::{EmbeddedLedger, EmbeddedOptions};
+    use crate::store::memory_hot::MemoryHotState;
+    use crate::webhooks::api::EndpointInput;
+    use crate::webhooks::{WebhookDeps, Webhooks};
+    use crate::{Engine, EngineConfig};
+
+    /// Answers every attempt with `code` and counts the attempts.
+    struct Fixed {
+        code: u16,
+        sent: watch::Sender<usize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Fixed {
+        async fn send(&self, _: SignedRequest) -> Answer {
+            self.sent.send_modify(|n| *n += 1);
+            Answer::Status {
+                code: self.code,
+                retry_after: None,
+            }
+        }
+    }
+
+    async fn dispatcher(engine: &Engine, code: u16) -> (Arc<Webhooks>, watch::Receiver<usize>) {
+        let (sent, seen) = watch::channel(0);
+        let cfg = WebhookConfig::default();
+        let deps = WebhookDeps {
+            ledger: engine.ledger().clone(),
+            hot: Arc::new(MemoryHotState::new()),
+            clock: engine.clock().clone(),
+            outbox: crate::webhooks::Outbox::attach(engine.ledger().as_ref()).unwrap(),
+            url_policy: cfg.url_policy(),
+            max_page_size: 100,
+        };
+        let w = Webhooks::start_with_transport(deps, cfg, Arc::new(Fixed { code, sent }))
+            .await
+            .unwrap();
+        (w, seen)
+    }
+
+    async fn merchant_with_endpoint(engine: &Engine, clock: &ManualClock) -> AuthContext {
+        let creds = create_merchant(engine.ledger().as_ref(), clock, "m")
+            .await
+            .unwrap();
+        engine
+            .authenticate(&creds.test_secret_key, None)
+            .await
+            .unwrap()
+    }
+
+    /// A retry due while no step of its shard had saved a cursor, then a restart more than the
+    /// cursor's grace later: the new dispatcher must still find it (it used to start from its
+    /// own clock and skip it for good).
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_due_before_a_restart_is_sent_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        crate::webhooks::Outbox::attach(ledger.as_ref()).unwrap();
+        let hot = Arc::new(MemoryHotState::new());
+        let engine = Engine::start(
+            ledger,
+            hot,
+            Arc::new(clock.clone()),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let ctx = merchant_with_endpoint(&engine, &clock).await;
+        let (failing, mut sent) = dispatcher(&engine, 500).await;
+        let input = EndpointInput {
+            url: "https://hooks.example/in".into(),
+            ..Default::default()
+        };
+        let endpoint = failing
+            .create_endpoint(&ctx, input)
+            .await
+            .unwrap()
+            .endpoint
+            .id;
+        let e = Event::new(
+            ctx.merchant_id,
+            false,
+            "payment_intent.created",
+            clock.now(),
+            "pi_1".to_string(),
+            &serde_json::json!({"id": "pi_1"}),
+        );
+        let e_id = e.id;
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(e));
+        let id = format!("{}:{endpoint}", e_id);
+        engine.ledger().submit(b).await.unwrap();
+        sent.wait_for(|n| *n == 1).await.unwrap();
+        // The failed attempt is recorded (the ledger is the only witness: poll it).
+        let ledger = engine.ledger().clone();
+        let recorded = async {
+            loop {
+                let d = load_delivery(ledger.as_ref(), &id).await.unwrap();
+                if d.is_some_and(|d| d.attempts == 1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), recorded)
+            .await
+            .expect("the failed attempt was never recorded");
+        failing.shutdown();
+        drop(failing);
+        // Down for an hour: the retry (due 10 s after the attempt) is long overdue.
+        clock.advance_ms(3_600_000);
+        let (_ok, mut sent) = dispatcher(&engine, 200).await;
+        let retried = tokio::time::timeout(Duration::from_secs(60), sent.wait_for(|n| *n >= 1));
+        assert!(retried.await.is_ok(), "the overdue retry was never sent");
+    }
 
     #[test]
     fn due_sort_keys_parse_back() {

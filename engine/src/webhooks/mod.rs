@@ -5,7 +5,8 @@
 //!   the event's own batch ([`outbox`]). It is attached to the ledger before the engine starts.
 //! - [`Webhooks::start`] runs the dispatcher ([`dispatch`]): one task per shard this node holds
 //!   the lease for, reading the due-time index, fanning events out to endpoints
-//!   ([`resolve`]), sending signed requests ([`sign`]) and recording every attempt.
+//!   ([`resolve`]), sending signed requests ([`sign`]) through a [`transport`] and recording
+//!   every attempt.
 //! - The API methods on [`Webhooks`] ([`api`]) manage endpoints and read logs; the gateway maps
 //!   them to HTTP.
 //!
@@ -23,6 +24,7 @@ pub mod retention;
 pub mod sign;
 #[cfg(test)]
 mod tests;
+pub mod transport;
 
 pub use outbox::Outbox;
 
@@ -187,6 +189,19 @@ impl Webhooks {
         cfg: WebhookConfig,
         lookup: Arc<dyn Lookup>,
     ) -> EngineResult<Arc<Webhooks>> {
+        let http = transport::HttpTransport::new(&cfg, deps.url_policy.clone(), lookup)
+            .map_err(EngineError::from)?;
+        Webhooks::start_with_transport(deps, cfg, Arc::new(http)).await
+    }
+
+    /// [`Webhooks::start`] sending every attempt through `transport` instead of HTTPS (the
+    /// deterministic simulation plugs in a receiver on tokio's paused clock). The URL policy's
+    /// form rules still apply before each send; resolving and connecting are the transport's.
+    pub async fn start_with_transport(
+        deps: WebhookDeps,
+        cfg: WebhookConfig,
+        transport: Arc<dyn transport::Transport>,
+    ) -> EngineResult<Arc<Webhooks>> {
         cfg.validate()?;
         let WebhookDeps {
             ledger,
@@ -197,10 +212,14 @@ impl Webhooks {
             max_page_size,
         } = deps;
         let node = model::new_id("node_", clock.now_ms());
-        let shared = Arc::new(
-            dispatch::Shared::new(ledger, clock, cfg.clone(), url_policy, outbox, lookup)
-                .map_err(EngineError::from)?,
-        );
+        let shared = Arc::new(dispatch::Shared::new(
+            ledger,
+            clock,
+            cfg.clone(),
+            url_policy,
+            outbox,
+            transport,
+        ));
         let (stop, rx) = watch::channel(false);
         // Retention runs on every node, dispatching or not (its deletes are idempotent).
         tokio::spawn(retention::run(shared.clone(), rx.clone()));

@@ -1,46 +1,53 @@
-//! The storage side of the simulated world: a [`Ledger`] that forwards to the real embedded
-//! ledger and injects the faults the seed asks for (a failed `fdatasync`, before or after the
-//! bytes reached the journal), and the torn journal tail written between two lives.
+//! The storage side of the simulated world: the seed's plan of journal-sync failures, given to
+//! the real embedded ledger's writer as its fault hook (so a failed `fdatasync` takes the
+//! writer's own error path: the group fails, the ledger stops taking writes until the next
+//! life), and the torn journal tail written between two lives.
 //!
 //! It also keeps tokio's paused clock honest: the embedded ledger commits on its own OS
-//! thread, which a paused current-thread runtime cannot see, so while a batch is in flight a
-//! blocking-pool task waits for it; tokio does not auto-advance time while blocking tasks run,
-//! so a session's call timeout never fires just because the writer thread was slow.
+//! thread, which a paused current-thread runtime cannot see, so [`WatchedLedger`] keeps a
+//! blocking-pool task waiting while a batch is in flight; tokio does not auto-advance time
+//! while blocking tasks run, so a session's call timeout never fires just because the writer
+//! thread was slow.
+//!
+//! And it answers one read without the store, exactly: the webhook dispatcher walks its due
+//! index one minute partition at a time (16 shards × every minute of the 31 h retry
+//! schedule), and each read of the real store goes through the blocking pool (~20 µs). The
+//! wrapper carries the outbox hook itself, so it sees every batch complete with its fan-out
+//! markers, and remembers every due-index partition any batch ever wrote (over the whole run:
+//! the data directory starts empty). A partition never written is empty, so its scan answers
+//! empty at once; every other scan goes to the store.
 
 use ipay_engine::clock::Timestamp;
 use ipay_engine::error::StoreError;
 use ipay_engine::ids::{ApiKeyId, EventId, MerchantId, PaymentIntentId, RefundId, ServiceId};
 use ipay_engine::model::{ApiKey, Event, Merchant, PaymentIntent, Refund, Service};
+use ipay_engine::store::WriteOp;
 use ipay_engine::store::embedded::EmbeddedLedger;
-use ipay_engine::store::hook::CommitHooks;
+use ipay_engine::store::embedded::faults::{SyncFault, SyncFaults};
+use ipay_engine::store::hook::{CommitHook, CommitHooks};
 use ipay_engine::store::{
     CommitTicket, Completion, EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, Page,
     PageRequest, StatusCounts, WriteBatch,
 };
+use ipay_engine::webhooks::Outbox;
+use ipay_engine::webhooks::model::DUE;
 use parking_lot::Mutex;
 use rand::Rng;
 use rand::rngs::StdRng;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// How the next commit fails, if it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncFault {
-    /// The batch never reached the journal; the caller is told the sync failed.
-    Before,
-    /// The batch reached the journal but the caller is told the sync failed (its outcome is
-    /// unknown to the caller, as after a real `fdatasync` error).
-    After,
-}
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The seed's choices for the storage layer, shared by every ledger of one run.
 pub struct StorageFaults {
     rng: Mutex<StdRng>,
-    /// Probability (per mille) that a commit fails.
+    /// Probability (per mille) that a group commit's sync fails.
     fail_per_mille: u32,
     /// Off during set-up and the final check.
     armed: AtomicBool,
+    /// Sync failures injected so far.
+    pub injected: AtomicU64,
     /// Faults injected, described, for the run's trace.
     pub log: Mutex<Vec<String>>,
 }
@@ -51,6 +58,7 @@ impl StorageFaults {
             rng: Mutex::new(rng),
             fail_per_mille,
             armed: AtomicBool::new(false),
+            injected: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         })
     }
@@ -59,7 +67,9 @@ impl StorageFaults {
     pub fn arm(&self, on: bool) {
         self.armed.store(on, Ordering::SeqCst);
     }
+}
 
+impl SyncFaults for StorageFaults {
     fn next(&self) -> Option<SyncFault> {
         if !self.armed.load(Ordering::SeqCst) {
             return None;
@@ -68,62 +78,78 @@ impl StorageFaults {
         if rng.random_range(0..1000) >= self.fail_per_mille {
             return None;
         }
-        Some(if rng.random_bool(0.5) {
+        let f = if rng.random_bool(0.5) {
             SyncFault::Before
         } else {
             SyncFault::After
-        })
+        };
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        self.log.lock().push(format!(
+            "  fdatasync fault {f:?} in the writer's group commit"
+        ));
+        Some(f)
     }
 }
 
-/// The real embedded ledger behind the seed's fault plan. Like the real ledger after an I/O
-/// error, it takes no more writes once a commit failed (fail-stop) until the next life.
-pub struct FaultyLedger {
+/// Due-index partitions written during one run (shared by its lives).
+pub type WrittenPartitions = Arc<Mutex<HashSet<String>>>;
+
+/// The real embedded ledger, with a blocking-pool task kept alive while a batch is in flight,
+/// carrying the outbox hook and answering scans of never-written due partitions (see the
+/// module doc). Faults are injected inside the ledger's writer, not here.
+pub struct WatchedLedger {
     inner: Arc<EmbeddedLedger>,
-    faults: Arc<StorageFaults>,
-    stopped: AtomicBool,
-    /// Commits that failed by injection in this life.
-    pub injected: std::sync::atomic::AtomicU64,
+    hooks: CommitHooks,
+    outbox: std::sync::OnceLock<Arc<Outbox>>,
+    written: WrittenPartitions,
 }
 
-impl FaultyLedger {
-    pub fn new(inner: Arc<EmbeddedLedger>, faults: Arc<StorageFaults>) -> Arc<Self> {
-        Arc::new(FaultyLedger {
+impl WatchedLedger {
+    pub fn new(inner: Arc<EmbeddedLedger>, written: WrittenPartitions) -> Arc<Self> {
+        Arc::new(WatchedLedger {
             inner,
-            faults,
-            stopped: AtomicBool::new(false),
-            injected: Default::default(),
+            hooks: CommitHooks::default(),
+            outbox: std::sync::OnceLock::new(),
+            written,
         })
     }
 
-    fn refuse() -> StoreError {
-        StoreError("simulated: the ledger stopped after an fdatasync error".into())
+    /// Installs the webhook outbox as this ledger's commit hook (before the engine starts).
+    pub fn attach_outbox(&self) -> Result<Arc<Outbox>, StoreError> {
+        let outbox = Outbox::attach(self)?;
+        let _ = self.outbox.set(outbox.clone());
+        Ok(outbox)
     }
 
-    fn injected_error() -> StoreError {
-        StoreError("simulated fdatasync error".into())
+    fn note_written(&self, batch: &WriteBatch) {
+        let mut w = self.written.lock();
+        for op in &batch.ops {
+            if let WriteOp::PutEntry {
+                index, partition, ..
+            } = op
+                && *index == DUE
+                && !w.contains(partition)
+            {
+                w.insert(partition.clone());
+            }
+        }
     }
 }
 
-/// Calls `done` once the inner ledger answered, with the answer rewritten by `fault`, and keeps
-/// a blocking task alive meanwhile (see the module doc).
-fn watched(fault: Option<SyncFault>, done: Completion) -> Completion {
+/// Calls `done` once the inner ledger answered, and keeps a blocking task alive meanwhile.
+fn watched(done: Completion) -> Completion {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     tokio::task::spawn_blocking(move || {
         let _ = rx.recv();
     });
     Box::new(move |r: Result<(), StoreError>| {
-        let r = match (fault, r) {
-            (Some(SyncFault::After), Ok(())) => Err(FaultyLedger::injected_error()),
-            (_, r) => r,
-        };
         done(r);
         let _ = tx.send(());
     })
 }
 
 #[async_trait::async_trait]
-impl Ledger for FaultyLedger {
+impl Ledger for WatchedLedger {
     fn submit(&self, batch: WriteBatch) -> CommitTicket {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit_then(
@@ -135,32 +161,29 @@ impl Ledger for FaultyLedger {
         CommitTicket::waiting(rx)
     }
 
-    fn submit_then(&self, batch: WriteBatch, done: Completion) {
-        if self.stopped.load(Ordering::SeqCst) {
-            return done(Err(Self::refuse()));
-        }
-        let fault = self.faults.next();
-        if let Some(f) = fault {
-            let events: Vec<&str> = batch.events().map(|e| e.event_type.as_str()).collect();
-            self.faults.log.lock().push(format!(
-                "  fdatasync fault {f:?} on a batch with events {events:?}"
-            ));
-            // Fail-stop from here on, as the real ledger does after an I/O error.
-            self.stopped.store(true, Ordering::SeqCst);
-            self.injected.fetch_add(1, Ordering::SeqCst);
-        }
-        if fault == Some(SyncFault::Before) {
-            return done(Err(Self::injected_error()));
-        }
-        self.inner.submit_then(batch, watched(fault, done));
+    fn submit_then(&self, mut batch: WriteBatch, done: Completion) {
+        let after = self.outbox.get().and_then(|o| o.prepare(&mut batch));
+        self.note_written(&batch);
+        let done: Completion = match after {
+            None => done,
+            Some(after) => Box::new(move |r| {
+                after(&r);
+                done(r);
+            }),
+        };
+        self.inner.submit_then(batch, watched(done));
     }
 
     fn writable(&self) -> bool {
-        !self.stopped.load(Ordering::SeqCst) && self.inner.writable()
+        self.inner.writable()
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
     }
 
     fn commit_hooks(&self) -> Option<&CommitHooks> {
-        self.inner.commit_hooks()
+        Some(&self.hooks)
     }
 
     async fn get_merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError> {
@@ -254,6 +277,9 @@ impl Ledger for FaultyLedger {
         partition: &str,
         range: &EntryRange,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if index == DUE && !self.written.lock().contains(partition) {
+            return Ok(Vec::new());
+        }
         self.inner.scan_entries(index, partition, range).await
     }
 }

@@ -1,15 +1,18 @@
 //! Deterministic simulation of the engine core: payment sessions, the embedded ledger, the
 //! channel breakers and retries, callbacks and refunds, driven by simulated clients on a
 //! seeded schedule with injected faults (crashes at any point, failed `fdatasync`, torn
-//! journal tails, clock jumps, PSP errors and time-outs, duplicate callbacks), and checked
-//! against invariants at the end of every run (see `model.rs`). docs/simulation.md says what
+//! journal tails, clock jumps, PSP errors and time-outs, duplicate callbacks, webhook
+//! receivers that fail, hang or lose their answers), and checked against invariants at the
+//! end of every run (see `model.rs` and `delivery.rs`). docs/simulation.md says what
 //! is simulated and what is not.
 //!
 //! `SIM_SEED=<n>` runs one seed; `SIM_SEEDS=<count>` and `SIM_FIRST_SEED=<n>` choose a range;
 //! `SIM_BUDGET_SECS` bounds the wall time of the range (default 90 s; seeds past it are
 //! skipped and the count run is printed).
 
+mod delivery;
 mod faults;
+mod hooks;
 mod model;
 mod ops;
 mod psp;
@@ -93,6 +96,14 @@ fn add(t: &mut world::Stats, s: &world::Stats) {
     t.psp_hangs += s.psp_hangs;
     t.intents += s.intents;
     t.unacked_intents += s.unacked_intents;
+    t.deliveries += s.deliveries;
+    t.delivered_pairs += s.delivered_pairs;
+    t.dropped_pairs += s.dropped_pairs;
+    t.drained_ms = t.drained_ms.max(s.drained_ms);
+    t.drain_rounds += s.drain_rounds;
+    for (k, v) in &s.hook_answers {
+        *t.hook_answers.entry(k).or_default() += v;
+    }
     for (k, v) in &s.errors {
         *t.errors.entry(k).or_default() += v;
     }

@@ -4,8 +4,13 @@
 //! it. A crash ends a life at any point: requests in flight are abandoned mid-way (their
 //! tasks dropped with the runtime), the engine is gone without a shutdown hand-over, and the
 //! next life reopens the store from disk, sometimes after a torn journal tail was appended.
+//!
+//! Two merchants, each with its own webhook endpoints, share the engine; every life runs the
+//! real webhook dispatcher, sending through the simulated receivers (`hooks.rs`).
 
-use crate::faults::{FaultyLedger, StorageFaults, tear_journal_tail};
+use crate::delivery;
+use crate::faults::{StorageFaults, WatchedLedger, tear_journal_tail};
+use crate::hooks::{Endpoint, Profile, Receivers};
 use crate::model::{KnownIntent, Model, Stored, check_intent};
 use crate::ops::{Op, Outcome, run_op};
 use crate::psp::{CHANNEL, PspPlan, SimFactory};
@@ -13,13 +18,15 @@ use ipay_engine::channel::ChannelsConfig;
 use ipay_engine::channels::retry::RecordingSleeper;
 use ipay_engine::channels::vault::MasterKey;
 use ipay_engine::channels::{ChannelConfigInput, ChannelSetup};
-use ipay_engine::clock::ManualClock;
+use ipay_engine::clock::{Clock, ManualClock};
 use ipay_engine::engine::{AuthContext, Engine, EngineConfig, create_merchant};
 use ipay_engine::model::{IntentStatus, RefundStatus, ServiceAction, ServiceInput};
 use ipay_engine::session::SessionConfig;
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::memory_hot::MemoryHotState;
 use ipay_engine::store::{EventQuery, IntentQuery, Ledger, PageRequest};
+use ipay_engine::webhooks::api::EndpointInput;
+use ipay_engine::webhooks::{WebhookConfig, WebhookDeps, Webhooks};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -30,6 +37,29 @@ use tokio::runtime::Runtime;
 const EPOCH_MS: i64 = 1_800_000_000_000;
 /// Longest expiry a simulated client asks for, seconds.
 const MAX_EXPIRY_SECS: i64 = 3_600;
+/// Merchants sharing the engine (each with its own endpoints).
+const MERCHANTS: usize = 2;
+/// Drain rounds at most (each: tokio time passes, then the clock moves to the next retry).
+const MAX_DRAIN_ROUNDS: usize = 400;
+/// Tokio time one drain round lets pass, s: a poll, a send up to its time limit, and the
+/// bookkeeping after it.
+const DRAIN_ROUND_SECS: u64 = 12;
+/// Shortest clock move of one drain round, ms: retries due close together go in one round
+/// (a retry made later than its time is still after its delay).
+const DRAIN_MIN_STEP_MS: i64 = 600_000;
+
+/// The dispatcher's settings in the simulation: the defaults, but a slower poll (the
+/// simulated clock moves only when the world moves it), long shard leases (one node), and
+/// back-off windows of up to 6 h instead of 10 min, so a dead endpoint's parked markers wake
+/// a few times over the 31 h retry schedule instead of 190 (each wake is a drain round).
+fn webhook_config() -> WebhookConfig {
+    WebhookConfig {
+        poll_interval_ms: 10_000,
+        lease_ttl_ms: 60_000,
+        backoff_max_ms: 6 * 3_600_000,
+        ..WebhookConfig::default()
+    }
+}
 
 /// Counts of what happened in a run, printed per seed.
 #[derive(Debug, Default, Clone)]
@@ -44,9 +74,19 @@ pub struct Stats {
     pub clock_jumps: u32,
     pub psp_calls: u64,
     pub psp_hangs: u64,
+    /// Webhook requests the receivers processed (duplicates included).
+    pub deliveries: usize,
+    /// (event, endpoint) pairs delivered, and dropped without being delivered.
+    pub delivered_pairs: usize,
+    pub dropped_pairs: usize,
+    /// Webhook attempts the receivers saw, by how they answered.
+    pub hook_answers: std::collections::BTreeMap<&'static str, u64>,
     pub intents: usize,
     /// Intents stored although no client was told they were created.
     pub unacked_intents: usize,
+    /// Simulated time the webhook drain took, ms (the longest, in totals), and its rounds.
+    pub drained_ms: i64,
+    pub drain_rounds: u32,
     /// Error codes clients got, with counts.
     pub errors: std::collections::BTreeMap<&'static str, u32>,
 }
@@ -55,9 +95,17 @@ pub struct Stats {
 struct Life {
     rt: Runtime,
     engine: Engine,
-    ledger: Arc<FaultyLedger>,
+    webhooks: Arc<Webhooks>,
     closed: tokio::sync::watch::Receiver<bool>,
-    ctx: AuthContext,
+    /// One per merchant.
+    ctxs: Vec<AuthContext>,
+}
+
+/// A merchant as set up in the first life.
+#[derive(Debug, Clone, Default)]
+pub struct MerchantSetup {
+    secret: String,
+    service_id: String,
 }
 
 /// The seed's world.
@@ -67,8 +115,13 @@ pub struct World {
     clock: ManualClock,
     storage: Arc<StorageFaults>,
     psp: Arc<PspPlan>,
-    secret: Option<String>,
-    service_id: String,
+    receivers: Arc<Receivers>,
+    /// Due-index partitions written so far (see `faults.rs`).
+    due_written: crate::faults::WrittenPartitions,
+    /// Set up in the first life.
+    merchants: Vec<MerchantSetup>,
+    /// Intent id → merchant index.
+    owner: std::collections::BTreeMap<String, usize>,
     model: Model,
     life: Option<Life>,
     next_id: u64,
@@ -89,14 +142,18 @@ impl World {
             rng.random_range(0..60),
             rng.random_range(0..50),
         );
+        let timeout = std::time::Duration::from_millis(webhook_config().timeout_ms);
+        let receivers = Receivers::new(StdRng::seed_from_u64(rng.random()), timeout);
         Ok(World {
             rng,
             dir: data_dir()?,
             clock: ManualClock::new(EPOCH_MS),
             storage,
             psp,
-            secret: None,
-            service_id: String::new(),
+            receivers,
+            due_written: Default::default(),
+            merchants: Vec::new(),
+            owner: Default::default(),
             model: Model::default(),
             life: None,
             next_id: 0,
@@ -133,6 +190,7 @@ impl World {
                 self.jump_clock();
                 Ok(())
             }
+            10..16 => self.let_time_pass(),
             _ => self.run_ops(),
         }
     }
@@ -150,29 +208,41 @@ impl World {
             .start_paused(true)
             .build()
             .map_err(|e| e.to_string())?;
-        let raw = EmbeddedLedger::open(self.dir.path(), EmbeddedOptions::default())
-            .map_err(|e| format!("reopening the ledger failed: {e}"))?;
+        let raw = EmbeddedLedger::open_with_faults(
+            self.dir.path(),
+            EmbeddedOptions::default(),
+            self.storage.clone(),
+        )
+        .map_err(|e| format!("reopening the ledger failed: {e}"))?;
         let closed = raw.closed();
-        let ledger = FaultyLedger::new(raw, self.storage.clone());
-        let engine = rt.block_on(self.start_engine(ledger.clone()))?;
-        if self.secret.is_none() {
-            rt.block_on(self.set_up(&engine))?;
+        let ledger = WatchedLedger::new(raw, self.due_written.clone());
+        let (engine, webhooks) = rt.block_on(self.start_engine(ledger))?;
+        if self.merchants.is_empty() {
+            rt.block_on(self.set_up(&engine, &webhooks))?;
         }
-        let secret = self.secret.clone().unwrap_or_default();
-        let ctx = rt
-            .block_on(engine.authenticate(&secret, None))
-            .map_err(|e| format!("the merchant's key is gone after a restart: {e}"))?;
+        let mut ctxs = Vec::new();
+        for m in &self.merchants {
+            let ctx = rt
+                .block_on(engine.authenticate(&m.secret, None))
+                .map_err(|e| format!("a merchant's key is gone after a restart: {e}"))?;
+            ctxs.push(ctx);
+        }
         self.life = Some(Life {
             rt,
             engine,
-            ledger,
+            webhooks,
             closed,
-            ctx,
+            ctxs,
         });
         Ok(())
     }
 
-    async fn start_engine(&self, ledger: Arc<FaultyLedger>) -> Result<Engine, String> {
+    async fn start_engine(
+        &self,
+        ledger: Arc<WatchedLedger>,
+    ) -> Result<(Engine, Arc<Webhooks>), String> {
+        let outbox = ledger.attach_outbox().map_err(|e| e.to_string())?;
+        let hot = Arc::new(MemoryHotState::new());
         let sessions = SessionConfig {
             shards: 4,
             passivate_after_ms: 120_000,
@@ -183,14 +253,9 @@ impl World {
             sessions,
             ..Default::default()
         };
-        let engine = Engine::start(
-            ledger,
-            Arc::new(MemoryHotState::new()),
-            Arc::new(self.clock.clone()),
-            cfg,
-        )
-        .await
-        .map_err(|e| format!("the engine did not start on the reopened store: {e}"))?;
+        let engine = Engine::start(ledger, hot.clone(), Arc::new(self.clock.clone()), cfg)
+            .await
+            .map_err(|e| format!("the engine did not start on the reopened store: {e}"))?;
         let config = ChannelsConfig {
             retry_delays_ms: vec![1_000, 5_000],
             breaker_failure_threshold: 3,
@@ -207,40 +272,80 @@ impl World {
                 psp_budget: ChannelSetup::psp_budget(30_000),
             })
             .map_err(|e| e.to_string())?;
-        Ok(engine)
+        let cfg = webhook_config();
+        let deps = WebhookDeps {
+            ledger: engine.ledger().clone(),
+            hot,
+            clock: engine.clock().clone(),
+            outbox,
+            url_policy: cfg.url_policy(),
+            max_page_size: engine.config().limits.max_page_size,
+        };
+        let webhooks = Webhooks::start_with_transport(deps, cfg, self.receivers.transport())
+            .await
+            .map_err(|e| format!("the webhook dispatcher did not start: {e}"))?;
+        Ok((engine, webhooks))
     }
 
-    /// The merchant, its manifest and its channel, written before faults are armed.
-    async fn set_up(&mut self, engine: &Engine) -> Result<(), String> {
+    /// The merchants, their endpoints, manifests and channels, written before faults are
+    /// armed. Endpoints come first, so every event a merchant has is one its endpoints want.
+    async fn set_up(&mut self, engine: &Engine, webhooks: &Webhooks) -> Result<(), String> {
         let err = |e: ipay_engine::EngineError| format!("set-up failed: {e}");
         self.storage.arm(false);
-        let creds = create_merchant(engine.ledger().as_ref(), &self.clock, "sim")
-            .await
-            .map_err(err)?;
-        let ctx = engine
-            .authenticate(&creds.test_secret_key, None)
-            .await
-            .map_err(err)?;
-        let input = ServiceInput {
-            name: Some("sim".into()),
-            accepted_channels: Some(vec![CHANNEL.into()]),
-            ..Default::default()
-        };
-        let (svc, _) = engine.upsert_service(&ctx, input).await.map_err(err)?;
-        let id = svc.id.to_string();
-        engine
-            .service_action(&ctx, &id, ServiceAction::Activate)
-            .await
-            .map_err(err)?;
-        let input = ChannelConfigInput {
-            channel: CHANNEL.into(),
-            credentials: serde_json::json!({"sim": true}),
-            notify_url: "https://merchant.example/callbacks".into(),
-        };
-        engine.configure_channel(&ctx, input).await.map_err(err)?;
+        for m in 0..MERCHANTS {
+            let creds = create_merchant(engine.ledger().as_ref(), &self.clock, "sim")
+                .await
+                .map_err(err)?;
+            let ctx = engine
+                .authenticate(&creds.test_secret_key, None)
+                .await
+                .map_err(err)?;
+            let endpoints = if m == 0 {
+                self.rng.random_range(1..=2)
+            } else {
+                1
+            };
+            for n in 0..endpoints {
+                let url = format!("https://hooks{n}.merchant{m}.example/in");
+                let input = EndpointInput {
+                    url: url.clone(),
+                    ..Default::default()
+                };
+                let made = webhooks.create_endpoint(&ctx, input).await.map_err(err)?;
+                let profile = Profile::draw(&mut self.rng);
+                self.receivers.endpoints.lock().insert(
+                    url,
+                    Endpoint {
+                        id: made.endpoint.id,
+                        merchant: ctx.merchant_id,
+                        secret: made.secret,
+                        profile,
+                    },
+                );
+            }
+            let input = ServiceInput {
+                name: Some("sim".into()),
+                accepted_channels: Some(vec![CHANNEL.into()]),
+                ..Default::default()
+            };
+            let (svc, _) = engine.upsert_service(&ctx, input).await.map_err(err)?;
+            let id = svc.id.to_string();
+            engine
+                .service_action(&ctx, &id, ServiceAction::Activate)
+                .await
+                .map_err(err)?;
+            let input = ChannelConfigInput {
+                channel: CHANNEL.into(),
+                credentials: serde_json::json!({"sim": true}),
+                notify_url: "https://merchant.example/callbacks".into(),
+            };
+            engine.configure_channel(&ctx, input).await.map_err(err)?;
+            self.merchants.push(MerchantSetup {
+                secret: creds.test_secret_key,
+                service_id: id,
+            });
+        }
         self.storage.arm(true);
-        self.secret = Some(creds.test_secret_key);
-        self.service_id = id;
         Ok(())
     }
 
@@ -262,19 +367,15 @@ impl World {
         let Some(life) = self.life.take() else {
             return Ok(());
         };
-        self.stats.sync_faults += life
-            .ledger
-            .injected
-            .load(std::sync::atomic::Ordering::SeqCst);
         let Life {
             rt,
             engine,
-            ledger,
+            webhooks,
             closed,
             ..
         } = life;
+        drop(webhooks);
         drop(engine);
-        drop(ledger);
         // Every task dies with the runtime, as with the process; the writer thread then sees
         // the last handle go and releases the directory.
         rt.shutdown_timeout(Duration::from_secs(10));
@@ -306,12 +407,32 @@ impl World {
         }
     }
 
+    /// Lets tokio time pass with nothing requested (the dispatcher sends, receivers answer or
+    /// hang, time-outs fire); sometimes the process crashes right after, with sends in flight.
+    fn let_time_pass(&mut self) -> Result<(), String> {
+        let ms = self.rng.random_range(10..15_000);
+        let crash = self.rng.random_bool(0.2);
+        self.trace.push(format!(
+            "step {}: {ms} ms pass{}",
+            self.stats.steps,
+            if crash { ", then a crash" } else { "" }
+        ));
+        let life = self.life.as_ref().ok_or("no life")?;
+        life.rt
+            .block_on(async { tokio::time::sleep(Duration::from_millis(ms)).await });
+        if crash {
+            self.stats.mid_flight_crashes += 1;
+            self.crash()?;
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- requests
 
     /// Runs 1–4 requests at once; sometimes the process crashes while they are in flight.
     fn run_ops(&mut self) -> Result<(), String> {
         let n = self.rng.random_range(1..=4);
-        let ops: Vec<Op> = (0..n).map(|_| self.pick_op()).collect();
+        let ops: Vec<(usize, Op)> = (0..n).map(|_| self.pick_op()).collect();
         self.trace
             .push(format!("step {}: {ops:?}", self.stats.steps));
         let crash_after = self
@@ -319,13 +440,19 @@ impl World {
             .random_bool(0.08)
             .then(|| self.rng.random_range(0..40));
         let life = self.life.as_ref().ok_or("no life")?;
-        let (engine, ctx) = (life.engine.clone(), life.ctx.clone());
+        let (engine, ctxs) = (life.engine.clone(), life.ctxs.clone());
         let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
         self.stats.ops += n;
         let outcomes = life.rt.block_on(async move {
             let handles: Vec<_> = ops
                 .into_iter()
-                .map(|op| tokio::spawn(run_op(engine.clone(), ctx.clone(), op, seq.clone())))
+                .map(|(who, op)| {
+                    let run = run_op(engine.clone(), ctxs[who].clone(), op, seq.clone());
+                    tokio::spawn(async move {
+                        let (at, o) = run.await;
+                        (at, who, o)
+                    })
+                })
                 .collect();
             let mut out = Vec::new();
             let Some(yields) = crash_after else {
@@ -347,8 +474,11 @@ impl World {
             Ok(out)
         })?;
         let mut outcomes = outcomes;
-        outcomes.sort_by_key(|(at, _)| *at);
-        for (_, o) in outcomes {
+        outcomes.sort_by_key(|(at, _, _)| *at);
+        for (_, who, o) in outcomes {
+            if let Outcome::Created(pi, ..) = &o {
+                self.owner.insert(pi.id.to_string(), who);
+            }
             self.trace.append(&mut self.storage.log.lock());
             self.trace.push(format!("  -> {}", brief(&o)));
             self.apply(o)?;
@@ -389,50 +519,55 @@ impl World {
         }
     }
 
-    fn random_intent(&mut self) -> Option<(String, i64)> {
+    /// A known intent: (id, amount, owning merchant).
+    fn random_intent(&mut self) -> Option<(String, i64, usize)> {
         if self.model.intents.is_empty() {
             return None;
         }
         let i = self.rng.random_range(0..self.model.intents.len());
         let (id, k) = self.model.intents.iter().nth(i)?;
-        Some((id.clone(), k.amount))
+        let who = self.owner.get(id).copied().unwrap_or(0);
+        Some((id.clone(), k.amount, who))
     }
 
-    fn pick_op(&mut self) -> Op {
+    /// A request and the merchant making it.
+    fn pick_op(&mut self) -> (usize, Op) {
         let roll = self.rng.random_range(0..100);
         let target = self.random_intent();
         match (roll, target) {
             (0..35, _) | (_, None) => self.pick_create(),
-            (35..60, Some((id, amount))) => self.pick_callback(id, amount),
-            (60..70, Some(_)) if !self.model.notifications.is_empty() => {
+            (35..60, Some((id, amount, who))) => (who, self.pick_callback(id, amount)),
+            (60..70, Some((_, _, who))) if !self.model.notifications.is_empty() => {
                 let i = self.rng.random_range(0..self.model.notifications.len());
                 let (intent, nid, outcome) = self.model.notifications[i].clone();
                 let amount = self.model.intents.get(&intent).map_or(0, |k| k.amount);
-                Op::Callback {
+                let op = Op::Callback {
                     intent,
                     nid,
                     outcome,
                     amount,
-                }
+                };
+                (who, op)
             }
-            (60..78, Some((intent, _))) => Op::Cancel { intent },
-            (_, Some((intent, amount))) => {
+            (60..78, Some((intent, _, who))) => (who, Op::Cancel { intent }),
+            (_, Some((intent, amount, who))) => {
                 let amount = self
                     .rng
                     .random_bool(0.5)
                     .then(|| self.rng.random_range(1..=amount));
-                Op::Refund { intent, amount }
+                (who, Op::Refund { intent, amount })
             }
         }
     }
 
-    fn pick_create(&mut self) -> Op {
+    fn pick_create(&mut self) -> (usize, Op) {
+        let who = usize::from(self.rng.random_bool(0.3));
         let amount = self.rng.random_range(100..5_000);
         let expires_in = self.rng.random_range(60..MAX_EXPIRY_SECS);
         let key = match self.rng.random_range(0..10) {
             0..3 => None,
             3..5 if !self.model.keys.is_empty() => {
-                // A client retrying: same key, same request.
+                // A client retrying: same key, same request, same merchant.
                 let i = self.rng.random_range(0..self.model.keys.len());
                 let (k, (amount, _)) = self
                     .model
@@ -441,25 +576,28 @@ impl World {
                     .nth(i)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .unwrap_or_default();
-                return Op::Create {
-                    service: self.service_id.clone(),
+                let who = usize::from(k.starts_with("key1-"));
+                let op = Op::Create {
+                    service: self.merchants[who].service_id.clone(),
                     key: Some(k),
                     amount,
                     expires_in: 600,
                 };
+                return (who, op);
             }
-            _ => Some(self.fresh("key-")),
+            _ => Some(self.fresh(&format!("key{who}-"))),
         };
         if let Some(k) = &key {
             self.model.keys.insert(k.clone(), (amount, None));
         }
         let expires_in = if key.is_some() { 600 } else { expires_in };
-        Op::Create {
-            service: self.service_id.clone(),
+        let op = Op::Create {
+            service: self.merchants[who].service_id.clone(),
             key,
             amount,
             expires_in,
-        }
+        };
+        (who, op)
     }
 
     fn pick_callback(&mut self, intent: String, amount: i64) -> Op {
@@ -483,7 +621,8 @@ impl World {
 
     // ---------------------------------------------------------------- the end
 
-    /// Recovers once more with faults off, lets every expiry pass, and checks the invariants.
+    /// Recovers once more with faults off, lets every expiry pass, and checks the invariants;
+    /// then lets the whole webhook retry schedule run out and checks the deliveries.
     fn finish(mut self) -> Result<Stats, String> {
         self.storage.arm(false);
         self.crash()?;
@@ -493,18 +632,20 @@ impl World {
         // Every stored intent, acknowledged or not (a write whose fsync "failed" may be on
         // disk, and a crash may cut the answer of a write that landed): none may have moved
         // twice, be over-refunded or be stuck, and every acknowledged one must be there.
-        let all = life
-            .rt
-            .block_on(all_intents(life.engine.ledger(), &life.ctx))?;
+        let mut all = std::collections::BTreeMap::new();
+        for (who, ctx) in life.ctxs.iter().enumerate() {
+            for id in life.rt.block_on(all_intents(life.engine.ledger(), ctx))? {
+                all.insert(id, who);
+            }
+        }
         for id in self.model.intents.keys() {
-            if !all.contains(id) {
+            if !all.contains_key(id) {
                 return Err(format!("acknowledged intent {id} is not listed"));
             }
         }
-        for id in &all {
-            let stored = life
-                .rt
-                .block_on(stored(life.engine.ledger(), &life.ctx, id))?;
+        for (id, who) in &all {
+            let ctx = &life.ctxs[*who];
+            let stored = life.rt.block_on(stored(life.engine.ledger(), ctx, id))?;
             let unacked = KnownIntent {
                 amount: stored.intent.as_ref().map_or(0, |pi| pi.amount.value),
                 terminal: None,
@@ -516,8 +657,59 @@ impl World {
         self.stats.unacked_intents = all.len() - self.model.intents.len();
         self.stats.psp_calls = self.psp.calls.load(std::sync::atomic::Ordering::SeqCst);
         self.stats.psp_hangs = self.psp.hangs.load(std::sync::atomic::Ordering::SeqCst);
+        self.stats.sync_faults = self
+            .storage
+            .injected
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.drain_and_check_deliveries()?;
         self.end_life()?;
         Ok(self.stats)
+    }
+
+    /// Lets the dispatcher work through every delivery: tokio time runs (sends, time-outs,
+    /// bookkeeping) and the clock moves to the next retry, until no delivery is in progress
+    /// (or far past the whole schedule, which the check then reports). Then the invariant.
+    fn drain_and_check_deliveries(&mut self) -> Result<(), String> {
+        let life = self.life.as_ref().ok_or("no life")?;
+        let ledger = life.engine.ledger().clone();
+        let drain_started = self.clock.now_ms();
+        let mut pairs = life
+            .rt
+            .block_on(delivery::pairs(&ledger, &life.ctxs, &self.receivers))?;
+        for _ in 0..MAX_DRAIN_ROUNDS {
+            self.stats.drain_rounds += 1;
+            life.rt.block_on(async {
+                tokio::time::sleep(Duration::from_secs(DRAIN_ROUND_SECS)).await
+            });
+            life.rt.block_on(delivery::refresh(&ledger, &mut pairs))?;
+            let u = delivery::unfinished(&pairs);
+            if u.open == 0 {
+                break;
+            }
+            // Move to the next retry; while a fan-out marker is parked, no further than a
+            // back-off window can last (it is due when its window ends).
+            let now = self.clock.now_ms();
+            let cap = if u.unrecorded {
+                webhook_config().backoff_max_ms as i64
+            } else {
+                i64::MAX / 4
+            };
+            let to = u
+                .next
+                .unwrap_or(now + cap)
+                .clamp(now + DRAIN_MIN_STEP_MS, now + cap);
+            self.clock.advance_ms(to - now);
+        }
+        self.stats.drained_ms = self.clock.now_ms() - drain_started;
+        let span = (EPOCH_MS, self.clock.now_ms());
+        let report = life
+            .rt
+            .block_on(delivery::check(&ledger, &pairs, &self.receivers, span))?;
+        self.stats.deliveries = self.receivers.got.lock().len();
+        self.stats.delivered_pairs = report.delivered;
+        self.stats.dropped_pairs = report.dropped;
+        self.stats.hook_answers = self.receivers.seen.lock().clone();
+        Ok(())
     }
 }
 
