@@ -142,10 +142,15 @@ impl Idempotency {
         // must hear its 503 within the one bound it already waited, not a second one. A
         // release that fails is retried by the backend once it answers, so a retry of this
         // key after an outage runs or replays at once instead of waiting out the TTL.
+        // A hot state that answers at once (the in-process one) is released right here: a
+        // task per create would cost a spawn, a schedule and a wake-up on the hot path.
         let hot = self.hot.clone();
-        tokio::spawn(async move {
+        let mut release = Box::pin(async move {
             let _ = hot.release(reservation).await;
         });
+        if futures::poll!(release.as_mut()).is_pending() {
+            tokio::spawn(release);
+        }
         result
     }
 

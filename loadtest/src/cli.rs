@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, value_parser};
 
+use crate::callbacks::{Precreate, STRIPE_CALLBACK_PATH, StripeCallbacks, precreate};
 use crate::ceiling;
 use crate::driver::{self, MAX_RATE, Plan, Scenario};
 use crate::duration::parse_duration;
@@ -44,6 +45,8 @@ pub enum Command {
     CreateIntents(CreateIntentsArgs),
     /// Load `GET` of one path.
     Get(GetArgs),
+    /// Pre-create intents, then post one verified PSP callback per intent (applied = 2xx).
+    Callbacks(CallbacksArgs),
     /// Replay a China→EU parcel day: full lifecycles, from order to delivery.
     Replay(ReplayArgs),
 }
@@ -110,6 +113,38 @@ pub struct CreateIntentsArgs {
     pub idempotency: bool,
 }
 
+/// Channels whose callbacks the `callbacks` scenario can sign.
+const CALLBACK_CHANNELS: [&str; 1] = ["stripe"];
+
+/// Arguments of `callbacks`.
+#[derive(Debug, Args)]
+pub struct CallbacksArgs {
+    /// Run settings.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The channel whose signed callbacks are sent.
+    #[arg(long, default_value = "stripe", value_parser = CALLBACK_CHANNELS)]
+    pub channel: String,
+    /// Secret API key of the merchant whose intents are paid (sk_test_… for the simulator).
+    #[arg(long)]
+    pub key: String,
+    /// An active service accepting the channel (svc_…).
+    #[arg(long)]
+    pub service_id: String,
+    /// Currency of the intents.
+    #[arg(long, default_value = "EUR")]
+    pub currency: String,
+    /// The endpoint secret the merchant's Stripe channel is configured with (whsec_…).
+    #[arg(long)]
+    pub webhook_secret: String,
+    /// Intents to pre-create; each is paid once, so this must cover warmup plus the run.
+    #[arg(long, default_value_t = 100_000)]
+    pub intents: usize,
+    /// Concurrent create requests while pre-creating.
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+}
+
 /// Arguments of `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -161,6 +196,45 @@ pub async fn create_intents(args: &CreateIntentsArgs) -> Result<Report> {
     run_scenario("create-intents", plan, Arc::new(scenario)).await
 }
 
+/// Runs the `callbacks` scenario: pre-creates the intents (not measured), then loads the
+/// callback route. Fails when the run outlasted the intents, since repeats are not applied.
+pub async fn callbacks(args: &CallbacksArgs) -> Result<Report> {
+    let plan = args.load.plan()?;
+    let setup = Precreate {
+        key: args.key.clone(),
+        service_id: args.service_id.clone(),
+        currency: args.currency.clone(),
+        count: args.intents,
+        concurrency: args.setup_concurrency,
+        timeout: args.load.timeout,
+    };
+    let started = std::time::Instant::now();
+    let intents = precreate(&plan.target, &setup).await?;
+    eprintln!(
+        "pre-created {} {} intents in {:.1} s",
+        intents.len(),
+        args.channel,
+        started.elapsed().as_secs_f64()
+    );
+    let scenario = Arc::new(StripeCallbacks::new(
+        &plan.target,
+        STRIPE_CALLBACK_PATH,
+        &args.webhook_secret,
+        intents,
+    )?);
+    let report = run_scenario("callbacks", plan, scenario.clone()).await?;
+    if scenario.repeats() > 0 {
+        return Err(Error::new(format!(
+            "the run needed more than the {} pre-created intents ({} callbacks repeated an \
+             earlier one); raise --intents",
+            args.intents,
+            scenario.repeats()
+        )));
+    }
+    eprintln!("callbacks sent for {} intents", scenario.sent());
+    Ok(report)
+}
+
 /// Runs the `get` scenario and returns its report.
 pub async fn get(args: &GetArgs) -> Result<Report> {
     let plan = args.load.plan()?;
@@ -186,6 +260,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::CeilingServer(args) => serve_ceiling(&args).await,
         Command::CreateIntents(args) => finish(create_intents(&args).await?, &args.load),
         Command::Get(args) => finish(get(&args).await?, &args.load),
+        Command::Callbacks(args) => finish(callbacks(&args).await?, &args.load),
         Command::Replay(args) => finish_replay(replay(&args).await?, &args),
     }
 }

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod callbacks;
 pub mod ceiling;
 pub mod cli;
 pub mod driver;

@@ -751,7 +751,7 @@ impl Writer {
                 continue;
             }
             let started = std::time::Instant::now();
-            match self.commit(&jobs) {
+            match self.commit(&mut jobs) {
                 Ok((purge, refused)) => {
                     if let Some(t) = purge {
                         self.stores.purge_idempotency(t);
@@ -794,7 +794,9 @@ impl Writer {
     /// Folds a group into one write batch and makes it durable (one `fdatasync`).
     /// Returns the idempotency purge cut-off the group asked for, if any, and the jobs
     /// refused by their fence (index in `jobs`, error); those wrote nothing.
-    fn commit(&self, jobs: &[Job]) -> Result<(Option<Timestamp>, Refused), StoreError> {
+    /// The jobs' encoded writes are moved into the batch (the writer is the one serial stage,
+    /// so it copies no key or value).
+    fn commit(&self, jobs: &mut [Job]) -> Result<(Option<Timestamp>, Refused), StoreError> {
         let s = &*self.stores;
         // Within one batch every write carries the same sequence number, so a key written
         // twice in a group must be written once, with its last value.
@@ -804,17 +806,17 @@ impl Writer {
         let mut purge: Option<Timestamp> = None;
         let mut fences: HashMap<&str, u64> = HashMap::new();
         let mut refused: Refused = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
+        for (i, job) in jobs.iter_mut().enumerate() {
             if let Some((key, epoch)) = &job.fence
                 && let Err(e) = fence(s, &mut snapshot, &mut fences, &mut writes, key, *epoch)?
             {
                 refused.push((i, e));
                 continue;
             }
-            for op in &job.ops {
+            for op in std::mem::take(&mut job.ops) {
                 match op {
                     Enc::Write { target, key, value } => {
-                        writes.insert((*target, key.clone()), value.clone());
+                        writes.insert((target, key), value);
                     }
                     Enc::Service { svc, json } => {
                         let id = svc.id.to_bytes();
@@ -825,11 +827,11 @@ impl Writer {
                                 load_json::<Service>(snap, s, T_SERVICES, &id)?
                             }
                         };
-                        service_writes(&mut writes, old.as_ref(), svc, json);
-                        services.insert(id, (**svc).clone());
+                        service_writes(&mut writes, old.as_ref(), &svc, &json);
+                        services.insert(id, *svc);
                     }
                     Enc::PurgeIdempotencyBefore(t) => {
-                        purge = Some(purge.map_or(*t, |p| p.max(*t)));
+                        purge = Some(purge.map_or(t, |p| p.max(t)));
                     }
                 }
             }
