@@ -157,15 +157,17 @@ impl ReturnMarker {
         if !REFUND_FINAL_EVENTS.contains(&e.event_type.as_str()) {
             return None;
         }
+        // The event's object is the refunded intent; the refund is its data.
         #[derive(Deserialize)]
         struct RefundData {
+            id: String,
             reason: Option<String>,
         }
         let r: RefundData = serde_json::from_str(e.data.get()).ok()?;
         let id = r.reason?.strip_prefix(RETURN_REFUND_REASON)?.to_string();
         Some(ReturnMarker {
             return_id: valid_return_id(id)?,
-            refund: RefundId::parse(&e.object_id).ok()?,
+            refund: RefundId::parse(&r.id).ok()?,
             at_ms: e.created.ms(),
         })
     }
@@ -634,7 +636,7 @@ mod tests {
             false,
             t,
             Timestamp(6_000),
-            re.to_string(),
+            PaymentIntentId::new_at(1_000).to_string(),
             &serde_json::json!({"id": re, "reason": reason}),
         )
     }
