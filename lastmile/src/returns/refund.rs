@@ -75,6 +75,9 @@ impl LastMile {
     pub(crate) async fn ret_settle_from_refund(&self, m: &ReturnMarker) -> EngineResult<bool> {
         let (_, applied) = self
             .ret_mutate(&m.return_id, async |r, c| {
+                // The link is the refund's reason, which a merchant can also write: a look-alike
+                // can at most make a `received` return ask for its own refund (due anyway), and
+                // the refund is read as the return's merchant, so another's is not found.
                 let ours = r.refund_id.is_none_or(|id| id == m.refund);
                 if !ours
                     || !matches!(
