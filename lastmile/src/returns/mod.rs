@@ -29,8 +29,10 @@
 //! answer leaves the return `received`, and the next read or retry repeats the refund under the
 //! same key, so the engine answers the first refund rather than making a second. A refund the
 //! PSP has not confirmed leaves the return `refund_pending`; it becomes `refunded` (and
-//! `return.refunded` is emitted) when the engine's committed refund says `succeeded`, checked
-//! on each read of the return and on `POST /api/returns/{id}/refund`.
+//! `return.refunded` is emitted once) from the engine's committed `refund.succeeded`: the
+//! settle hook writes a durable marker with that event and this node's consumer applies it
+//! (`crate::sessions::settle`; a crash leaves the marker for the start-up scan or the sweep).
+//! Reads of the return and `POST /api/returns/{id}/refund` check the refund too.
 
 pub mod inbound;
 pub mod label;

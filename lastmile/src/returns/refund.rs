@@ -10,6 +10,7 @@
 use super::{ReturnAction, ReturnCase, ReturnStatus, internal};
 use crate::LastMile;
 use crate::sessions::Actor;
+use crate::sessions::settle::{RETURN_REFUND_REASON, ReturnMarker};
 use ipay_engine::engine::{AmountInput, AuthContext, CreateRefundRequest};
 use ipay_engine::error::{EngineError, EngineResult};
 use ipay_engine::ids::ApiKeyId;
@@ -63,6 +64,48 @@ impl LastMile {
                 Ok(r)
             }
         }
+    }
+
+    /// Settles the return from its refund's committed final event (the consumer of
+    /// [`ReturnMarker`]s): a `refund_pending` (or still `received`) return takes the refund's
+    /// outcome, and the marker is deleted in the same batch. `false` when the return had
+    /// nothing to take from this refund (already settled, or another refund), so the caller
+    /// deletes the stale marker; a return is changed under its reservation, so a marker applied
+    /// twice, or with a concurrent read, emits `return.refunded` once.
+    pub(crate) async fn ret_settle_from_refund(&self, m: &ReturnMarker) -> EngineResult<bool> {
+        let (_, applied) = self
+            .ret_mutate(&m.return_id, async |r, c| {
+                // The link is the refund's reason, which a merchant can also write: a look-alike
+                // can at most make a `received` return ask for its own refund (due anyway), and
+                // the refund is read as the return's merchant, so another's is not found.
+                let ours = r.refund_id.is_none_or(|id| id == m.refund);
+                if !ours
+                    || !matches!(
+                        r.status,
+                        ReturnStatus::Received | ReturnStatus::RefundPending
+                    )
+                {
+                    return Ok(false);
+                }
+                self.refund_held(r, c, false).await?;
+                if r.status == ReturnStatus::RefundPending {
+                    // A `received` return asks again under its key, and the engine answers the
+                    // refund as first made (pending): read what it is now.
+                    self.refund_held(r, c, false).await?;
+                }
+                if r.status == ReturnStatus::RefundPending {
+                    // Not final as read here yet: keep the marker for the retry.
+                    return Err(EngineError::Internal(format!(
+                        "refund {} of return {} is not final yet",
+                        m.refund, r.id
+                    )));
+                }
+                c.batch.push(m.delete_op());
+                c.touch();
+                Ok(true)
+            })
+            .await?;
+        Ok(applied)
     }
 
     /// The merchant asks again: checks a pending refund, and retries a failed one (also one
@@ -165,7 +208,9 @@ impl LastMile {
                         value: r.amount,
                         currency: r.currency.clone(),
                     }),
-                    reason: Some(format!("return {}", r.id)),
+                    // The link from the refund's committed events back to this return
+                    // (see `sessions::settle::ReturnMarker`).
+                    reason: Some(format!("{RETURN_REFUND_REASON}{}", r.id)),
                 },
                 Some(&key),
             )

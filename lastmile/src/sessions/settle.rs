@@ -13,13 +13,20 @@
 //! Applying a marker twice is harmless: the session is changed under its reservation, only
 //! while it still awaits that very intent.
 //!
-//! This module owns the hook, the marker index and the consumer; what an outcome does to a
-//! session is [`super::payment`]'s business (the same transition a read makes).
+//! Returns ride the same hook and consumer with a second kind of marker: a batch carrying
+//! `refund.succeeded` / `refund.failed` of a refund made for a return (its `reason` is
+//! `return {return_id}`, set by [`crate::returns`]) also writes a [`ReturnMarker`]
+//! (`lm_settle_return` partition `{0..15}` sort `{return}:{refund}`), so a `refund_pending`
+//! return turns `refunded` (or `refund_failed`) without anybody reading it.
+//!
+//! This module owns the hook, the marker indexes and the consumer; what an outcome does to a
+//! session is [`super::payment`]'s business (the same transition a read makes), what it does to
+//! a return is [`crate::returns`]'s.
 
 use super::{SessionId, SessionStatus};
 use crate::LastMile;
 use ipay_engine::error::{EngineError, EngineResult};
-use ipay_engine::ids::PaymentIntentId;
+use ipay_engine::ids::{PaymentIntentId, RefundId};
 use ipay_engine::model::{Event, IntentStatus};
 use ipay_engine::store::hook::{AfterCommit, CommitHook};
 use ipay_engine::store::{EntryRange, Ledger, WriteBatch, WriteOp};
@@ -33,6 +40,12 @@ use tokio::sync::{Notify, watch};
 
 /// The marker index.
 const SETTLE: &str = "lm_settle";
+/// The index of return markers.
+const SETTLE_RETURN: &str = "lm_settle_return";
+/// Refund events after which a refund no longer changes its return.
+const REFUND_FINAL_EVENTS: &[&str] = &["refund.succeeded", "refund.failed"];
+/// What a return's refund carries as its `reason` (followed by the return id).
+pub const RETURN_REFUND_REASON: &str = "return ";
 /// Marker partitions (spreads a busy node's markers over several CQL partitions).
 const PARTITIONS: u8 = 16;
 /// Markers read from one partition per scan step.
@@ -86,8 +99,7 @@ impl Marker {
     }
 
     fn partition(&self) -> String {
-        let h = Sha256::digest(self.session.to_string().as_bytes());
-        (h[0] % PARTITIONS).to_string()
+        partition_of(&self.session.to_string())
     }
 
     fn sort(&self) -> String {
@@ -123,9 +135,123 @@ impl Marker {
     }
 }
 
+/// The partition of an object's markers.
+fn partition_of(object: &str) -> String {
+    let h = Sha256::digest(object.as_bytes());
+    (h[0] % PARTITIONS).to_string()
+}
+
+/// One return to settle from its refund's final event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnMarker {
+    /// The return (`ret_…`).
+    pub return_id: String,
+    pub refund: RefundId,
+    /// When the refund's event was created (ms).
+    pub at_ms: i64,
+}
+
+impl ReturnMarker {
+    /// The marker of a final event of a return's refund; `None` for any other event.
+    fn of_event(e: &Event) -> Option<ReturnMarker> {
+        if !REFUND_FINAL_EVENTS.contains(&e.event_type.as_str()) {
+            return None;
+        }
+        // The event's object is the refunded intent; the refund is its data.
+        #[derive(Deserialize)]
+        struct RefundData {
+            id: String,
+            reason: Option<String>,
+        }
+        let r: RefundData = serde_json::from_str(e.data.get()).ok()?;
+        let id = r.reason?.strip_prefix(RETURN_REFUND_REASON)?.to_string();
+        Some(ReturnMarker {
+            return_id: valid_return_id(id)?,
+            refund: RefundId::parse(&r.id).ok()?,
+            at_ms: e.created.ms(),
+        })
+    }
+
+    fn sort(&self) -> String {
+        format!("{}:{}", self.return_id, self.refund)
+    }
+
+    fn put_op(&self) -> Option<WriteOp> {
+        Some(WriteOp::PutEntry {
+            index: SETTLE_RETURN,
+            partition: partition_of(&self.return_id),
+            sort: self.sort(),
+            value: serde_json::to_vec(&MarkerValue { at: self.at_ms }).ok()?,
+        })
+    }
+
+    /// Deletes the marker (in the return's batch, or alone when nothing changed).
+    pub(crate) fn delete_op(&self) -> WriteOp {
+        WriteOp::DeleteEntry {
+            index: SETTLE_RETURN,
+            partition: partition_of(&self.return_id),
+            sort: self.sort(),
+        }
+    }
+
+    fn parse(sort: &str, value: &[u8]) -> Option<ReturnMarker> {
+        let (r, f) = sort.split_once(':')?;
+        let v: MarkerValue = serde_json::from_slice(value).ok()?;
+        Some(ReturnMarker {
+            return_id: valid_return_id(r.to_string())?,
+            refund: RefundId::parse(f).ok()?,
+            at_ms: v.at,
+        })
+    }
+}
+
+/// `id` if it has the shape of a return id (`ret_` + 26 ULID characters): a refund's reason is
+/// merchant-writable text, so only a well-formed id becomes a key.
+fn valid_return_id(id: String) -> Option<String> {
+    let body = id.strip_prefix("ret_")?;
+    (body.len() == 26 && body.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
+}
+
+/// Work for the consumer: a session or a return to settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Due {
+    Session(Marker),
+    Return(ReturnMarker),
+}
+
+impl Due {
+    /// Identifies the marker (what deduplication and retry counts go by).
+    fn key(&self) -> String {
+        match self {
+            Due::Session(m) => format!("s:{}", m.sort()),
+            Due::Return(m) => format!("r:{}", m.sort()),
+        }
+    }
+
+    fn at_ms(&self) -> i64 {
+        match self {
+            Due::Session(m) => m.at_ms,
+            Due::Return(m) => m.at_ms,
+        }
+    }
+
+    fn of_event(e: &Event) -> Option<Due> {
+        Marker::of_event(e)
+            .map(Due::Session)
+            .or_else(|| ReturnMarker::of_event(e).map(Due::Return))
+    }
+
+    fn put_op(&self) -> Option<WriteOp> {
+        match self {
+            Due::Session(m) => m.put_op(),
+            Due::Return(m) => m.put_op(),
+        }
+    }
+}
+
 /// Markers committed on this node and not yet taken by its consumer.
 pub struct SettleQueue {
-    items: Mutex<VecDeque<Marker>>,
+    items: Mutex<VecDeque<Due>>,
     /// Markers were dropped from a full queue: the consumer scans the index instead.
     overflow: AtomicBool,
     /// A consumer runs on this node; without one nothing is queued (the markers are durable
@@ -146,7 +272,7 @@ impl SettleQueue {
         }
     }
 
-    fn push(&self, found: Vec<Marker>) {
+    fn push(&self, found: Vec<Due>) {
         if !self.consuming.load(Ordering::Acquire) {
             return;
         }
@@ -163,7 +289,7 @@ impl SettleQueue {
         self.notify.notify_one();
     }
 
-    fn take(&self) -> (Vec<Marker>, bool) {
+    fn take(&self) -> (Vec<Due>, bool) {
         let items = self
             .items
             .lock()
@@ -195,11 +321,11 @@ impl SettleHook {
 
 impl CommitHook for SettleHook {
     fn prepare(&self, batch: &mut WriteBatch) -> Option<AfterCommit> {
-        let found: Vec<Marker> = batch.events().filter_map(Marker::of_event).collect();
+        let found: Vec<Due> = batch.events().filter_map(Due::of_event).collect();
         if found.is_empty() {
             return None;
         }
-        batch.ops.extend(found.iter().filter_map(Marker::put_op));
+        batch.ops.extend(found.iter().filter_map(Due::put_op));
         let queue = self.queue.clone();
         Some(Box::new(move |r| {
             if r.is_ok() {
@@ -267,40 +393,67 @@ impl LastMile {
         Ok(())
     }
 
-    /// Every marker in the index (all of them, or those older than `older_than_ms`).
-    async fn pending_markers(&self, older_than_ms: Option<i64>) -> EngineResult<Vec<Marker>> {
+    /// Applies one return marker: the return takes its refund's committed outcome (deleting the
+    /// marker in the return's batch), else the stale marker is deleted.
+    pub async fn settle_return_marker(&self, m: &ReturnMarker) -> EngineResult<()> {
+        let applied = match self.ret_settle_from_refund(m).await {
+            Ok(applied) => applied,
+            Err(EngineError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if !applied {
+            let mut b = WriteBatch::new();
+            b.push(m.delete_op());
+            self.engine.ledger().submit(b).await?;
+        }
+        self.sessions.settler.settled.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn settle_due(&self, d: &Due) -> EngineResult<()> {
+        match d {
+            Due::Session(m) => self.settle_marker(*m).await,
+            Due::Return(m) => self.settle_return_marker(m).await,
+        }
+    }
+
+    /// Every marker in both indexes (all of them, or those older than `older_than_ms`).
+    async fn pending_markers(&self, older_than_ms: Option<i64>) -> EngineResult<Vec<Due>> {
         let mut out = Vec::new();
-        for p in 0..PARTITIONS {
-            let mut range = EntryRange::all(SCAN_PAGE);
-            loop {
-                let page = self
-                    .engine
-                    .ledger()
-                    .scan_entries(SETTLE, &p.to_string(), &range)
-                    .await?;
-                let last = page.last().map(|(s, _)| s.clone());
-                out.extend(
-                    page.iter()
-                        .filter_map(|(s, v)| Marker::parse(s, v))
-                        .filter(|m| older_than_ms.is_none_or(|t| m.at_ms < t)),
-                );
-                match last {
-                    Some(l) if page.len() == SCAN_PAGE => range = EntryRange::after(&l, SCAN_PAGE),
-                    _ => break,
-                }
+        for index in [SETTLE, SETTLE_RETURN] {
+            for p in 0..PARTITIONS {
+                self.scan_partition(index, &p.to_string(), &mut out).await?;
             }
         }
+        out.retain(|d| older_than_ms.is_none_or(|t| d.at_ms() < t));
         Ok(out)
     }
 
+    /// Appends the markers of one partition of `index` to `out`.
+    async fn scan_partition(&self, index: &str, p: &str, out: &mut Vec<Due>) -> EngineResult<()> {
+        let mut range = EntryRange::all(SCAN_PAGE);
+        loop {
+            let page = self.engine.ledger().scan_entries(index, p, &range).await?;
+            let last = page.last().map(|(s, _)| s.clone());
+            out.extend(page.iter().filter_map(|(s, v)| match index {
+                SETTLE => Marker::parse(s, v).map(Due::Session),
+                _ => ReturnMarker::parse(s, v).map(Due::Return),
+            }));
+            match last {
+                Some(l) if page.len() == SCAN_PAGE => range = EntryRange::after(&l, SCAN_PAGE),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Applies `markers`, at most `settle_concurrency` at once; returns those that failed.
-    async fn settle_all(&self, markers: Vec<Marker>) -> Vec<Marker> {
+    async fn settle_all(&self, markers: Vec<Due>) -> Vec<Due> {
         use futures::StreamExt;
         let n = self.ps_scfg().settle_concurrency.max(1);
-        let failed: Vec<Marker> = futures::stream::iter(markers)
+        let failed: Vec<Due> = futures::stream::iter(markers)
             .map(|m| async move {
-                self.settle_marker(m).await.err().map(|e| {
-                    tracing::warn!(error = %e, session = %m.session, "settling a session failed; retried");
+                self.settle_due(&m).await.err().map(|e| {
+                    tracing::warn!(error = %e, marker = %m.key(), "settling a marker failed; retried");
                     m
                 })
             })
@@ -326,8 +479,8 @@ impl LastMile {
         let retry = Duration::from_millis(self.ps_scfg().settle_retry_ms.max(10));
         tokio::spawn(async move {
             let mut scan = Some(None);
-            let mut retrying: Vec<Marker> = Vec::new();
-            let mut attempts: HashMap<(SessionId, PaymentIntentId), u32> = HashMap::new();
+            let mut retrying: Vec<Due> = Vec::new();
+            let mut attempts: HashMap<String, u32> = HashMap::new();
             loop {
                 let Some(lm) = weak.upgrade() else {
                     // Another consumer of this ledger may still be running: hand the wake on.
@@ -345,8 +498,8 @@ impl LastMile {
                         Err(e) => tracing::warn!(error = %e, "scanning settle markers failed"),
                     }
                 }
-                work.sort_by_key(|m| (m.session, m.intent));
-                work.dedup_by_key(|m| (m.session, m.intent));
+                work.sort_by_cached_key(Due::key);
+                work.dedup_by_key(|m| m.key());
                 let failed = lm.settle_all(work).await;
                 retrying = quick_retries(failed, &mut attempts);
                 let cutoff = lm.engine.clock().now().ms()
@@ -368,16 +521,13 @@ impl LastMile {
 
 /// The failed markers to retry soon: those failed fewer than [`MAX_QUICK_RETRIES`] times in a
 /// row. `attempts` keeps the count of the ones still failing only.
-fn quick_retries(
-    failed: Vec<Marker>,
-    attempts: &mut HashMap<(SessionId, PaymentIntentId), u32>,
-) -> Vec<Marker> {
+fn quick_retries(failed: Vec<Due>, attempts: &mut HashMap<String, u32>) -> Vec<Due> {
     let mut next = HashMap::with_capacity(failed.len());
     let mut retry = Vec::with_capacity(failed.len());
     for m in failed {
-        let n = attempts.get(&(m.session, m.intent)).copied().unwrap_or(0) + 1;
+        let n = attempts.get(&m.key()).copied().unwrap_or(0) + 1;
         if n <= MAX_QUICK_RETRIES {
-            next.insert((m.session, m.intent), n);
+            next.insert(m.key(), n);
             retry.push(m);
         }
     }
@@ -389,7 +539,7 @@ fn quick_retries(
 mod tests {
     use super::*;
     use ipay_engine::clock::Timestamp;
-    use ipay_engine::ids::MerchantId;
+    use ipay_engine::ids::{EventId, MerchantId};
 
     fn event(t: &str, meta: serde_json::Value) -> Event {
         let pi = PaymentIntentId::new_at(1_000);
@@ -432,18 +582,21 @@ mod tests {
 
     #[test]
     fn a_failing_marker_is_retried_quickly_a_bounded_number_of_times() {
-        let m = Marker {
+        let m = Due::Session(Marker {
             session: SessionId::new_at(2_000),
             intent: PaymentIntentId::new_at(1_000),
             at_ms: 0,
-        };
+        });
         let mut attempts = HashMap::new();
         for _ in 0..MAX_QUICK_RETRIES {
-            assert_eq!(quick_retries(vec![m], &mut attempts), vec![m]);
+            assert_eq!(
+                quick_retries(vec![m.clone()], &mut attempts),
+                vec![m.clone()]
+            );
         }
-        assert!(quick_retries(vec![m], &mut attempts).is_empty());
+        assert!(quick_retries(vec![m.clone()], &mut attempts).is_empty());
         assert!(attempts.is_empty(), "left to the sweep, forgotten here");
-        assert_eq!(quick_retries(vec![m], &mut attempts), vec![m]);
+        assert_eq!(quick_retries(vec![m.clone()], &mut attempts), vec![m]);
     }
 
     #[test]
@@ -474,5 +627,53 @@ mod tests {
         assert!(overflow, "the second marker overflowed the queue of one");
         let mut none = WriteBatch::new();
         assert!(hook.prepare(&mut none).is_none());
+    }
+
+    fn refund_event(t: &str, reason: Option<&str>) -> Event {
+        let re = RefundId::new_at(3_000);
+        Event::new(
+            MerchantId::new_at(1),
+            false,
+            t,
+            Timestamp(6_000),
+            PaymentIntentId::new_at(1_000).to_string(),
+            &serde_json::json!({"id": re, "reason": reason}),
+        )
+    }
+
+    #[test]
+    fn only_final_events_of_return_refunds_make_return_markers() {
+        let ret = format!("ret_{}", &EventId::new_at(1).to_string()[4..]);
+        let reason = format!("{RETURN_REFUND_REASON}{ret}");
+        for t in REFUND_FINAL_EVENTS {
+            let m = ReturnMarker::of_event(&refund_event(t, Some(&reason))).unwrap();
+            assert_eq!((m.return_id.as_str(), m.at_ms), (ret.as_str(), 6_000));
+            assert_eq!(ReturnMarker::parse(&m.sort(), br#"{"at":6000}"#), Some(m));
+        }
+        let created = refund_event("refund.created", Some(&reason));
+        assert!(ReturnMarker::of_event(&created).is_none());
+        for other in [
+            None,
+            Some("damaged"),
+            Some("return ret_short"),
+            Some("return ret_../x"),
+        ] {
+            let e = refund_event("refund.succeeded", other);
+            assert!(ReturnMarker::of_event(&e).is_none(), "{other:?}");
+        }
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutEvent(refund_event(
+            "refund.failed",
+            Some(&reason),
+        )));
+        let hook = SettleHook {
+            queue: Arc::new(SettleQueue::new(4)),
+        };
+        assert!(hook.prepare(&mut b).is_some());
+        let written = b
+            .ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::PutEntry { index, .. } if *index == SETTLE_RETURN));
+        assert_eq!(written.count(), 1);
     }
 }
