@@ -16,7 +16,8 @@
 #
 # Environment:
 #   MODE          embedded (default) or cluster (two nodes; needs scripts/services/redis.sh and
-#                 cassandra.sh started; a fresh keyspace replay_<time> and Redis db $REDIS_DB)
+#                 cassandra.sh started, or IPAY_TEST_REDIS_URL and IPAY_TEST_CQL_ADDR exported;
+#                 a fresh keyspace replay_<time> and Redis db $REDIS_DB)
 #   OUT           output directory (default target/bench-replay/<mode>-<UTC time>): replay.json
 #                 (the report), replay-*.svg|png (plots), rss.csv, summary.txt, setup.json, logs
 #   NO_BUILD=1    build nothing; use the binaries already in target/release
@@ -131,8 +132,12 @@ ENGINE_ENV=(IPAY_ADMIN__TOKEN="$ADMIN_TOKEN")
 NODES=1
 if [[ "$MODE" == cluster ]]; then
     NODES=2
-    eval "$("$ROOT/scripts/services/redis.sh" env)" || die "Redis is not running: scripts/services/redis.sh start"
-    eval "$("$ROOT/scripts/services/cassandra.sh" env)" || die "Cassandra is not running: scripts/services/cassandra.sh start"
+    # The test servers' addresses: from the environment when exported already (the shared
+    # servers of another checkout), else from this checkout's service scripts.
+    [[ -n "${IPAY_TEST_REDIS_URL:-}" ]] || eval "$("$ROOT/scripts/services/redis.sh" env || true)"
+    [[ -n "${IPAY_TEST_CQL_ADDR:-}" ]] || eval "$("$ROOT/scripts/services/cassandra.sh" env || true)"
+    [[ -n "${IPAY_TEST_REDIS_URL:-}" ]] || die "Redis is not running: scripts/services/redis.sh start"
+    [[ -n "${IPAY_TEST_CQL_ADDR:-}" ]] || die "Cassandra is not running: scripts/services/cassandra.sh start"
     KEYSPACE="replay_$(date -u +%Y%m%d%H%M%S)_$(random_hex 2)"
     cat >>"$CONFIG" <<EOF
 
