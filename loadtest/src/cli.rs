@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::replay::lifecycle::CsvBatching;
 use crate::replay::mix::{Outcome, Source, Weighted, parse_weights};
 use crate::replay::schedule::{DEFAULT_CURVE, Shape};
-use crate::replay::setup::Setup;
+use crate::replay::setup::{Provisioning, Setup, SetupSource};
 use crate::replay::{self as replay_mod, ReplayConfig, ReplayReport};
 use crate::report::Report;
 use crate::scenarios::{CreateIntents, CreateIntentsConfig, GetPath};
@@ -48,7 +48,7 @@ pub enum Command {
     /// Pre-create intents, then post one verified PSP callback per intent (applied = 2xx).
     Callbacks(CallbacksArgs),
     /// Replay a China→EU parcel day: full lifecycles, from order to delivery.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
 }
 
 /// Arguments of `ceiling-server`.
@@ -307,15 +307,31 @@ fn print_stdout(text: &str) -> Result<()> {
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Base URL of the engine, e.g. http://127.0.0.1:8080 (loopback only).
+    /// Base URL of the engine, e.g. http://127.0.0.1:8080 (loopback only); for a cluster the
+    /// nodes' URLs separated by commas (requests are spread over them round-robin).
     #[arg(long)]
     pub target: String,
     /// Base URL of the PSP simulator (`psp-sim`), e.g. http://127.0.0.1:7911.
     #[arg(long)]
     pub sim: String,
     /// Setup file: `{"merchants":[{"merchant_id","token","secret_key"}],"drivers":[jwt,…]}`.
-    #[arg(long, value_name = "PATH")]
-    pub setup: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "provision")]
+    pub setup: Option<PathBuf>,
+    /// Instead of a setup file, create MERCHANTS merchant users and DRIVERS drivers over HTTP
+    /// first (needs --admin-token for the drivers), e.g. `8,16`.
+    #[arg(
+        long,
+        value_name = "MERCHANTS,DRIVERS",
+        conflicts_with = "setup",
+        requires = "admin_token"
+    )]
+    pub provision: Option<String>,
+    /// The engine's admin token (`admin.token`), for --provision.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// With --provision: save the created accounts as a setup file here.
+    #[arg(long, value_name = "PATH", requires = "provision")]
+    pub setup_out: Option<PathBuf>,
     /// Parcels in an average replayed day (the 2024 EU figure is about 12,600,000).
     #[arg(long, default_value_t = 12_600_000)]
     pub parcels_per_day: u64,
@@ -449,10 +465,15 @@ impl ReplayArgs {
                 .map(|(i, (_, w))| (i, *w))
                 .collect(),
         )?;
+        let targets = self
+            .target
+            .split(',')
+            .map(|t| Target::parse(t.trim()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ReplayConfig {
-            target: Target::parse(&self.target)?,
+            targets,
             sim: Target::parse(&self.sim)?,
-            setup: Setup::load(&self.setup)?,
+            setup: self.setup_source()?,
             shape,
             sources: Weighted::new(parse_weights(&self.sources, str::parse::<Source>)?)?,
             channels,
@@ -468,6 +489,30 @@ impl ReplayArgs {
             verify_states: !self.no_verify_states,
             progress: !self.quiet && !self.json,
         })
+    }
+}
+
+impl ReplayArgs {
+    /// The setup file, or what to provision instead.
+    fn setup_source(&self) -> Result<SetupSource> {
+        if let Some(path) = &self.setup {
+            return Ok(SetupSource::File(Setup::load(path)?));
+        }
+        let spec = self.provision.as_deref().unwrap_or_default();
+        let (m, d) = spec
+            .split_once(',')
+            .and_then(|(m, d)| Some((m.trim().parse().ok()?, d.trim().parse().ok()?)))
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "--provision takes MERCHANTS,DRIVERS (e.g. 8,16), not `{spec}`"
+                ))
+            })?;
+        Ok(SetupSource::Provision(Provisioning {
+            merchants: m,
+            drivers: d,
+            admin_token: self.admin_token.clone().unwrap_or_default(),
+            save_to: self.setup_out.clone(),
+        }))
     }
 }
 
@@ -514,5 +559,54 @@ mod replay_arg_tests {
         assert!(parse_day_duration("25h").is_err());
         assert!(parse_day_duration("0m").is_err());
         assert!(parse_day_duration("abc").is_err());
+    }
+
+    fn replay_args(extra: &[&str]) -> std::result::Result<ReplayArgs, clap::Error> {
+        let mut argv = vec![
+            "ipay-loadtest",
+            "replay",
+            "--target",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--sim",
+            "http://127.0.0.1:3",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Replay(a) => Ok(*a),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accounts_come_from_a_setup_file_or_are_provisioned() {
+        let args = replay_args(&["--provision", "3,5", "--admin-token", "t"]).expect("parses");
+        let cfg = args.config().expect("valid");
+        assert_eq!(cfg.targets.len(), 2, "two cluster nodes");
+        match cfg.setup {
+            SetupSource::Provision(p) => {
+                assert_eq!((p.merchants, p.drivers), (3, 5));
+                assert_eq!(p.admin_token, "t");
+            }
+            SetupSource::File(_) => panic!("expected provisioning"),
+        }
+        let bad = replay_args(&["--provision", "3", "--admin-token", "t"]).expect("parses");
+        assert!(bad.config().is_err(), "MERCHANTS,DRIVERS is required");
+        assert!(replay_args(&[]).is_err(), "neither --setup nor --provision");
+        assert!(
+            replay_args(&["--provision", "3,5"]).is_err(),
+            "no admin token"
+        );
+        assert!(
+            replay_args(&[
+                "--provision",
+                "3,5",
+                "--admin-token",
+                "t",
+                "--setup",
+                "x.json"
+            ])
+            .is_err(),
+            "both"
+        );
     }
 }

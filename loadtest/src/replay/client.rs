@@ -1,11 +1,15 @@
 //! The HTTP side of a replay: one pooled keep-alive client for the engine and the PSP
 //! simulator, JSON in and out, every answer counted in the run's statistics, and the bounded
 //! retry a well-behaved client does on `429`/`503` with `Retry-After`. It knows no endpoint.
+//! Given several engine nodes (a cluster), it spreads requests over them round-robin, so one
+//! lifecycle's steps land on different nodes as a load balancer would send them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
@@ -50,22 +54,42 @@ pub struct ClientCounts {
     pub retried: AtomicU64,
     /// Transport failures (connect, reset, timeout).
     pub transport_errors: AtomicU64,
+    /// `503` answers without a usable `Retry-After` header (load shedding must carry one).
+    pub unavailable_without_retry_after: AtomicU64,
+    /// PSP callbacks the engine did not acknowledge, by its answer's status (0: no answer).
+    callbacks_refused: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl ClientCounts {
+    /// Counts a PSP callback the engine answered with `status` instead of a 2xx.
+    pub fn callback_refused(&self, status: u16) {
+        *self.callbacks_refused.lock().entry(status).or_insert(0) += 1;
+    }
+
+    /// Unacknowledged PSP callbacks so far, by status.
+    pub fn callbacks_refused(&self) -> BTreeMap<u16, u64> {
+        self.callbacks_refused.lock().clone()
+    }
 }
 
 /// The shared client.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
-    engine: String,
+    /// Base URLs of the engine nodes (one in embedded mode).
+    engines: Arc<[String]>,
+    /// Round-robin position over `engines`.
+    next: Arc<AtomicUsize>,
     sim: String,
     stats: Arc<Stats>,
     counts: Arc<ClientCounts>,
 }
 
 impl Api {
-    /// A client for the engine at `engine` and the simulator at `sim` (both loopback).
+    /// A client for the engine nodes `engines` (at least one) and the simulator at `sim` (all
+    /// loopback).
     pub fn new(
-        engine: &Target,
+        engines: &[Target],
         sim: &Target,
         timeout: Duration,
         stats: Arc<Stats>,
@@ -77,18 +101,35 @@ impl Api {
             .no_proxy()
             .build()
             .map_err(|e| Error::new(format!("cannot build the HTTP client: {e}")))?;
+        if engines.is_empty() {
+            return Err(Error::new("at least one engine URL is needed"));
+        }
         Ok(Self {
             http,
-            engine: engine.url().trim_end_matches('/').to_string(),
+            engines: engines
+                .iter()
+                .map(|t| t.url().trim_end_matches('/').to_string())
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
             sim: sim.url().trim_end_matches('/').to_string(),
             stats,
             counts: Arc::new(ClientCounts::default()),
         })
     }
 
-    /// The engine's base URL.
+    /// The first engine node's base URL.
     pub fn engine_url(&self) -> &str {
-        &self.engine
+        &self.engines[0]
+    }
+
+    /// Every engine node's base URL.
+    pub fn engine_urls(&self) -> &[String] {
+        &self.engines
+    }
+
+    /// The base URL of node `i` (modulo the node count): where merchant `i`'s PSP callbacks go.
+    pub fn engine_url_for(&self, i: usize) -> &str {
+        &self.engines[i % self.engines.len()]
     }
 
     /// The simulator's base URL.
@@ -101,9 +142,17 @@ impl Api {
         &self.counts
     }
 
-    /// A request to the engine.
+    /// A request to the engine (the next node, round-robin).
     pub fn engine(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.engine))
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
+        self.http
+            .request(method, format!("{}{path}", self.engines[i]))
+    }
+
+    /// A request to one engine node, by index (modulo the node count).
+    pub fn engine_at(&self, node: usize, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.engine_url_for(node)))
     }
 
     /// A request to the simulator's control API.
@@ -132,6 +181,11 @@ impl Api {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
+            if status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_none() {
+                self.counts
+                    .unavailable_without_retry_after
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let shed = status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::SERVICE_UNAVAILABLE;
             if shed && attempt < MAX_ATTEMPTS {

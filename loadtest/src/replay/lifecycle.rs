@@ -267,7 +267,7 @@ async fn drive(ctx: &Ctx, rec: &mut Record, intended: Instant) -> StepResult<End
                 api.sim(Method::POST, "/_sim/promptpay/scan").json(&json!({
                     "intent_id": intent,
                     "qr_code": qr,
-                    "notify_url": format!("{}{}", api.engine_url(), notify_path("promptpay")),
+                    "notify_url": format!("{}{}", api.engine_url_for(p.merchant), notify_path("promptpay")),
                 })),
                 &[StatusCode::CREATED],
             )
@@ -298,6 +298,8 @@ async fn drive(ctx: &Ctx, rec: &mut Record, intended: Instant) -> StepResult<End
     // byte for byte, with the same notification id.
     let mut resent = 0;
     while !(200..300).contains(&ack) && resent < PSP_RESENDS {
+        api.counts()
+            .callback_refused(u16::try_from(ack).unwrap_or(0));
         resent += 1;
         tokio::time::sleep(Duration::from_millis(500) * resent).await;
         let again = at(

@@ -34,7 +34,7 @@ use self::client::Api;
 use self::lifecycle::{CsvBatching, Ctx, End, Parcel, Record};
 use self::mix::{Outcome, Source, Weighted, draw};
 use self::schedule::Shape;
-use self::setup::Setup;
+use self::setup::{Setup, SetupSource};
 use self::sink::{Sink, SinkCounts};
 use self::stats::{Stage, Stats, TimelinePoint};
 use crate::error::{Error, Result};
@@ -54,12 +54,12 @@ const VERIFY_CONCURRENCY: usize = 64;
 /// Everything a replay is told.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// The engine (loopback).
-    pub target: Target,
+    /// The engine's nodes (loopback; one in embedded mode, several in a cluster).
+    pub targets: Vec<Target>,
     /// The PSP simulator (loopback).
     pub sim: Target,
-    /// The accounts.
-    pub setup: Setup,
+    /// The accounts, or how to create them.
+    pub setup: SetupSource,
     /// When parcels arrive.
     pub shape: Shape,
     /// Where orders come from.
@@ -135,6 +135,11 @@ pub struct Accounting {
     pub retried: u64,
     /// Transport failures.
     pub transport_errors: u64,
+    /// `503` answers without a `Retry-After` header (must be 0: shedding says when to retry).
+    pub http_503_without_retry_after: u64,
+    /// PSP callbacks the engine did not acknowledge at first (re-sent by the replay), by the
+    /// engine's answer.
+    pub callbacks_refused: BTreeMap<u16, u64>,
     /// Every check passed.
     pub ok: bool,
 }
@@ -144,7 +149,7 @@ pub struct Accounting {
 pub struct ReplayReport {
     /// Always `replay`.
     pub scenario: &'static str,
-    /// Engine URL.
+    /// Engine URL (nodes separated by commas).
     pub target: String,
     /// Parcels per replayed day.
     pub parcels_per_day: u64,
@@ -203,7 +208,9 @@ fn expected_events(outcome: Outcome, end: &End) -> &'static [&'static str] {
 /// Runs a replay and returns its report (the accounting says whether it passed).
 pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
     cfg.shape.validate()?;
-    cfg.setup.validate()?;
+    if let SetupSource::File(s) = &cfg.setup {
+        s.validate()?;
+    }
     if cfg.max_in_flight == 0 || cfg.max_in_flight > MAX_IN_FLIGHT {
         return Err(Error::new(format!(
             "--max-in-flight must be 1 to {MAX_IN_FLIGHT}"
@@ -211,17 +218,19 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
     }
     let stats = Arc::new(Stats::new());
     let api = Api::new(
-        &cfg.target,
+        &cfg.targets,
         &cfg.sim,
         cfg.request_timeout,
         Arc::clone(&stats),
     )?;
-    api.expect(
-        "engine health",
-        api.engine(Method::GET, "/healthz"),
-        &[StatusCode::OK],
-    )
-    .await?;
+    for node in 0..cfg.targets.len() {
+        api.expect(
+            "engine health",
+            api.engine_at(node, Method::GET, "/healthz"),
+            &[StatusCode::OK],
+        )
+        .await?;
+    }
     api.expect(
         "simulator health",
         api.sim(Method::GET, "/_sim/health"),
@@ -229,6 +238,18 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
     )
     .await?;
 
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let run_tag = format!(
+        "rp{:x}",
+        draw(nonce, u64::from(std::process::id())) & 0xFFFF_FFFF
+    );
+    let setup = match &cfg.setup {
+        SetupSource::File(s) => s.clone(),
+        SetupSource::Provision(p) => setup::provision(&api, p, &run_tag).await?,
+    };
     let sink = Sink::start().await?;
     let channels: BTreeSet<String> = cfg
         .channels
@@ -236,7 +257,7 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
         .map(|i| cfg.channel_names[i].clone())
         .collect();
     let sources: BTreeSet<Source> = cfg.sources.items().collect();
-    let merchants = setup::prepare(&api, &sink, &cfg.setup, &channels, &sources).await?;
+    let merchants = setup::prepare(&api, &sink, &setup, &channels, &sources).await?;
 
     let mut csv = Vec::new();
     let mut batchers = Vec::new();
@@ -250,20 +271,12 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
             rx,
         )));
     }
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let run_tag = format!(
-        "rp{:x}",
-        draw(nonce, u64::from(std::process::id())) & 0xFFFF_FFFF
-    );
     let start = Instant::now() + Duration::from_millis(200);
     let ctx = Arc::new(Ctx {
         api: api.clone(),
         stats: Arc::clone(&stats),
         merchants,
-        drivers: cfg.setup.drivers.clone(),
+        drivers: setup.drivers.clone(),
         start,
         csv,
         shop_id_base: (nonce % 1_000_000) * 10_000_000_000,
@@ -347,7 +360,13 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
     }
 
     let records = std::mem::take(&mut *records.lock());
-    let accounting = account(&cfg, &api, &sink, &stats, &records, generated, not_sent).await?;
+    let runs = Finished {
+        setup: &setup,
+        records: &records,
+        generated,
+        not_sent,
+    };
+    let accounting = account(&cfg, &api, &sink, &stats, runs).await?;
     sink.stop().await;
 
     let stages = stats
@@ -369,7 +388,7 @@ pub async fn run(cfg: ReplayConfig) -> Result<ReplayReport> {
     let ended = accounting.delivered + accounting.known_unpaid.values().sum::<u64>();
     Ok(ReplayReport {
         scenario: "replay",
-        target: cfg.target.url().to_string(),
+        target: api.engine_urls().join(","),
         parcels_per_day: cfg.shape.parcels_per_day,
         day_wall_secs: cfg.shape.day_wall.as_secs_f64(),
         peak_factor: cfg.shape.peak_factor,
@@ -431,15 +450,27 @@ fn spawn_ticker(
     })
 }
 
+/// What the schedule left for the accounting.
+struct Finished<'a> {
+    setup: &'a Setup,
+    records: &'a [Record],
+    generated: u64,
+    not_sent: u64,
+}
+
 async fn account(
     cfg: &ReplayConfig,
     api: &Api,
     sink: &Sink,
     stats: &Stats,
-    records: &[Record],
-    generated: u64,
-    not_sent: u64,
+    run: Finished<'_>,
 ) -> Result<Accounting> {
+    let Finished {
+        setup,
+        records,
+        generated,
+        not_sent,
+    } = run;
     let mut a = Accounting {
         generated,
         not_sent,
@@ -504,7 +535,7 @@ async fn account(
     // Final states, read back.
     if cfg.verify_states {
         a.states_verified = true;
-        a.state_mismatches = verify_states(api, cfg, records).await;
+        a.state_mismatches = verify_states(api, setup, records).await;
     }
 
     // Money: paid sessions against what the simulator captured for this run's intents.
@@ -543,6 +574,11 @@ async fn account(
     a.http_503 = stats.statuses().get(&503).copied().unwrap_or(0);
     a.retried = api.counts().retried.load(Ordering::Relaxed);
     a.transport_errors = api.counts().transport_errors.load(Ordering::Relaxed);
+    a.http_503_without_retry_after = api
+        .counts()
+        .unavailable_without_retry_after
+        .load(Ordering::Relaxed);
+    a.callbacks_refused = api.counts().callbacks_refused();
     let lost: u64 = a.lost.values().sum();
     let accounted = a.delivered + a.known_unpaid.values().sum::<u64>() + lost == a.generated;
     a.ok = accounted
@@ -553,12 +589,13 @@ async fn account(
         && a.webhooks.conflicting_events == 0
         && a.webhooks.bad_signatures == 0
         && a.money_matches
-        && a.http_5xx == a.http_503;
+        && a.http_5xx == a.http_503
+        && a.http_503_without_retry_after == 0;
     Ok(a)
 }
 
 /// Reads every order back and counts those whose status is not what its lifecycle reached.
-async fn verify_states(api: &Api, cfg: &ReplayConfig, records: &[Record]) -> u64 {
+async fn verify_states(api: &Api, setup: &Setup, records: &[Record]) -> u64 {
     let sem = Arc::new(Semaphore::new(VERIFY_CONCURRENCY));
     let mut tasks = Vec::new();
     for r in records {
@@ -570,7 +607,7 @@ async fn verify_states(api: &Api, cfg: &ReplayConfig, records: &[Record]) -> u64
         let Some(order) = r.order_id.clone() else {
             continue;
         };
-        let token = cfg.setup.merchants[r.parcel.merchant].token.clone();
+        let token = setup.merchants[r.parcel.merchant].token.clone();
         let api = api.clone();
         let sem = Arc::clone(&sem);
         tasks.push(tokio::spawn(async move {
@@ -683,13 +720,21 @@ impl fmt::Display for ReplayReport {
             .collect();
         writeln!(
             f,
-            "  HTTP: {}  (5xx {} of which 503 {}, retried {}, transport errors {})",
+            "  HTTP: {}  (5xx {} of which 503 {} ({} without Retry-After), retried {}, transport errors {})",
             statuses.join(" "),
             a.http_5xx,
             a.http_503,
+            a.http_503_without_retry_after,
             a.retried,
             a.transport_errors
         )?;
+        if !a.callbacks_refused.is_empty() {
+            writeln!(
+                f,
+                "  PSP callbacks not acknowledged at first (re-sent): {:?}",
+                a.callbacks_refused
+            )?;
+        }
         writeln!(f, "  accounting: {}", if a.ok { "OK" } else { "FAILED" })
     }
 }

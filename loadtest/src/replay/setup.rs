@@ -2,8 +2,10 @@
 //! (last-mile JWT plus a test-mode secret key of the same engine merchant) and drivers from the
 //! setup file, each merchant's channels configured with the simulator's credentials, a webhook
 //! endpoint pointing at the load tool's sink, and Shopify/WooCommerce connections with secrets
-//! the tool signs with. Everything goes over the public HTTP API; nothing is created here that
-//! the setup file does not name.
+//! the tool signs with. Everything goes over the public HTTP API. Without a setup file the
+//! accounts are created first ([`provision`]), also over HTTP: merchant users register
+//! themselves and mint their secret key on the dashboard, as a merchant would; drivers are
+//! registered with the operator's admin token.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -106,6 +108,147 @@ fn fresh_secret(salt: u64) -> String {
     )
 }
 
+/// Where a run's accounts come from.
+#[derive(Debug, Clone)]
+pub enum SetupSource {
+    /// Named by a setup file (already read).
+    File(Setup),
+    /// Created over HTTP before the run.
+    Provision(Provisioning),
+}
+
+/// What [`provision`] creates.
+#[derive(Debug, Clone)]
+pub struct Provisioning {
+    /// Merchant accounts.
+    pub merchants: usize,
+    /// Driver accounts.
+    pub drivers: usize,
+    /// The engine's admin token (`admin.token`), needed to register drivers.
+    pub admin_token: String,
+    /// Where to save the created setup (so a later run can reuse the accounts).
+    pub save_to: Option<std::path::PathBuf>,
+}
+
+/// Fixed CSRF token of the provisioning's dashboard form posts: the pages check that the
+/// form field equals the cookie (double submit), so any well-formed value of ours works.
+const CSRF_TOKEN: &str = "replayreplayreplayreplayreplayreplayreplay1";
+
+/// Password of the accounts the replay creates (loopback test accounts only).
+const PASSWORD: &str = "replay-load-test-password";
+
+/// Creates `p.merchants` merchant users (each with a test-mode secret key minted on the
+/// dashboard) and `p.drivers` drivers over HTTP, and saves the setup when asked.
+pub async fn provision(api: &Api, p: &Provisioning, tag: &str) -> Result<Setup> {
+    if p.merchants == 0 || p.merchants > MAX_PARTICIPANTS {
+        return Err(Error::new(format!(
+            "provision 1 to {MAX_PARTICIPANTS} merchants"
+        )));
+    }
+    if p.drivers == 0 || p.drivers > MAX_PARTICIPANTS {
+        return Err(Error::new(format!(
+            "provision 1 to {MAX_PARTICIPANTS} drivers"
+        )));
+    }
+    let mut setup = Setup {
+        merchants: Vec::with_capacity(p.merchants),
+        drivers: Vec::with_capacity(p.drivers),
+    };
+    for i in 0..p.merchants {
+        let body = json!({
+            "email": format!("shop{i}.{tag}@replay.example.test"),
+            "password": PASSWORD,
+            "name": format!("Replay Shop {i}"),
+            "role": "merchant",
+            "company_name": format!("Replay Marketplace {i} ({tag})"),
+        });
+        let r = api
+            .expect(
+                "register a merchant user",
+                api.engine(Method::POST, "/api/auth/register").json(&body),
+                &[StatusCode::CREATED],
+            )
+            .await?;
+        let token = json_str(&r.body["token"], "token")?;
+        let merchant_id = json_str(&r.body["user"]["merchant_id"], "user.merchant_id")?;
+        let secret_key = mint_key(api, &token).await?;
+        setup.merchants.push(MerchantSetup {
+            merchant_id,
+            token,
+            secret_key,
+        });
+    }
+    for i in 0..p.drivers {
+        let body = json!({
+            "email": format!("driver{i}.{tag}@replay.example.test"),
+            "password": PASSWORD,
+            "name": format!("Replay Driver {i}"),
+            "role": "driver",
+        });
+        let r = api
+            .expect(
+                "register a driver (admin token)",
+                api.engine(Method::POST, "/api/auth/register")
+                    .bearer_auth(&p.admin_token)
+                    .json(&body),
+                &[StatusCode::CREATED],
+            )
+            .await?;
+        setup.drivers.push(json_str(&r.body["token"], "token")?);
+    }
+    if let Some(path) = &p.save_to {
+        let text = serde_json::to_string_pretty(&setup)
+            .map_err(|e| Error::new(format!("cannot encode the setup: {e}")))?;
+        std::fs::write(path, text)
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(setup)
+}
+
+fn json_str(v: &serde_json::Value, what: &str) -> Result<String> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::new(format!("the registration answer has no `{what}`")))
+}
+
+/// Creates a secret key for the merchant user with JWT `token` through the dashboard's
+/// new-key form (the only place a last-mile merchant gets one) and reads it off the page.
+async fn mint_key(api: &Api, token: &str) -> Result<String> {
+    let rb = api
+        .engine(Method::POST, "/dashboard/keys")
+        .header(
+            reqwest::header::COOKIE,
+            format!("ipay_session=j.{token}; ipay_csrf={CSRF_TOKEN}"),
+        )
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(format!("csrf={CSRF_TOKEN}&label=ipay-loadtest+replay"));
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| Error::new(format!("dashboard new key: transport: {e}")))?;
+    let status = resp.status();
+    let page = resp
+        .text()
+        .await
+        .map_err(|e| Error::new(format!("dashboard new key: reading the page: {e}")))?;
+    secret_on_page(&page).ok_or_else(|| {
+        Error::new(format!(
+            "dashboard new key: HTTP {status}, no new secret on the page"
+        ))
+    })
+}
+
+/// The secret shown once on the dashboard after creating a key.
+fn secret_on_page(page: &str) -> Option<String> {
+    let start = page.find("id=\"new-secret\">")? + "id=\"new-secret\">".len();
+    let rest = &page[start..];
+    let secret = &rest[..rest.find('<')?];
+    secret.starts_with("sk_").then(|| secret.to_string())
+}
+
 /// Wires every merchant of `setup` for a run over `channels` and `sources`.
 pub async fn prepare(
     api: &Api,
@@ -149,7 +292,7 @@ pub async fn prepare(
                     .json(&json!({
                         "channel": channel,
                         "credentials": creds,
-                        "notify_url": format!("{}{}", api.engine_url(), notify_path(channel)),
+                        "notify_url": format!("{}{}", api.engine_url_for(i), notify_path(channel)),
                     })),
                 &[StatusCode::CREATED, StatusCode::OK],
             )
@@ -242,4 +385,24 @@ async fn remove_stale_endpoints(api: &Api, key: &str) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_secret_is_read_off_the_dashboard_page() {
+        let page = r#"<p class="card">New secret (shown once): <code id="new-secret">sk_test_abc123</code></p>"#;
+        assert_eq!(secret_on_page(page).as_deref(), Some("sk_test_abc123"));
+        assert_eq!(secret_on_page("<p>no key here</p>"), None);
+        assert_eq!(secret_on_page(r#"<code id="new-secret">oops</code>"#), None);
+    }
+
+    #[test]
+    fn the_csrf_token_has_the_shape_the_pages_accept() {
+        // 43 characters of URL-safe base64, like 32 random bytes.
+        assert_eq!(CSRF_TOKEN.len(), 43);
+        assert!(CSRF_TOKEN.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
 }
