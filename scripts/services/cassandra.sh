@@ -217,6 +217,9 @@ start_native_transport: true
 $sync
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB
+# Every test keyspace prepares its own statements; the default cache (10 MiB with this heap)
+# evicts them while a test still uses them once many keyspaces have run.
+prepared_statements_cache_size: 64MiB
 concurrent_compactors: 1
 auto_snapshot: false
 YAML
