@@ -21,7 +21,7 @@ use ipay_engine::model::{
     Service, ServiceStatus,
 };
 use ipay_engine::money::Money;
-use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS};
+use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS, intent_home};
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::{
     EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, PageRequest, WriteBatch,
@@ -295,6 +295,8 @@ conformance! {
         missing_schema_is_reported_with_the_fix,
         unanswered_requests_fail_within_the_request_timeout,
         fence_cost_on_cassandra,
+        a_stale_writer_is_refused_between_any_two_steps,
+        an_interrupted_batch_is_completed_by_a_read_and_at_start,
     ],
 }
 
@@ -1843,4 +1845,162 @@ async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
             "fence cost: {what:<18} {n} batches: median {p50:.2} ms, p99 {p99:.2} ms, mean {mean:.2} ms"
         );
     }
+}
+
+/// A decision on `pi` by the owner holding `epoch`: the intent in `status` and an event.
+fn decision(pi: &PaymentIntent, epoch: u64, status: IntentStatus, ty: &str) -> (WriteBatch, Event) {
+    let mut p = pi.clone();
+    p.status = status;
+    p.updated = Timestamp(now_ms());
+    let e = event(pi.merchant_id, false, now_ms(), ty, &pi.id.to_string());
+    let mut b = WriteBatch::new();
+    b.push(WriteOp::PutIntent(p));
+    b.push(WriteOp::PutEvent(e.clone()));
+    b.push(WriteOp::Fence {
+        key: intent_home(pi.id),
+        epoch,
+    });
+    (b, e)
+}
+
+/// The intent's status as its listing row says (filtered listing by status).
+async fn listed_status(l: &dyn Ledger, pi: &PaymentIntent) -> Vec<IntentStatus> {
+    let mut out = Vec::new();
+    for s in [
+        IntentStatus::Pending,
+        IntentStatus::Succeeded,
+        IntentStatus::Cancelled,
+    ] {
+        let q = IntentQuery {
+            status: Some(s),
+            ..iq()
+        };
+        let p = l.list_intents(pi.merchant_id, false, &q).await.unwrap();
+        if p.data.iter().any(|x| x.id == pi.id) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Node A owns a session under epoch 1 and is stopped before, between or after the steps of
+/// its decision (durable write, follow-up rows, journal delete); node B takes the session over
+/// under epoch 2 and decides. Whatever the stall point: nothing of A lands after B's decision,
+/// the intent and its listing row end in B's state, and A's next decision is refused.
+async fn a_stale_writer_is_refused_between_any_two_steps(fx: &'static CqlFixture) {
+    let l = &fx.ledger;
+    let d: &dyn Ledger = l.as_ref();
+    for stall in 0..3 {
+        let m = new_merchant();
+        let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+        commit(d, vec![WriteOp::PutIntent(pi.clone())]).await;
+        let (a_batch, a_event) = decision(&pi, 1, IntentStatus::Cancelled, "test.a");
+        let a = l.steps(a_batch).unwrap();
+        assert_eq!(a.home(), intent_home(pi.id));
+        if stall >= 1 {
+            a.durable().await.unwrap();
+        }
+        if stall >= 2 {
+            a.follow().await.unwrap();
+        }
+        // B takes over: it reads the intent (A's decision is visible once durable), decides.
+        let seen = d.get_intent(pi.id).await.unwrap().unwrap();
+        let expect_seen = if stall >= 1 {
+            IntentStatus::Cancelled
+        } else {
+            IntentStatus::Pending
+        };
+        assert_eq!(seen.status, expect_seen, "stall {stall}");
+        let (b_batch, b_event) = decision(&pi, 2, IntentStatus::Succeeded, "test.b");
+        d.submit(b_batch).await.unwrap();
+        // A resumes where it stopped.
+        match stall {
+            0 => {
+                let err = a.durable().await.expect_err("stale epoch after take-over");
+                assert!(is_fenced(&err), "{err}");
+                assert!(d.get_event(a_event.id).await.unwrap().is_none());
+            }
+            1 => {
+                a.follow().await.unwrap();
+                a.finish().await.unwrap();
+            }
+            _ => a.finish().await.unwrap(),
+        }
+        let got = d.get_intent(pi.id).await.unwrap().unwrap();
+        assert_eq!(got.status, IntentStatus::Succeeded, "stall {stall}");
+        assert_eq!(
+            listed_status(d, &pi).await,
+            vec![IntentStatus::Succeeded],
+            "stall {stall}"
+        );
+        assert!(d.get_event(b_event.id).await.unwrap().is_some());
+        // A decided once more under its old epoch: refused whole.
+        let (late, late_event) = decision(&pi, 1, IntentStatus::Cancelled, "test.a_late");
+        let err = d.submit(late).await.expect_err("stale epoch");
+        assert!(is_fenced(&err), "{err}");
+        assert!(d.get_event(late_event.id).await.unwrap().is_none());
+        assert_eq!(
+            d.get_intent(pi.id).await.unwrap().unwrap().status,
+            IntentStatus::Succeeded
+        );
+    }
+}
+
+/// A create whose writer stopped right after its durable step: the listing and the event
+/// (rows that follow it) appear once the intent is read, or once a ledger connects.
+async fn an_interrupted_batch_is_completed_by_a_read_and_at_start(fx: &'static CqlFixture) {
+    let l = &fx.ledger;
+    let d: &dyn Ledger = l.as_ref();
+    let half_done = |pi: &PaymentIntent| {
+        let e = event(
+            pi.merchant_id,
+            false,
+            now_ms(),
+            "payment_intent.created",
+            &pi.id.to_string(),
+        );
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutIntent(pi.clone()));
+        b.push(WriteOp::PutEvent(e.clone()));
+        (l.steps(b).unwrap(), e)
+    };
+    let listed =
+        |m: MerchantId| async move { d.list_intents(m, false, &iq()).await.unwrap().total };
+    // Completed by a read of the intent.
+    let m = new_merchant();
+    let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let (steps, ev) = half_done(&pi);
+    steps.durable().await.unwrap();
+    assert_eq!(
+        listed(m.id).await,
+        0,
+        "the listing row follows the durable step"
+    );
+    assert!(d.get_event(ev.id).await.unwrap().is_none());
+    assert_eq!(d.get_intent(pi.id).await.unwrap(), Some(pi.clone()));
+    assert_eq!(listed(m.id).await, 1);
+    assert!(d.get_event(ev.id).await.unwrap().is_some());
+    assert!(
+        d.pending_expiries()
+            .await
+            .unwrap()
+            .contains(&(pi.id, pi.expires_at))
+    );
+    // Completed when a ledger connects (a node starting after the writer crashed).
+    let m2 = new_merchant();
+    let pi2 = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let (steps, ev2) = half_done(&pi2);
+    steps.durable().await.unwrap();
+    drop(steps);
+    assert_eq!(listed(m2.id).await, 0);
+    let restarted = CqlLedger::connect(fx.config.clone()).await.unwrap();
+    assert_eq!(
+        restarted
+            .list_intents(m2.id, false, &iq())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert!(restarted.get_event(ev2.id).await.unwrap().is_some());
 }
