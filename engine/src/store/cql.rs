@@ -21,6 +21,8 @@
 //!   batch submitted later still wins, cell by cell, tombstones included.
 //! - At most `max_inflight_batches` batches are in flight; beyond that `submit` fails at once
 //!   ("queue is full"), which the engine answers with 503.
+//! - A `list_days` row this handle has already committed is not written again (the rows are
+//!   never deleted); see [`KnownDays`].
 //! - `PutService` reads the stored manifest before writing, to move its name index (the engine
 //!   serialises manifest writes per merchant, so that read cannot race another rename).
 //! - `PutIdempotency` writes with a TTL that ends `idempotency_ttl` after the record was created,
@@ -675,6 +677,59 @@ struct Job {
     events: Vec<Event>,
     /// The steps of a batch with a home partition.
     home: Option<home::HomeWrite>,
+    /// `list_days` rows this batch writes, remembered once it committed.
+    new_days: Vec<DayKey>,
+}
+
+/// A `list_days` row: merchant, livemode, kind, day.
+type DayKey = (String, bool, &'static str, i64);
+
+/// `list_days` rows this handle has committed. The rows are never deleted, so a batch for a
+/// day already known skips rewriting it (two of a create's writes). Bounded: forgotten in
+/// bulk past [`KnownDays::MAX`], which only costs rewriting them.
+#[derive(Default)]
+struct KnownDays(parking_lot::Mutex<std::collections::HashSet<DayKey>>);
+
+impl KnownDays {
+    const MAX: usize = 100_000;
+
+    fn contains(&self, k: &DayKey) -> bool {
+        self.0.lock().contains(k)
+    }
+
+    fn insert(&self, keys: Vec<DayKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut set = self.0.lock();
+        if set.len() + keys.len() > Self::MAX {
+            set.clear();
+        }
+        set.extend(keys);
+    }
+}
+
+/// The `list_days` rows one batch adds (those not known to be committed already).
+struct NewDays<'a> {
+    known: &'a KnownDays,
+    new: Vec<DayKey>,
+}
+
+impl NewDays<'_> {
+    fn put(&mut self, parts: &mut Vec<Part>, key: DayKey, ts: CqlValue) {
+        if self.known.contains(&key) || self.new.contains(&key) {
+            return;
+        }
+        let values = vec![
+            text(key.0.clone()),
+            CqlValue::Boolean(key.1),
+            text(key.2),
+            CqlValue::BigInt(key.3),
+            ts,
+        ];
+        stmt(parts, S::PutListDay, values);
+        self.new.push(key);
+    }
 }
 
 /// Statements an op may produce at most (timestamps are reserved for all of them).
@@ -733,6 +788,7 @@ fn encode(
     batch: WriteBatch,
     idempotency_ttl: Duration,
     stamps: &WriteStamps,
+    known_days: &KnownDays,
 ) -> Result<Job, StoreError> {
     let fence = batch.fence()?.map(|(_, e)| e);
     let home_key = home::home_of(&batch)?;
@@ -741,6 +797,10 @@ fn encode(
     let mut ts = Stamps(stamps.reserve(total + 1));
     let journal_ts = ts.take(1);
     let mut record = None;
+    let mut days = NewDays {
+        known: known_days,
+        new: Vec::new(),
+    };
     let mut parts = Vec::with_capacity(batch.ops.len() * 4);
     let mut events = Vec::new();
     for op in batch.ops {
@@ -801,14 +861,8 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutIntentByMerchant, values);
-                let values = vec![
-                    text(m),
-                    CqlValue::Boolean(pi.livemode),
-                    text(KIND_INTENTS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (m, pi.livemode, KIND_INTENTS, day_of(pi.id.timestamp_ms()));
+                days.put(&mut parts, key, ts.next());
                 let bucket = CqlValue::Int(expiry_bucket(pi.id));
                 if pi.status == IntentStatus::Pending {
                     let values = vec![
@@ -844,14 +898,8 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutRefundByMerchant, values);
-                let values = vec![
-                    text(m),
-                    CqlValue::Boolean(r.livemode),
-                    text(KIND_REFUNDS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (m, r.livemode, KIND_REFUNDS, day_of(r.id.timestamp_ms()));
+                days.put(&mut parts, key, ts.next());
             }
             WriteOp::PutEvent(e) => {
                 let id = e.id.to_string();
@@ -868,14 +916,13 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutEventByMerchant, values);
-                let values = vec![
-                    text(m.clone()),
-                    CqlValue::Boolean(e.livemode),
-                    text(KIND_EVENTS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (
+                    m.clone(),
+                    e.livemode,
+                    KIND_EVENTS,
+                    day_of(e.id.timestamp_ms()),
+                );
+                days.put(&mut parts, key, ts.next());
                 let values = vec![
                     text(e.object_id.clone()),
                     text(id),
@@ -951,6 +998,7 @@ fn encode(
         parts,
         events,
         home,
+        new_days: days.new,
     })
 }
 
@@ -1055,6 +1103,8 @@ struct Inner {
     stmts: Vec<PreparedStatement>,
     /// Write timestamps of this handle (monotonic per ledger).
     stamps: WriteStamps,
+    /// `list_days` rows committed through this handle.
+    known_days: KnownDays,
 }
 
 /// The ScyllaDB / Cassandra ledger. Cheap to share behind an `Arc`.
@@ -1207,6 +1257,7 @@ impl CqlLedger {
             session,
             stmts,
             stamps: WriteStamps::default(),
+            known_days: KnownDays::default(),
         });
         // Batches whose writer stopped between its steps are completed before this node
         // serves anything (listings and expiry timers read the rows they follow with).
@@ -1259,7 +1310,12 @@ impl CqlLedger {
                 done,
             ));
         };
-        let job = match encode(batch, self.idempotency_ttl, &self.inner.stamps) {
+        let job = match encode(
+            batch,
+            self.idempotency_ttl,
+            &self.inner.stamps,
+            &self.inner.known_days,
+        ) {
             Ok(j) => j,
             Err(e) => return Err((e, done)),
         };
@@ -1270,12 +1326,16 @@ impl CqlLedger {
                 parts,
                 events: committed,
                 home,
+                new_days,
             } = job;
             let started = std::time::Instant::now();
             let r = match home {
-                Some(h) => Steps::new(inner, h).run().await,
+                Some(h) => Steps::new(inner.clone(), h).run().await,
                 None => inner.execute(parts).await,
             };
+            if r.is_ok() {
+                inner.known_days.insert(new_days);
+            }
             drop(permit);
             metrics::histogram!("ipay_ledger_commit_seconds")
                 .record(started.elapsed().as_secs_f64());

@@ -259,7 +259,13 @@ impl CqlLedger {
     /// between steps). Fails for a batch without a home partition (see [`home_of`]). Commit
     /// hooks are not run.
     pub fn steps(&self, batch: WriteBatch) -> Result<Steps, StoreError> {
-        let job = encode(batch, self.idempotency_ttl, &self.inner.stamps)?;
+        // No `list_days` row is skipped: these steps may never complete.
+        let job = encode(
+            batch,
+            self.idempotency_ttl,
+            &self.inner.stamps,
+            &KnownDays::default(),
+        )?;
         let w = job
             .home
             .ok_or_else(|| StoreError("this batch has no home partition".into()))?;
