@@ -233,12 +233,19 @@ fn run_cql(check: Check, exclusive: bool) {
     });
 }
 
-fn run_cql_only(check: CqlCheck) {
+/// `exclusive`: the check leaves batches half done on purpose, so no other test may connect
+/// a ledger meanwhile (connecting completes every half-done batch).
+fn run_cql_only(check: CqlCheck, exclusive: bool) {
     let _finished = Finished;
     rt().block_on(async {
         let fx = fixture().await;
-        let _g = global_lock().read().await;
-        check(fx).await;
+        if exclusive {
+            let _g = global_lock().write().await;
+            check(fx).await;
+        } else {
+            let _g = global_lock().read().await;
+            check(fx).await;
+        }
     });
 }
 
@@ -246,7 +253,8 @@ macro_rules! conformance {
     (
         shared: [$($s:ident),* $(,)?],
         exclusive: [$($x:ident),* $(,)?],
-        cql_only: [$($c:ident),* $(,)?] $(,)?
+        cql_only: [$($c:ident),* $(,)?],
+        cql_exclusive: [$($ce:ident),* $(,)?] $(,)?
     ) => {
         mod embedded {
             $( #[test] fn $s() { super::run_embedded(|c| Box::pin(super::$s(c))) } )*
@@ -255,10 +263,12 @@ macro_rules! conformance {
         mod cql {
             /// Tests that use the shared keyspace (the last one to finish drops it).
             pub const TESTS: usize =
-                [$(stringify!($s),)* $(stringify!($x),)* $(stringify!($c),)*].len();
+                [$(stringify!($s),)* $(stringify!($x),)* $(stringify!($c),)* $(stringify!($ce),)*]
+                    .len();
             $( #[test] fn $s() { super::run_cql(|c| Box::pin(super::$s(c)), false) } )*
             $( #[test] fn $x() { super::run_cql(|c| Box::pin(super::$x(c)), true) } )*
-            $( #[test] fn $c() { super::run_cql_only(|f| Box::pin(super::$c(f))) } )*
+            $( #[test] fn $c() { super::run_cql_only(|f| Box::pin(super::$c(f)), false) } )*
+            $( #[test] fn $ce() { super::run_cql_only(|f| Box::pin(super::$ce(f)), true) } )*
         }
     };
 }
@@ -295,8 +305,11 @@ conformance! {
         missing_schema_is_reported_with_the_fix,
         unanswered_requests_fail_within_the_request_timeout,
         fence_cost_on_cassandra,
+    ],
+    cql_exclusive: [
         a_stale_writer_is_refused_between_any_two_steps,
         an_interrupted_batch_is_completed_by_a_read_and_at_start,
+        a_keyed_create_interrupted_after_its_durable_step_is_found_by_its_key,
     ],
 }
 
@@ -2003,4 +2016,89 @@ async fn an_interrupted_batch_is_completed_by_a_read_and_at_start(fx: &'static C
         1
     );
     assert!(restarted.get_event(ev2.id).await.unwrap().is_some());
+}
+
+/// What the engine does with an idempotent create: replay the stored record's intent, or
+/// create `pi` with its record. Returns the id of the intent the caller is answered with.
+async fn create_once(l: &dyn Ledger, scope: &str, pi: &PaymentIntent) -> String {
+    if let Some(rec) = l.get_idempotency(scope).await.unwrap() {
+        return rec.body;
+    }
+    let record = IdempotencyRecord {
+        request_hash: "cd".repeat(32),
+        status: 201,
+        body: pi.id.to_string(),
+        created: Timestamp(now_ms()),
+    };
+    commit(
+        l,
+        vec![
+            WriteOp::PutIntent(pi.clone()),
+            WriteOp::PutIdempotency {
+                scope: scope.to_string(),
+                record,
+            },
+        ],
+    )
+    .await;
+    pi.id.to_string()
+}
+
+/// A create with an idempotency key whose writer stopped right after its durable step (a
+/// crashed node): another node looking the key up gets the create's record, so a retry there
+/// replays it and exactly one intent exists. A writer that stopped before its durable step
+/// left only a claim, which reads as no record (the create was never acknowledged).
+async fn a_keyed_create_interrupted_after_its_durable_step_is_found_by_its_key(
+    fx: &'static CqlFixture,
+) {
+    // Connected before the writer stops: a connecting ledger repairs every home at start,
+    // which would hide the look-up path under test.
+    let other = CqlLedger::connect(fx.config.clone()).await.unwrap();
+    let o: &dyn Ledger = other.as_ref();
+    let keyed_create = |pi: &PaymentIntent, scope: &str| {
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutIntent(pi.clone()));
+        b.push(WriteOp::PutIdempotency {
+            scope: scope.to_string(),
+            record: IdempotencyRecord {
+                request_hash: "cd".repeat(32),
+                status: 201,
+                body: pi.id.to_string(),
+                created: Timestamp(now_ms()),
+            },
+        });
+        fx.ledger.steps(b).unwrap()
+    };
+    let m = new_merchant();
+    let scope = format!("{}|test|create|{}", m.id, rand::random::<u64>());
+    let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let steps = keyed_create(&pi, &scope);
+    steps.claim().await.unwrap();
+    steps.durable().await.unwrap();
+    drop(steps);
+    let rec = o.get_idempotency(&scope).await.unwrap();
+    assert_eq!(rec.map(|r| r.body), Some(pi.id.to_string()));
+    let retry = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    assert_eq!(create_once(o, &scope, &retry).await, pi.id.to_string());
+    assert_eq!(o.list_intents(m.id, false, &iq()).await.unwrap().total, 1);
+    assert!(o.get_intent(retry.id).await.unwrap().is_none());
+    assert_eq!(o.get_intent(pi.id).await.unwrap(), Some(pi.clone()));
+
+    // Stopped after its claim, before its durable step: nothing was committed.
+    let m2 = new_merchant();
+    let scope2 = format!("{}|test|create|{}", m2.id, rand::random::<u64>());
+    let lost = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let steps = keyed_create(&lost, &scope2);
+    steps.claim().await.unwrap();
+    drop(steps);
+    assert_eq!(o.get_idempotency(&scope2).await.unwrap(), None);
+    let retry2 = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    assert_eq!(
+        create_once(o, &scope2, &retry2).await,
+        retry2.id.to_string()
+    );
+    let rec2 = o.get_idempotency(&scope2).await.unwrap();
+    assert_eq!(rec2.map(|r| r.body), Some(retry2.id.to_string()));
+    assert_eq!(o.list_intents(m2.id, false, &iq()).await.unwrap().total, 1);
+    assert!(o.get_intent(lost.id).await.unwrap().is_none());
 }

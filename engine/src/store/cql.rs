@@ -11,7 +11,9 @@
 //!   home's partition of `homes` (the intent's state, the fence epoch, and the rest of the batch
 //!   as a journal row); the other rows follow and are repaired from the journal row if the
 //!   writer stops in between. A fenced batch's durable step is one conditional batch on that
-//!   partition, so a stale epoch is refused whatever the writer does between its steps.
+//!   partition, so a stale epoch is refused whatever the writer does between its steps. When
+//!   such a batch stores an idempotency record, a pending claim naming the home is written
+//!   first, so a look-up of the key finds (and completes) a batch whose writer stopped.
 //! - Any other batch is one LOGGED batch: the coordinator writes it to the batch log first,
 //!   so either every statement of it is applied or (after a coordinator failure) all are
 //!   replayed. A batch is not isolated: a reader may briefly see part of it.
@@ -735,7 +737,9 @@ impl NewDays<'_> {
 /// Statements an op may produce at most (timestamps are reserved for all of them).
 fn max_statements(op: &WriteOp) -> i64 {
     match op {
-        WriteOp::PutMerchant(_) | WriteOp::PutIdempotency { .. } => 1,
+        WriteOp::PutMerchant(_) => 1,
+        // The record, and the pending claim written before a home batch's durable step.
+        WriteOp::PutIdempotency { .. } => 2,
         WriteOp::PutApiKey { .. } => 3,
         WriteOp::PutService(_)
         | WriteOp::PutIntent(_)
@@ -803,6 +807,8 @@ fn encode(
     };
     let mut parts = Vec::with_capacity(batch.ops.len() * 4);
     let mut events = Vec::new();
+    // Pending idempotency claims of a batch with a home (see [`home`]).
+    let mut claims = Vec::new();
     for op in batch.ops {
         match op {
             WriteOp::PutMerchant(m) => {
@@ -936,6 +942,16 @@ fn encode(
             }
             WriteOp::PutIdempotency { scope, record } => {
                 let ttl = idempotency_ttl_secs(idempotency_ttl, record.created);
+                // Older than the record, so the record replaces the claim.
+                let claim_ts = ts.next();
+                if let Some(home) = &home_key {
+                    claims.push(home::claim_statement(
+                        &scope,
+                        home,
+                        claim_ts,
+                        CqlValue::Int(ttl),
+                    )?);
+                }
                 let values = vec![
                     text(scope),
                     text(json(&record)?),
@@ -990,6 +1006,7 @@ fn encode(
             record,
             fence,
             journal_ts,
+            claims,
             std::mem::take(&mut parts),
         )?),
         None => None,
@@ -1889,7 +1906,7 @@ impl Ledger for CqlLedger {
     }
 
     async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.get_record(S::GetIdempotency, (scope,)).await
+        self.inner.read_idempotency(scope).await
     }
 
     async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

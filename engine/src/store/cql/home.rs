@@ -2,7 +2,10 @@
 //!
 //! A batch has a home when it is fenced (home = its fence key) or writes exactly one payment
 //! intent (home = [`intent_home`] of that intent, which is also the key its session fences
-//! its decisions on). Such a batch is committed in three [`Steps`]:
+//! its decisions on). Such a batch is committed in [`Steps`]:
+//! 0. **claim** (only a batch that stores an idempotency record): the record's row is written
+//!    as a pending claim naming the home, so that whoever looks the key up later finds the
+//!    batch even if its writer dies before step 2 ([`Inner::read_idempotency`]).
 //! 1. **durable**: ONE write to the home's partition of `homes`: the intent's JSON (static
 //!    `record`) and a journal row holding every other statement of the batch with its write
 //!    timestamp. Unfenced, an UNLOGGED single-partition batch (atomic and isolated); fenced,
@@ -13,6 +16,10 @@
 //!    record, outbox markers) as one UNLOGGED batch. The batch is acknowledged after this step,
 //!    so listings read the writer's own writes as before.
 //! 3. **finish**: the journal row is deleted.
+//!
+//! A claim read back is resolved through its home: the home's journal rows are applied (which
+//! writes the real record over the claim), and a claim still pending after that belongs to a
+//! batch that never became durable, so it counts as no record.
 //!
 //! A journal row left behind (the writer crashed, or step 2 kept failing) is applied again,
 //! which is idempotent because every statement carries its original timestamp: by the next
@@ -53,6 +60,8 @@ pub(super) struct HomeWrite {
     /// Journal row key and write timestamp.
     seq: String,
     journal_ts: i64,
+    /// Pending idempotency claims, written before the durable step.
+    claims: Vec<Stmt>,
     /// Everything else, applied in step 2.
     follow: Vec<Stmt>,
 }
@@ -63,6 +72,7 @@ impl HomeWrite {
         record: Option<(String, i64)>,
         fence: Option<u64>,
         journal_ts: i64,
+        claims: Vec<Stmt>,
         parts: Vec<Part>,
     ) -> Result<Self, StoreError> {
         let follow = parts
@@ -82,9 +92,36 @@ impl HomeWrite {
             fence,
             seq,
             journal_ts,
+            claims,
             follow,
         })
     }
+}
+
+/// What the `idempotency` table holds for a scope: a pending claim or the final record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredIdempotency {
+    /// Written before the durable step of the batch that stores the record; names its home.
+    Pending {
+        pending_home: String,
+    },
+    Final(IdempotencyRecord),
+}
+
+/// The claim row for `scope`: a pending pointer to `home`, with the record's TTL and a write
+/// timestamp older than the record's.
+pub(super) fn claim_statement(
+    scope: &str,
+    home: &str,
+    ts: CqlValue,
+    ttl: CqlValue,
+) -> Result<Stmt, StoreError> {
+    let claim = serde_json::json!({ "pending_home": home });
+    Ok(Stmt {
+        s: S::PutIdempotency,
+        values: vec![text(scope), text(json(&claim)?), ts, ttl],
+    })
 }
 
 /// The steps of one batch with a home partition, run in order by the ledger; public so tests
@@ -104,9 +141,10 @@ impl Steps {
         &self.w.key
     }
 
-    /// Runs all three steps. Once the durable step committed the batch is committed: a
-    /// follow step that keeps failing leaves the journal row for repair and still succeeds.
+    /// Runs all steps. Once the durable step committed the batch is committed: a follow step
+    /// that keeps failing leaves the journal row for repair and still succeeds.
     pub(super) async fn run(self) -> Result<(), StoreError> {
+        self.claim().await?;
         self.durable().await?;
         let mut left = 3;
         loop {
@@ -128,6 +166,13 @@ impl Steps {
             tracing::debug!(error = %e, "CQL ledger: journal row not deleted; repair will");
         }
         Ok(())
+    }
+
+    /// Step 0: the pending idempotency claims (nothing to do for a batch without a record).
+    /// A claim whose batch never becomes durable reads as no record, so a failure after it is
+    /// harmless.
+    pub async fn claim(&self) -> Result<(), StoreError> {
+        self.inner.apply(&self.w.claims).await
     }
 
     /// Step 1: the single-partition write that commits the batch (conditional when fenced).
@@ -355,12 +400,40 @@ impl Inner {
         &self,
         id: PaymentIntentId,
     ) -> Result<Option<PaymentIntent>, StoreError> {
-        let key = intent_home(id);
+        match self.read_home(&intent_home(id)).await? {
+            Some(json) => Ok(Some(from_json(&json)?)),
+            None => self.get_record(S::GetIntent, (id.to_string(),)).await,
+        }
+    }
+
+    /// The idempotency record of `scope`. A pending claim is resolved through its home: the
+    /// home's unfinished batches are completed (which writes the record over the claim) and
+    /// the row is read again; a claim still pending then belongs to a batch that never became
+    /// durable, which was never acknowledged either, so there is no record.
+    pub(super) async fn read_idempotency(
+        &self,
+        scope: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let home = match self.get_record(S::GetIdempotency, (scope,)).await? {
+            None => return Ok(None),
+            Some(StoredIdempotency::Final(r)) => return Ok(Some(r)),
+            Some(StoredIdempotency::Pending { pending_home }) => pending_home,
+        };
+        self.read_home(&home).await?;
+        match self.get_record(S::GetIdempotency, (scope,)).await? {
+            Some(StoredIdempotency::Final(r)) => Ok(Some(r)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The JSON record of a home partition, after completing every batch left half done in
+    /// it.
+    async fn read_home(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut record = None;
         let mut journal = Vec::new();
         self.scan::<(Option<String>, Option<String>, Option<Vec<u8>>)>(
             S::HomeGet,
-            (&key,),
+            (key,),
             |(r, seq, ops)| {
                 record = record.take().or(r);
                 if let (Some(seq), Some(ops)) = (seq, ops) {
@@ -371,12 +444,9 @@ impl Inner {
         )
         .await?;
         for (seq, ops) in journal {
-            self.repair(&key, &seq, &ops).await?;
+            self.repair(key, &seq, &ops).await?;
         }
-        match record {
-            Some(json) => Ok(Some(from_json(&json)?)),
-            None => self.get_record(S::GetIntent, (id.to_string(),)).await,
-        }
+        Ok(record)
     }
 
     /// Loads intents by id, concurrently, keeping their order; ids without a record are
@@ -590,6 +660,31 @@ mod tests {
             values: vec![],
         }]);
         assert!(decode_ops(&read).is_err());
+    }
+
+    #[test]
+    fn claims_and_records_are_told_apart() {
+        let claim =
+            claim_statement("m|test|k", "session:pi_1", CqlValue::BigInt(1), text("x")).unwrap();
+        let Some(CqlValue::Text(json)) = claim.values.get(1) else {
+            panic!("claim without its JSON: {:?}", claim.values);
+        };
+        match serde_json::from_str::<StoredIdempotency>(json).unwrap() {
+            StoredIdempotency::Pending { pending_home } => assert_eq!(pending_home, "session:pi_1"),
+            StoredIdempotency::Final(r) => panic!("a claim read as a record: {r:?}"),
+        }
+        let rec = IdempotencyRecord {
+            request_hash: "ab".repeat(32),
+            status: 201,
+            body: "{\"pending_home\":\"not a claim\"}".into(),
+            created: crate::clock::Timestamp(1),
+        };
+        let stored = serde_json::from_str::<StoredIdempotency>(&json_str(&rec)).unwrap();
+        assert!(matches!(stored, StoredIdempotency::Final(r) if r == rec));
+    }
+
+    fn json_str(r: &IdempotencyRecord) -> String {
+        serde_json::to_string(r).unwrap()
     }
 
     #[test]
