@@ -21,7 +21,7 @@ use ipay_engine::model::{
     Service, ServiceStatus,
 };
 use ipay_engine::money::Money;
-use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS};
+use ipay_engine::store::cql::{CqlConfig, CqlLedger, MIGRATIONS, intent_home};
 use ipay_engine::store::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ipay_engine::store::{
     EntryRange, EventQuery, IdempotencyRecord, IntentQuery, Ledger, PageRequest, WriteBatch,
@@ -233,12 +233,19 @@ fn run_cql(check: Check, exclusive: bool) {
     });
 }
 
-fn run_cql_only(check: CqlCheck) {
+/// `exclusive`: the check leaves batches half done on purpose, so no other test may connect
+/// a ledger meanwhile (connecting completes every half-done batch).
+fn run_cql_only(check: CqlCheck, exclusive: bool) {
     let _finished = Finished;
     rt().block_on(async {
         let fx = fixture().await;
-        let _g = global_lock().read().await;
-        check(fx).await;
+        if exclusive {
+            let _g = global_lock().write().await;
+            check(fx).await;
+        } else {
+            let _g = global_lock().read().await;
+            check(fx).await;
+        }
     });
 }
 
@@ -246,7 +253,8 @@ macro_rules! conformance {
     (
         shared: [$($s:ident),* $(,)?],
         exclusive: [$($x:ident),* $(,)?],
-        cql_only: [$($c:ident),* $(,)?] $(,)?
+        cql_only: [$($c:ident),* $(,)?],
+        cql_exclusive: [$($ce:ident),* $(,)?] $(,)?
     ) => {
         mod embedded {
             $( #[test] fn $s() { super::run_embedded(|c| Box::pin(super::$s(c))) } )*
@@ -255,10 +263,12 @@ macro_rules! conformance {
         mod cql {
             /// Tests that use the shared keyspace (the last one to finish drops it).
             pub const TESTS: usize =
-                [$(stringify!($s),)* $(stringify!($x),)* $(stringify!($c),)*].len();
+                [$(stringify!($s),)* $(stringify!($x),)* $(stringify!($c),)* $(stringify!($ce),)*]
+                    .len();
             $( #[test] fn $s() { super::run_cql(|c| Box::pin(super::$s(c)), false) } )*
             $( #[test] fn $x() { super::run_cql(|c| Box::pin(super::$x(c)), true) } )*
-            $( #[test] fn $c() { super::run_cql_only(|f| Box::pin(super::$c(f))) } )*
+            $( #[test] fn $c() { super::run_cql_only(|f| Box::pin(super::$c(f)), false) } )*
+            $( #[test] fn $ce() { super::run_cql_only(|f| Box::pin(super::$ce(f)), true) } )*
         }
     };
 }
@@ -295,6 +305,11 @@ conformance! {
         missing_schema_is_reported_with_the_fix,
         unanswered_requests_fail_within_the_request_timeout,
         fence_cost_on_cassandra,
+    ],
+    cql_exclusive: [
+        a_stale_writer_is_refused_between_any_two_steps,
+        an_interrupted_batch_is_completed_by_a_read_and_at_start,
+        a_keyed_create_interrupted_after_its_durable_step_is_found_by_its_key,
     ],
 }
 
@@ -1843,4 +1858,247 @@ async fn fence_cost_on_cassandra(fx: &'static CqlFixture) {
             "fence cost: {what:<18} {n} batches: median {p50:.2} ms, p99 {p99:.2} ms, mean {mean:.2} ms"
         );
     }
+}
+
+/// A decision on `pi` by the owner holding `epoch`: the intent in `status` and an event.
+fn decision(pi: &PaymentIntent, epoch: u64, status: IntentStatus, ty: &str) -> (WriteBatch, Event) {
+    let mut p = pi.clone();
+    p.status = status;
+    p.updated = Timestamp(now_ms());
+    let e = event(pi.merchant_id, false, now_ms(), ty, &pi.id.to_string());
+    let mut b = WriteBatch::new();
+    b.push(WriteOp::PutIntent(p));
+    b.push(WriteOp::PutEvent(e.clone()));
+    b.push(WriteOp::Fence {
+        key: intent_home(pi.id),
+        epoch,
+    });
+    (b, e)
+}
+
+/// The intent's status as its listing row says (filtered listing by status).
+async fn listed_status(l: &dyn Ledger, pi: &PaymentIntent) -> Vec<IntentStatus> {
+    let mut out = Vec::new();
+    for s in [
+        IntentStatus::Pending,
+        IntentStatus::Succeeded,
+        IntentStatus::Cancelled,
+    ] {
+        let q = IntentQuery {
+            status: Some(s),
+            ..iq()
+        };
+        let p = l.list_intents(pi.merchant_id, false, &q).await.unwrap();
+        if p.data.iter().any(|x| x.id == pi.id) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Node A owns a session under epoch 1 and is stopped before, between or after the steps of
+/// its decision (durable write, follow-up rows, journal delete); node B takes the session over
+/// under epoch 2 and decides. Whatever the stall point: nothing of A lands after B's decision,
+/// the intent and its listing row end in B's state, and A's next decision is refused.
+async fn a_stale_writer_is_refused_between_any_two_steps(fx: &'static CqlFixture) {
+    let l = &fx.ledger;
+    let d: &dyn Ledger = l.as_ref();
+    for stall in 0..3 {
+        let m = new_merchant();
+        let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+        commit(d, vec![WriteOp::PutIntent(pi.clone())]).await;
+        let (a_batch, a_event) = decision(&pi, 1, IntentStatus::Cancelled, "test.a");
+        let a = l.steps(a_batch).unwrap();
+        assert_eq!(a.home(), intent_home(pi.id));
+        if stall >= 1 {
+            a.durable().await.unwrap();
+        }
+        if stall >= 2 {
+            a.follow().await.unwrap();
+        }
+        // B takes over: it reads the intent (A's decision is visible once durable), decides.
+        let seen = d.get_intent(pi.id).await.unwrap().unwrap();
+        let expect_seen = if stall >= 1 {
+            IntentStatus::Cancelled
+        } else {
+            IntentStatus::Pending
+        };
+        assert_eq!(seen.status, expect_seen, "stall {stall}");
+        let (b_batch, b_event) = decision(&pi, 2, IntentStatus::Succeeded, "test.b");
+        d.submit(b_batch).await.unwrap();
+        // A resumes where it stopped.
+        match stall {
+            0 => {
+                let err = a.durable().await.expect_err("stale epoch after take-over");
+                assert!(is_fenced(&err), "{err}");
+                assert!(d.get_event(a_event.id).await.unwrap().is_none());
+            }
+            1 => {
+                a.follow().await.unwrap();
+                a.finish().await.unwrap();
+            }
+            _ => a.finish().await.unwrap(),
+        }
+        let got = d.get_intent(pi.id).await.unwrap().unwrap();
+        assert_eq!(got.status, IntentStatus::Succeeded, "stall {stall}");
+        assert_eq!(
+            listed_status(d, &pi).await,
+            vec![IntentStatus::Succeeded],
+            "stall {stall}"
+        );
+        assert!(d.get_event(b_event.id).await.unwrap().is_some());
+        // A decided once more under its old epoch: refused whole.
+        let (late, late_event) = decision(&pi, 1, IntentStatus::Cancelled, "test.a_late");
+        let err = d.submit(late).await.expect_err("stale epoch");
+        assert!(is_fenced(&err), "{err}");
+        assert!(d.get_event(late_event.id).await.unwrap().is_none());
+        assert_eq!(
+            d.get_intent(pi.id).await.unwrap().unwrap().status,
+            IntentStatus::Succeeded
+        );
+    }
+}
+
+/// A create whose writer stopped right after its durable step: the listing and the event
+/// (rows that follow it) appear once the intent is read, or once a ledger connects.
+async fn an_interrupted_batch_is_completed_by_a_read_and_at_start(fx: &'static CqlFixture) {
+    let l = &fx.ledger;
+    let d: &dyn Ledger = l.as_ref();
+    let half_done = |pi: &PaymentIntent| {
+        let e = event(
+            pi.merchant_id,
+            false,
+            now_ms(),
+            "payment_intent.created",
+            &pi.id.to_string(),
+        );
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutIntent(pi.clone()));
+        b.push(WriteOp::PutEvent(e.clone()));
+        (l.steps(b).unwrap(), e)
+    };
+    let listed =
+        |m: MerchantId| async move { d.list_intents(m, false, &iq()).await.unwrap().total };
+    // Completed by a read of the intent.
+    let m = new_merchant();
+    let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let (steps, ev) = half_done(&pi);
+    steps.durable().await.unwrap();
+    assert_eq!(
+        listed(m.id).await,
+        0,
+        "the listing row follows the durable step"
+    );
+    assert!(d.get_event(ev.id).await.unwrap().is_none());
+    assert_eq!(d.get_intent(pi.id).await.unwrap(), Some(pi.clone()));
+    assert_eq!(listed(m.id).await, 1);
+    assert!(d.get_event(ev.id).await.unwrap().is_some());
+    assert!(
+        d.pending_expiries()
+            .await
+            .unwrap()
+            .contains(&(pi.id, pi.expires_at))
+    );
+    // Completed when a ledger connects (a node starting after the writer crashed).
+    let m2 = new_merchant();
+    let pi2 = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let (steps, ev2) = half_done(&pi2);
+    steps.durable().await.unwrap();
+    drop(steps);
+    assert_eq!(listed(m2.id).await, 0);
+    let restarted = CqlLedger::connect(fx.config.clone()).await.unwrap();
+    assert_eq!(
+        restarted
+            .list_intents(m2.id, false, &iq())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert!(restarted.get_event(ev2.id).await.unwrap().is_some());
+}
+
+/// What the engine does with an idempotent create: replay the stored record's intent, or
+/// create `pi` with its record. Returns the id of the intent the caller is answered with.
+async fn create_once(l: &dyn Ledger, scope: &str, pi: &PaymentIntent) -> String {
+    if let Some(rec) = l.get_idempotency(scope).await.unwrap() {
+        return rec.body;
+    }
+    let record = IdempotencyRecord {
+        request_hash: "cd".repeat(32),
+        status: 201,
+        body: pi.id.to_string(),
+        created: Timestamp(now_ms()),
+    };
+    commit(
+        l,
+        vec![
+            WriteOp::PutIntent(pi.clone()),
+            WriteOp::PutIdempotency {
+                scope: scope.to_string(),
+                record,
+            },
+        ],
+    )
+    .await;
+    pi.id.to_string()
+}
+
+/// A create with an idempotency key whose writer stopped right after its durable step (a
+/// crashed node): another node looking the key up gets the create's record, so a retry there
+/// replays it and exactly one intent exists. A writer that stopped before its durable step
+/// left only a claim, which reads as no record (the create was never acknowledged).
+async fn a_keyed_create_interrupted_after_its_durable_step_is_found_by_its_key(
+    fx: &'static CqlFixture,
+) {
+    // Connected before the writer stops: a connecting ledger repairs every home at start,
+    // which would hide the look-up path under test.
+    let other = CqlLedger::connect(fx.config.clone()).await.unwrap();
+    let o: &dyn Ledger = other.as_ref();
+    let keyed_create = |pi: &PaymentIntent, scope: &str| {
+        let mut b = WriteBatch::new();
+        b.push(WriteOp::PutIntent(pi.clone()));
+        b.push(WriteOp::PutIdempotency {
+            scope: scope.to_string(),
+            record: IdempotencyRecord {
+                request_hash: "cd".repeat(32),
+                status: 201,
+                body: pi.id.to_string(),
+                created: Timestamp(now_ms()),
+            },
+        });
+        fx.ledger.steps(b).unwrap()
+    };
+    let m = new_merchant();
+    let scope = format!("{}|test|create|{}", m.id, rand::random::<u64>());
+    let pi = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let steps = keyed_create(&pi, &scope);
+    steps.claim().await.unwrap();
+    steps.durable().await.unwrap();
+    drop(steps);
+    let rec = o.get_idempotency(&scope).await.unwrap();
+    assert_eq!(rec.map(|r| r.body), Some(pi.id.to_string()));
+    let retry = intent(m.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    assert_eq!(create_once(o, &scope, &retry).await, pi.id.to_string());
+    assert_eq!(o.list_intents(m.id, false, &iq()).await.unwrap().total, 1);
+    assert!(o.get_intent(retry.id).await.unwrap().is_none());
+    assert_eq!(o.get_intent(pi.id).await.unwrap(), Some(pi.clone()));
+
+    // Stopped after its claim, before its durable step: nothing was committed.
+    let m2 = new_merchant();
+    let scope2 = format!("{}|test|create|{}", m2.id, rand::random::<u64>());
+    let lost = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    let steps = keyed_create(&lost, &scope2);
+    steps.claim().await.unwrap();
+    drop(steps);
+    assert_eq!(o.get_idempotency(&scope2).await.unwrap(), None);
+    let retry2 = intent(m2.id, false, now_ms(), IntentStatus::Pending, "sandbox");
+    assert_eq!(
+        create_once(o, &scope2, &retry2).await,
+        retry2.id.to_string()
+    );
+    let rec2 = o.get_idempotency(&scope2).await.unwrap();
+    assert_eq!(rec2.map(|r| r.body), Some(retry2.id.to_string()));
+    assert_eq!(o.list_intents(m2.id, false, &iq()).await.unwrap().total, 1);
+    assert!(o.get_intent(lost.id).await.unwrap().is_none());
 }

@@ -6,7 +6,15 @@
 //! carry only the columns their queries filter on.
 //!
 //! Writes:
-//! - One [`WriteBatch`] is one LOGGED batch: the coordinator writes it to the batch log first,
+//! - A batch with a home partition (it is fenced, or it writes exactly one payment intent) is
+//!   committed in steps ([`home`]): its durable step is ONE single-partition write to the
+//!   home's partition of `homes` (the intent's state, the fence epoch, and the rest of the batch
+//!   as a journal row); the other rows follow and are repaired from the journal row if the
+//!   writer stops in between. A fenced batch's durable step is one conditional batch on that
+//!   partition, so a stale epoch is refused whatever the writer does between its steps. When
+//!   such a batch stores an idempotency record, a pending claim naming the home is written
+//!   first, so a look-up of the key finds (and completes) a batch whose writer stopped.
+//! - Any other batch is one LOGGED batch: the coordinator writes it to the batch log first,
 //!   so either every statement of it is applied or (after a coordinator failure) all are
 //!   replayed. A batch is not isolated: a reader may briefly see part of it.
 //! - Every statement carries `USING TIMESTAMP` from a per-process monotonic microsecond clock,
@@ -15,6 +23,8 @@
 //!   batch submitted later still wins, cell by cell, tombstones included.
 //! - At most `max_inflight_batches` batches are in flight; beyond that `submit` fails at once
 //!   ("queue is full"), which the engine answers with 503.
+//! - A `list_days` row this handle has already committed is not written again (the rows are
+//!   never deleted); see [`KnownDays`].
 //! - `PutService` reads the stored manifest before writing, to move its name index (the engine
 //!   serialises manifest writes per merchant, so that read cannot race another rename).
 //! - `PutIdempotency` writes with a TTL that ends `idempotency_ttl` after the record was created,
@@ -54,6 +64,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{Semaphore, broadcast};
 
+mod home;
+pub use home::{Steps, intent_home};
+
 /// Width of one listing partition (`day` column): a UTC day, from the id's creation time.
 pub const DAY_MS: i64 = 86_400_000;
 /// Partitions of the pending-expiry table (bucket = low bits of the intent id).
@@ -85,6 +98,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "003_fences.cql",
         cql: include_str!("../../../config/cql/003_fences.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "004_homes.cql",
+        cql: include_str!("../../../config/cql/004_homes.cql"),
     },
 ];
 
@@ -232,9 +250,18 @@ enum S {
     ScanEntries9,
     ScanEntries10,
     ScanEntries11,
-    /// Fences (LWTs, never batched): raise an existing fence, create a missing one.
-    FenceRaise,
-    FenceInsert,
+    // Home partitions ([`home`]). Journal rows name statements by their position in this
+    // enum, so it only ever grows at the end.
+    HomePutRecord,
+    HomePutJournal,
+    HomeDelJournal,
+    /// Inside conditional batches (no client timestamps there).
+    HomeFenceLe,
+    HomeFenceNull,
+    HomeRecordCas,
+    HomeJournalCas,
+    HomeGet,
+    HomeScan,
 }
 
 const STATEMENTS: &[(S, &str)] = &[
@@ -484,13 +511,38 @@ const STATEMENTS: &[(S, &str)] = &[
         "SELECT sort, value FROM {ks}.index_entries WHERE idx = ? AND part = ? AND sort >= ? AND sort <= ? ORDER BY sort DESC LIMIT ?",
     ),
     (
-        S::FenceRaise,
-        "UPDATE {ks}.fences SET epoch = ? WHERE fkey = ? IF epoch <= ?",
+        S::HomePutRecord,
+        "UPDATE {ks}.homes USING TIMESTAMP ? SET record = ? WHERE home = ?",
     ),
     (
-        S::FenceInsert,
-        "INSERT INTO {ks}.fences (fkey, epoch) VALUES (?, ?) IF NOT EXISTS",
+        S::HomePutJournal,
+        "INSERT INTO {ks}.homes (home, seq, ops) VALUES (?, ?, ?) USING TIMESTAMP ?",
     ),
+    (
+        S::HomeDelJournal,
+        "DELETE FROM {ks}.homes USING TIMESTAMP ? WHERE home = ? AND seq = ?",
+    ),
+    (
+        S::HomeFenceLe,
+        "UPDATE {ks}.homes SET fence_epoch = ? WHERE home = ? IF fence_epoch <= ?",
+    ),
+    (
+        S::HomeFenceNull,
+        "UPDATE {ks}.homes SET fence_epoch = ? WHERE home = ? IF fence_epoch = null",
+    ),
+    (
+        S::HomeRecordCas,
+        "UPDATE {ks}.homes SET record = ? WHERE home = ?",
+    ),
+    (
+        S::HomeJournalCas,
+        "INSERT INTO {ks}.homes (home, seq, ops) VALUES (?, ?, ?)",
+    ),
+    (
+        S::HomeGet,
+        "SELECT record, seq, ops FROM {ks}.homes WHERE home = ?",
+    ),
+    (S::HomeScan, "SELECT home, seq, ops FROM {ks}.homes"),
 ];
 
 /// The prepared scan of `entries` for a range's bounds and order (an unbounded start is
@@ -622,16 +674,72 @@ enum Part {
 }
 
 struct Job {
+    /// The LOGGED batch of a batch without a home (empty when `home` is set).
     parts: Vec<Part>,
     events: Vec<Event>,
-    /// Checked and raised by an LWT before the batch is sent (`(key, epoch)`).
-    fence: Option<(String, u64)>,
+    /// The steps of a batch with a home partition.
+    home: Option<home::HomeWrite>,
+    /// `list_days` rows this batch writes, remembered once it committed.
+    new_days: Vec<DayKey>,
+}
+
+/// A `list_days` row: merchant, livemode, kind, day.
+type DayKey = (String, bool, &'static str, i64);
+
+/// `list_days` rows this handle has committed. The rows are never deleted, so a batch for a
+/// day already known skips rewriting it (two of a create's writes). Bounded: forgotten in
+/// bulk past [`KnownDays::MAX`], which only costs rewriting them.
+#[derive(Default)]
+struct KnownDays(parking_lot::Mutex<std::collections::HashSet<DayKey>>);
+
+impl KnownDays {
+    const MAX: usize = 100_000;
+
+    fn contains(&self, k: &DayKey) -> bool {
+        self.0.lock().contains(k)
+    }
+
+    fn insert(&self, keys: Vec<DayKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut set = self.0.lock();
+        if set.len() + keys.len() > Self::MAX {
+            set.clear();
+        }
+        set.extend(keys);
+    }
+}
+
+/// The `list_days` rows one batch adds (those not known to be committed already).
+struct NewDays<'a> {
+    known: &'a KnownDays,
+    new: Vec<DayKey>,
+}
+
+impl NewDays<'_> {
+    fn put(&mut self, parts: &mut Vec<Part>, key: DayKey, ts: CqlValue) {
+        if self.known.contains(&key) || self.new.contains(&key) {
+            return;
+        }
+        let values = vec![
+            text(key.0.clone()),
+            CqlValue::Boolean(key.1),
+            text(key.2),
+            CqlValue::BigInt(key.3),
+            ts,
+        ];
+        stmt(parts, S::PutListDay, values);
+        self.new.push(key);
+    }
 }
 
 /// Statements an op may produce at most (timestamps are reserved for all of them).
 fn max_statements(op: &WriteOp) -> i64 {
     match op {
-        WriteOp::PutMerchant(_) | WriteOp::PutIdempotency { .. } => 1,
+        WriteOp::PutMerchant(_) => 1,
+        // The record, and the pending claim written before a home batch's durable step.
+        WriteOp::PutIdempotency { .. } => 2,
         WriteOp::PutApiKey { .. } => 3,
         WriteOp::PutService(_)
         | WriteOp::PutIntent(_)
@@ -684,12 +792,23 @@ fn encode(
     batch: WriteBatch,
     idempotency_ttl: Duration,
     stamps: &WriteStamps,
+    known_days: &KnownDays,
 ) -> Result<Job, StoreError> {
-    let fence = batch.fence()?.map(|(k, e)| (k.to_string(), e));
+    let fence = batch.fence()?.map(|(_, e)| e);
+    let home_key = home::home_of(&batch)?;
     let total: i64 = batch.ops.iter().map(max_statements).sum();
-    let mut ts = Stamps(stamps.reserve(total));
+    // One more for the journal row of a batch with a home.
+    let mut ts = Stamps(stamps.reserve(total + 1));
+    let journal_ts = ts.take(1);
+    let mut record = None;
+    let mut days = NewDays {
+        known: known_days,
+        new: Vec::new(),
+    };
     let mut parts = Vec::with_capacity(batch.ops.len() * 4);
     let mut events = Vec::new();
+    // Pending idempotency claims of a batch with a home (see [`home`]).
+    let mut claims = Vec::new();
     for op in batch.ops {
         match op {
             WriteOp::PutMerchant(m) => {
@@ -726,8 +845,18 @@ fn encode(
                 let id = pi.id.to_string();
                 let m = pi.merchant_id.to_string();
                 let day = CqlValue::BigInt(day_of(pi.id.timestamp_ms()));
-                let values = vec![text(id.clone()), text(json(&pi)?), ts.next()];
-                stmt(&mut parts, S::PutIntent, values);
+                let (record_json, record_ts) = (json(&pi)?, ts.take(1));
+                if home_key.as_deref() == Some(intent_home(pi.id).as_str()) {
+                    // Stored once, in the intent's home partition (the durable step).
+                    record = Some((record_json, record_ts));
+                } else {
+                    let values = vec![
+                        text(id.clone()),
+                        text(record_json),
+                        CqlValue::BigInt(record_ts),
+                    ];
+                    stmt(&mut parts, S::PutIntent, values);
+                }
                 let values = vec![
                     text(m.clone()),
                     CqlValue::Boolean(pi.livemode),
@@ -738,14 +867,8 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutIntentByMerchant, values);
-                let values = vec![
-                    text(m),
-                    CqlValue::Boolean(pi.livemode),
-                    text(KIND_INTENTS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (m, pi.livemode, KIND_INTENTS, day_of(pi.id.timestamp_ms()));
+                days.put(&mut parts, key, ts.next());
                 let bucket = CqlValue::Int(expiry_bucket(pi.id));
                 if pi.status == IntentStatus::Pending {
                     let values = vec![
@@ -781,14 +904,8 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutRefundByMerchant, values);
-                let values = vec![
-                    text(m),
-                    CqlValue::Boolean(r.livemode),
-                    text(KIND_REFUNDS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (m, r.livemode, KIND_REFUNDS, day_of(r.id.timestamp_ms()));
+                days.put(&mut parts, key, ts.next());
             }
             WriteOp::PutEvent(e) => {
                 let id = e.id.to_string();
@@ -805,14 +922,13 @@ fn encode(
                     ts.next(),
                 ];
                 stmt(&mut parts, S::PutEventByMerchant, values);
-                let values = vec![
-                    text(m.clone()),
-                    CqlValue::Boolean(e.livemode),
-                    text(KIND_EVENTS),
-                    day,
-                    ts.next(),
-                ];
-                stmt(&mut parts, S::PutListDay, values);
+                let key = (
+                    m.clone(),
+                    e.livemode,
+                    KIND_EVENTS,
+                    day_of(e.id.timestamp_ms()),
+                );
+                days.put(&mut parts, key, ts.next());
                 let values = vec![
                     text(e.object_id.clone()),
                     text(id),
@@ -826,6 +942,16 @@ fn encode(
             }
             WriteOp::PutIdempotency { scope, record } => {
                 let ttl = idempotency_ttl_secs(idempotency_ttl, record.created);
+                // Older than the record, so the record replaces the claim.
+                let claim_ts = ts.next();
+                if let Some(home) = &home_key {
+                    claims.push(home::claim_statement(
+                        &scope,
+                        home,
+                        claim_ts,
+                        CqlValue::Int(ttl),
+                    )?);
+                }
                 let values = vec![
                     text(scope),
                     text(json(&record)?),
@@ -874,10 +1000,22 @@ fn encode(
             WriteOp::Fence { .. } => {}
         }
     }
+    let home = match home_key {
+        Some(key) => Some(home::HomeWrite::new(
+            key,
+            record,
+            fence,
+            journal_ts,
+            claims,
+            std::mem::take(&mut parts),
+        )?),
+        None => None,
+    };
     Ok(Job {
         parts,
         events,
-        fence,
+        home,
+        new_days: days.new,
     })
 }
 
@@ -980,6 +1118,10 @@ async fn applied_versions(
 struct Inner {
     session: Session,
     stmts: Vec<PreparedStatement>,
+    /// Write timestamps of this handle (monotonic per ledger).
+    stamps: WriteStamps,
+    /// `list_days` rows committed through this handle.
+    known_days: KnownDays,
 }
 
 /// The ScyllaDB / Cassandra ledger. Cheap to share behind an `Arc`.
@@ -991,8 +1133,6 @@ pub struct CqlLedger {
     idempotency_ttl: Duration,
     events: broadcast::Sender<Arc<Event>>,
     keyspace: String,
-    /// Write timestamps of this handle (monotonic per ledger).
-    stamps: WriteStamps,
     /// Run on every batch before it is encoded (the webhook outbox).
     hooks: crate::store::hook::CommitHooks,
 }
@@ -1130,15 +1270,26 @@ impl CqlLedger {
         let stmts = futures::future::try_join_all(prepares).await?;
         let (events, _) = broadcast::channel(16_384);
         let max_inflight = config.max_inflight_batches.max(1);
+        let inner = Arc::new(Inner {
+            session,
+            stmts,
+            stamps: WriteStamps::default(),
+            known_days: KnownDays::default(),
+        });
+        // Batches whose writer stopped between its steps are completed before this node
+        // serves anything (listings and expiry timers read the rows they follow with).
+        let repaired = inner.repair_all_homes().await?;
+        if repaired > 0 {
+            tracing::info!(repaired, "CQL ledger: completed interrupted batches");
+        }
         Ok(Arc::new(CqlLedger {
-            inner: Arc::new(Inner { session, stmts }),
+            inner,
             runtime,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             idempotency_ttl: config.idempotency_ttl,
             events,
             keyspace: config.keyspace,
-            stamps: WriteStamps::default(),
             hooks: Default::default(),
         }))
     }
@@ -1176,7 +1327,12 @@ impl CqlLedger {
                 done,
             ));
         };
-        let job = match encode(batch, self.idempotency_ttl, &self.stamps) {
+        let job = match encode(
+            batch,
+            self.idempotency_ttl,
+            &self.inner.stamps,
+            &self.inner.known_days,
+        ) {
             Ok(j) => j,
             Err(e) => return Err((e, done)),
         };
@@ -1186,17 +1342,17 @@ impl CqlLedger {
             let Job {
                 parts,
                 events: committed,
-                fence,
+                home,
+                new_days,
             } = job;
             let started = std::time::Instant::now();
-            let r = match &fence {
-                Some((key, epoch)) => inner.fence(key, *epoch).await,
-                None => Ok(()),
+            let r = match home {
+                Some(h) => Steps::new(inner.clone(), h).run().await,
+                None => inner.execute(parts).await,
             };
-            let r = match r {
-                Ok(()) => inner.execute(parts).await,
-                Err(e) => Err(e),
-            };
+            if r.is_ok() {
+                inner.known_days.insert(new_days);
+            }
             drop(permit);
             metrics::histogram!("ipay_ledger_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -1293,62 +1449,6 @@ impl Inner {
             }
         })?;
         Ok(())
-    }
-
-    /// Checks and raises the fence `key` to `epoch` with lightweight transactions: create it
-    /// if it is missing (a session's first decision: one LWT), accept it if it already holds
-    /// `epoch` (an owner's later decisions: one LWT that only reads), raise it if it is older
-    /// (the first decision after a take-over: a second LWT); refused when it is newer.
-    /// The batch follows in a second round trip (a conditional batch cannot span the
-    /// partitions a batch writes), so a writer stalled exactly between the two can still land
-    /// its batch after a newer owner's; the check closes every earlier window.
-    async fn fence(&self, key: &str, epoch: u64) -> Result<(), StoreError> {
-        let e = i64::try_from(epoch)
-            .map_err(|_| StoreError(format!("fence epoch {epoch} is out of range")))?;
-        for _ in 0..3 {
-            match self.lwt(S::FenceInsert, (key, e)).await? {
-                (true, _) => return Ok(()),
-                (false, Some(current)) if current == epoch => return Ok(()),
-                (false, Some(current)) if current > epoch => {
-                    return Err(fenced_error(key, epoch, current));
-                }
-                // Older: raise it.
-                (false, _) => {}
-            }
-            match self.lwt(S::FenceRaise, (e, key, e)).await? {
-                (true, _) => return Ok(()),
-                (false, Some(current)) => return Err(fenced_error(key, epoch, current)),
-                // Gone between our two steps (never deleted, but be safe): start again.
-                (false, None) => {}
-            }
-        }
-        Err(StoreError(format!(
-            "CQL ledger: fence {key} stayed contended; retry"
-        )))
-    }
-
-    /// Runs one LWT: whether it applied and, when it did not, the row's current `epoch`.
-    async fn lwt(
-        &self,
-        s: S,
-        values: impl SerializeRow,
-    ) -> Result<(bool, Option<u64>), StoreError> {
-        let res = self
-            .session
-            .execute_unpaged(self.st(s), values)
-            .await
-            .map_err(|e| cql_err("fence")(&e))?;
-        let rows = res.into_rows_result().map_err(|e| cql_err("fence")(&e))?;
-        let row = rows
-            .maybe_first_row::<scylla::value::Row>()
-            .map_err(|e| cql_err("fence")(&e))?
-            .ok_or_else(|| StoreError("CQL ledger: fence: no LWT result row".into()))?;
-        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
-        let current = row.columns.iter().skip(1).find_map(|c| match c {
-            Some(CqlValue::BigInt(v)) => u64::try_from(*v).ok(),
-            _ => None,
-        });
-        Ok((applied, current))
     }
 
     async fn get_record<T: for<'de> Deserialize<'de>>(
@@ -1633,7 +1733,7 @@ impl Ledger for CqlLedger {
     }
 
     async fn get_intent(&self, id: PaymentIntentId) -> Result<Option<PaymentIntent>, StoreError> {
-        self.inner.get_record(S::GetIntent, (id.to_string(),)).await
+        self.inner.read_intent(id).await
     }
 
     /// Visits every day-partition of the merchant and mode inside the time bounds and counts
@@ -1694,7 +1794,7 @@ impl Ledger for CqlLedger {
                 )
                 .await?;
         }
-        let data = self.inner.load_all(S::GetIntent, w.rows).await?;
+        let data = self.inner.load_intents(w.rows).await?;
         Ok(Page {
             data,
             total: w.total,
@@ -1806,7 +1906,7 @@ impl Ledger for CqlLedger {
     }
 
     async fn get_idempotency(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.get_record(S::GetIdempotency, (scope,)).await
+        self.inner.read_idempotency(scope).await
     }
 
     async fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1900,7 +2000,7 @@ mod tests {
         for (i, (s, cql)) in STATEMENTS.iter().enumerate() {
             assert_eq!(*s as usize, i, "{cql}");
         }
-        assert_eq!(STATEMENTS.len(), S::FenceInsert as usize + 1);
+        assert_eq!(STATEMENTS.len(), S::HomeScan as usize + 1);
     }
 
     #[test]
