@@ -18,7 +18,7 @@ use ipay_adapters::shops::Provider;
 use ipay_lastmile::shops::{ConnectRequest, ConnectionView, Delivery, WebhookOutcome};
 use ipay_lastmile::sync::scheduler::{PassReport, SchedulerStatus};
 use ipay_lastmile::sync::{self, MarketConnectRequest, MarketView, SetupInfo, SyncOutcome};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest webhook body accepted (a large Shopify order is tens of KiB).
 pub const WEBHOOK_MAX_BYTES: usize = 1024 * 1024;
@@ -29,7 +29,7 @@ pub const WEBHOOK_MAX_BYTES: usize = 1024 * 1024;
 #[utoipa::path(post, path = "/api/integrations/{provider}/connect", tag = "lastmile-integrations",
     security(("bearer_jwt" = [])), params(("provider" = String, Path)),
     request_body(content = ConnectRequest, description = "webhook shops: ConnectRequest; bol, aliexpress, temu: MarketConnectRequest"),
-    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = ConnectionView),
+    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = ProviderState),
               (status = 400, description = "parameter_missing | parameter_invalid | parameter_unknown | invalid_json | integration_credentials_rejected (the platform refused the credentials; nothing stored)", body = crate::routes::ErrorEnvelope),
               (status = 401, description = "token_missing | token_invalid", body = crate::routes::ErrorEnvelope),
               (status = 403, description = "role_forbidden", body = crate::routes::ErrorEnvelope),
@@ -65,7 +65,7 @@ pub async fn connect(
 /// One platform's connection state for this merchant.
 #[utoipa::path(get, path = "/api/integrations/{provider}/", tag = "lastmile-integrations",
     security(("bearer_jwt" = [])), params(("provider" = String, Path)),
-    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = MarketView),
+    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = ProviderState),
               (status = 401, description = "token_missing | token_invalid", body = crate::routes::ErrorEnvelope),
               (status = 403, description = "role_forbidden", body = crate::routes::ErrorEnvelope),
               (status = 404, description = "unknown provider", body = crate::routes::ErrorEnvelope)))]
@@ -93,7 +93,7 @@ pub async fn provider_status(
 /// One platform's connection state (the same as `GET /api/integrations/{provider}/`).
 #[utoipa::path(get, path = "/api/integrations/{provider}", tag = "lastmile-integrations",
     security(("bearer_jwt" = [])), params(("provider" = String, Path)),
-    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = MarketView),
+    responses((status = 200, description = "ConnectionView (webhook shops) or MarketView (marketplaces)", body = ProviderState),
               (status = 401, description = "token_missing | token_invalid", body = crate::routes::ErrorEnvelope),
               (status = 403, description = "role_forbidden", body = crate::routes::ErrorEnvelope),
               (status = 404, description = "unknown provider", body = crate::routes::ErrorEnvelope)))]
@@ -163,7 +163,7 @@ pub async fn sync(
 /// Removes the merchant's connection to a platform; orders already imported stay.
 #[utoipa::path(post, path = "/api/integrations/{provider}/disconnect", tag = "lastmile-integrations",
     security(("bearer_jwt" = [])), params(("provider" = String, Path)),
-    responses((status = 200, description = "the connection state afterwards (ConnectionView or MarketView)", body = MarketView),
+    responses((status = 200, description = "the connection state afterwards (ConnectionView or MarketView)", body = ProviderState),
               (status = 401, description = "token_missing | token_invalid", body = crate::routes::ErrorEnvelope),
               (status = 403, description = "role_forbidden", body = crate::routes::ErrorEnvelope),
               (status = 404, description = "unknown provider", body = crate::routes::ErrorEnvelope),
@@ -180,6 +180,17 @@ pub async fn disconnect(
     }
     let view = st.lastmile.disconnect_shop(merchant, &provider).await?;
     Ok(crate::routes::json(StatusCode::OK, &view))
+}
+
+/// What the per-provider routes answer: a webhook shop's connection or a pulled
+/// marketplace's (documentation only; the handlers serialize the views themselves).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ProviderState {
+    /// Webhook shops (Shopify, WooCommerce, …).
+    Shop(ConnectionView),
+    /// Pulled marketplaces (bol.com, AliExpress, Temu).
+    Market(MarketView),
 }
 
 /// Query of `GET /api/admin/scheduler/sync-log`.

@@ -258,6 +258,7 @@ pub fn upload_router() -> Router<AppState> {
         ipay_lastmile::shops::WebhookOutcome,
         ipay_lastmile::sync::MarketConnectRequest,
         ipay_lastmile::sync::MarketView,
+        integrations::ProviderState,
         ipay_lastmile::sync::SetupInfo,
         ipay_lastmile::sync::SyncOutcome,
         ipay_lastmile::sync::SyncRowError,
