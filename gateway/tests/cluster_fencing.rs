@@ -30,6 +30,11 @@ fn cluster_env(cmd: &mut Command, cql: &str, redis: &str, keyspace: &str) {
         .env("IPAY_CLUSTER__CQL_CONTACT_POINTS", format!("[\"{cql}\"]"))
         .env("IPAY_CLUSTER__KEYSPACE", keyspace)
         .env("IPAY_CLUSTER__REDIS_URL", redis)
+        // A resumed owner's conditional batch contends with the new owner's Paxos round on
+        // the same partition; on a busy test box that can outlast the 1 s default, which would
+        // answer `store_unavailable` before the fence refuses the stale epoch. This test is
+        // about the fence, not the client time-out.
+        .env("IPAY_CLUSTER__CQL_REQUEST_TIMEOUT_MS", "10000")
         .env("IPAY_ADMIN__TOKEN", "adm_fencing_test")
         .env("RUST_LOG", "warn");
 }
